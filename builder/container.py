@@ -1,0 +1,220 @@
+"""One long-lived container per build, driven through the Docker SDK.
+
+Commands are streamed into it one exec at a time with prefixed output; files go in and out as
+tar streams (never bind mounts), so a remote DOCKER_HOST works; the host's CA bundle and proxy
+variables go in so downloads work behind TLS-intercepting proxies; and the container is removed
+whatever happens: success, failure, Ctrl-C or SIGTERM. A sweep also removes containers left by a
+process that was killed outright (SIGKILL, power loss), recognised by their labels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import docker.errors
+
+from builder import engine
+from builder.errors import BuildFailed
+from builder.images import ImageRef
+from builder.runtimes import DOCKER_PLATFORM
+
+Log = Callable[[str], None]
+LABEL = "org.lambda-builder.container"
+CA_IN_CONTAINER = "/etc/lambda-builder/ca-bundle.crt"
+TAIL_LINES = 40
+
+
+def _ca_env() -> dict[str, str]:
+    """Every variable common TLS clients read for their trust store, pointed at the host bundle."""
+    names = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+             "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE")
+    return dict.fromkeys(names, CA_IN_CONTAINER)
+
+
+def sweep_orphans(log: Log | None = None) -> int:
+    """Remove containers whose owning lambda-builder process on this host no longer exists."""
+    removed = 0
+    host = socket.gethostname()
+    for container in engine.client().containers.list(all=True, filters={"label": LABEL}):
+        labels = container.labels
+        if labels.get("org.lambda-builder.host") != host:
+            continue
+        pid = int(labels.get("org.lambda-builder.pid", "0") or 0)
+        if pid and _alive(pid):
+            continue
+        try:
+            container.remove(force=True)
+            removed += 1
+            if log:
+                log(f"removed container {container.name} left by a killed run (pid {pid})")
+        except docker.errors.APIError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def tar_bytes(files: Mapping[str, tuple[bytes, int]]) -> bytes:
+    """A tar of {name: (content, mode)}, for small files such as scripts and CA bundles."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, (data, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Container:
+    """A started container; use as a context manager so removal always runs."""
+
+    def __init__(
+        self,
+        image: ImageRef,
+        *,
+        purpose: str,
+        log: Log,
+        env: Mapping[str, str] | None = None,
+        arch: str | None = None,
+    ) -> None:
+        self.image = image
+        self.purpose = purpose
+        self.log = log
+        self.arch = arch or image.arch
+        self.base_env: dict[str, str] = {**engine.proxy_env(), **(env or {})}
+        self._container: Any = None
+        self.exec_seconds = 0.0  # time spent inside execs, to tell the tool's own overhead
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Container:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()
+
+    def start(self) -> None:
+        client = engine.client()
+        name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
+        labels = {LABEL: "1", "org.lambda-builder.pid": str(os.getpid()),
+                  "org.lambda-builder.host": socket.gethostname(),
+                  "org.lambda-builder.purpose": self.purpose}
+        self._container = client.containers.create(
+            self.image.id,
+            command=["sleep", "infinity"],
+            entrypoint=[],
+            name=name,
+            labels=labels,
+            platform=DOCKER_PLATFORM[self.arch],
+            detach=True,
+            network_mode="bridge",
+            working_dir="/",
+        )
+        try:
+            self._container.start()
+            ca = engine.host_ca_bundle()
+            if ca is not None:
+                self.put_tar("/", tar_bytes({CA_IN_CONTAINER: (ca.read_bytes(), 0o644)}))
+                self.base_env.update(_ca_env())
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    @property
+    def id(self) -> str:
+        assert self._container is not None, "container not started"
+        return str(self._container.id)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def run(self, script: str, *, step: str, env: Mapping[str, str] | None = None, workdir: str = "/",
+            quiet: bool = False) -> str:
+        """Run a shell script; stream its output prefixed by the step; raise BuildFailed on non-zero.
+
+        Returns the output (capped to the last lines) so callers can read small answers.
+        """
+        api = engine.client().api
+        environment = {**self.base_env, **(env or {})}
+        started = time.monotonic()
+        exec_id = api.exec_create(self.id, ["/bin/sh", "-c", f"set -e\n{script}"], environment=environment,
+                                  workdir=workdir, stdout=True, stderr=True)["Id"]
+        tail: list[str] = []
+        pending = b""
+        for chunk in api.exec_start(exec_id, stream=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                tail = [*tail[-(TAIL_LINES * 50):], line]
+                if not quiet:
+                    self.log(f"[{step}] {line}")
+        if pending:
+            line = pending.decode("utf-8", "replace")
+            tail.append(line)
+            if not quiet:
+                self.log(f"[{step}] {line}")
+        self.exec_seconds += time.monotonic() - started
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        if code != 0:
+            raise BuildFailed(f"step '{step}' failed with exit code {code} in {self.purpose}",
+                              tail="\n".join(tail[-TAIL_LINES:]))
+        return "\n".join(tail)
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def put_tar(self, dest: str, data: bytes | Any) -> None:
+        """Unpack a tar stream at `dest` inside the container (created if missing)."""
+        if dest != "/":
+            self.run(f"mkdir -p '{dest}'", step="mkdir", quiet=True)
+        if not self._container.put_archive(dest, data):
+            raise BuildFailed(f"copying files into the container at {dest} failed")
+
+    def put_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        self.put_tar("/", tar_bytes({path: (data, mode)}))
+
+    def get_tar(self, path: str) -> Iterator[bytes]:
+        """The tar stream of `path` (its last component is the top folder of the stream)."""
+        try:
+            stream, _ = self._container.get_archive(path)
+        except docker.errors.NotFound:
+            raise BuildFailed(f"{path} does not exist in the build container") from None
+        return iter(stream)
+
+    def copy_out(self, path: str, dest: Path) -> Path:
+        """Copy `path` out into the host folder `dest` (files owned by the invoking user)."""
+        from builder.tarsafe import extract_tar_stream
+
+        dest.mkdir(parents=True, exist_ok=True)
+        extract_tar_stream(self.get_tar(path), dest)
+        return dest / Path(path).name

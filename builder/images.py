@@ -1,0 +1,311 @@
+"""Which images a build runs in, and how the local family is made where no registry answers.
+
+Two families serve every runtime: the official AWS images (SAM build images to build in, Lambda
+base images to test in), right for anyone who can reach public.ecr.aws; and a local family
+bootstrapped from Debian (mmdebstrap or debootstrap, imported, then built from the Dockerfiles in
+build-images/), for air-gapped machines and this project's own CI. `auto` takes official images
+that are present or pullable and falls back to the local family, building what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import docker.errors
+
+from builder import engine, paths
+from builder.errors import BuildFailed, EnvironmentProblem, UserError
+from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
+
+Kind = Literal["build", "runtime", "cross"]
+Source = Literal["auto", "official", "local"]
+Progress = Callable[[str], None]
+
+LOCAL_REPO = "lambda-builder"
+DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
+SPEC_LABEL = "org.lambda-builder.spec"
+# Bumped when the way local images are made changes, so old ones are rebuilt.
+LOCAL_FAMILY_REVISION = "1"
+UNREACHABLE_MARKER_TTL = 6 * 3600
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image a container will run: its name, its id (recorded in the manifest) and family."""
+
+    name: str
+    id: str
+    arch: str
+    family: Literal["official", "local", "custom"]
+    debian: str | None = None  # release codename for the local family
+
+    @property
+    def policy_name(self) -> str | None:
+        """The audit policy this image really is, when it is not an Amazon Linux image."""
+        return f"debian-{self.debian}" if self.debian else None
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def local_name(kind: str, codename: str, arch: str) -> str:
+    return f"{LOCAL_REPO}/{kind}:{codename}-{arch}"
+
+
+def image_source() -> Source:
+    value = os.environ.get("LAMBDA_BUILDER_IMAGES", "auto")
+    if value not in ("auto", "official", "local"):
+        raise UserError(f"LAMBDA_BUILDER_IMAGES={value!r} is not one of auto, official, local")
+    return value  # type: ignore[return-value]
+
+
+def verify_arch(image: Any, name: str, arch: str) -> None:
+    """A cached image of the wrong architecture silently builds the wrong thing: refuse it."""
+    actual = image.attrs.get("Architecture", "")
+    if actual != DOCKER_ARCH[arch]:
+        raise UserError(
+            f"image {name} is for {actual or 'an unknown architecture'}, not {arch} ({DOCKER_ARCH[arch]})",
+            hint=f"remove it (docker rmi {name}) or pass an image built for {DOCKER_PLATFORM[arch]}",
+        )
+
+
+def _get(name: str) -> Any | None:
+    try:
+        return engine.client().images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _unreachable_marker() -> Path:
+    return paths.cache_dir() / "registry-unreachable"
+
+
+def _try_pull(name: str, arch: str, progress: Progress) -> Any | None:
+    """Pull an official image; remember a failure for a while so every build doesn't wait on it."""
+    marker = _unreachable_marker()
+    if marker.exists() and time.time() - marker.stat().st_mtime < UNREACHABLE_MARKER_TTL:
+        return None
+    repo, _, tag = name.rpartition(":")
+    progress(f"pulling {name}")
+    try:
+        return engine.client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
+    except docker.errors.APIError as exc:
+        progress(f"cannot pull {name}: {str(exc.explanation or exc)[:160]}")
+        marker.write_text(str(exc))
+        return None
+
+
+def _official(runtime: Runtime, arch: str, kind: Kind, progress: Progress) -> ImageRef | None:
+    name = runtime.official_build_image(arch) if kind == "build" else runtime.official_runtime_image(arch)
+    image = _get(name) or _try_pull(name, arch, progress)
+    if image is None:
+        return None
+    verify_arch(image, name, arch)
+    return ImageRef(name, image.id, arch, "official")
+
+
+def resolve(
+    runtime_name: str,
+    arch: str,
+    kind: Kind,
+    *,
+    override: str | None = None,
+    source: Source | None = None,
+    progress: Progress = _quiet,
+) -> ImageRef:
+    """The image for this runtime, arch and role, made locally if that is the only way."""
+    runtime = RUNTIMES[runtime_name]
+    if override:
+        image = _get(override) or _try_pull(override, arch, progress)
+        if image is None:
+            raise UserError(f"--image {override}: no such image on the engine, and it cannot be pulled")
+        verify_arch(image, override, arch)
+        return ImageRef(override, image.id, arch, "custom")
+    source = source or image_source()
+    if source != "local" and kind != "cross":
+        found = _official(runtime, arch, kind, progress)
+        if found:
+            return found
+        if source == "official":
+            raise EnvironmentProblem(
+                f"the official {kind} image for {runtime_name} ({arch}) is not on the engine and cannot be pulled",
+                hint="check registry access, or use LAMBDA_BUILDER_IMAGES=local to build a local family",
+            )
+    if runtime.debian is None:
+        have = ", ".join(sorted(n for n, r in RUNTIMES.items() if r.debian))
+        raise UserError(
+            f"no local image family can serve {runtime_name}: no reachable Debian release ships "
+            f"Python {runtime.python} (local families exist for {have})",
+            hint="reach public.ecr.aws for the official images, or pass --image with a build image you made",
+        )
+    return ensure_local(kind, runtime.debian, arch, progress=progress)
+
+
+# --- the local family -------------------------------------------------------------------------
+
+
+def _bootstrap_tool() -> list[str]:
+    if shutil.which("mmdebstrap"):
+        return ["mmdebstrap", "--variant=minbase"]
+    if shutil.which("debootstrap"):
+        return ["debootstrap", "--variant=minbase"]
+    raise EnvironmentProblem(
+        "making local images needs mmdebstrap or debootstrap, and neither is on PATH",
+        hint="sudo apt-get install mmdebstrap (Debian/Ubuntu), or make public.ecr.aws reachable "
+        "so the official images can be pulled",
+    )
+
+
+def _run_streamed(argv: list[str], progress: Progress, what: str) -> None:
+    tail: list[str] = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = [*tail[-40:], line]
+            progress(line)
+        code = proc.wait()
+    if code != 0:
+        raise BuildFailed(f"{what} failed (exit {code})", tail="\n".join(tail))
+
+
+def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> ImageRef:
+    """A minimal Debian root filesystem, imported as lambda-builder/base:<codename>-<arch>."""
+    name = local_name("base", codename, arch)
+    tool = _bootstrap_tool()
+    mirror = os.environ.get("LAMBDA_BUILDER_DEBIAN_MIRROR")
+    with tempfile.TemporaryDirectory(prefix="lambda-builder-rootfs-") as tmp:
+        tarball = Path(tmp) / "rootfs.tar"
+        argv = [*tool, f"--arch={DEBIAN_ARCH[arch]}"]
+        if tool[0] == "mmdebstrap":
+            argv += [codename, str(tarball)]
+        else:
+            argv += [codename, str(Path(tmp) / "root")]
+        if mirror:
+            argv.append(mirror)
+        progress(f"bootstrapping Debian {codename} ({arch}) with {tool[0]}")
+        _run_streamed(argv, progress, f"{tool[0]} {codename} {arch}")
+        if tool[0] == "debootstrap":
+            with tarfile.open(tarball, "w") as tar:
+                tar.add(Path(tmp) / "root", arcname=".")
+        progress(f"importing {name}")
+        repo, _, tag = name.rpartition(":")
+        changes = [
+            f"LABEL org.lambda-builder.role=base org.lambda-builder.debian={codename} "
+            f"org.lambda-builder.arch={arch}",
+            'CMD ["/bin/bash"]',
+        ]
+        engine.client().api.import_image_from_file(
+            str(tarball), repository=repo, tag=tag, changes=changes
+        )
+    image = _get(name)
+    if image is None:
+        raise BuildFailed(f"importing {name} produced no image")
+    verify_arch(image, name, arch)
+    return ImageRef(name, image.id, arch, "local", codename)
+
+
+def _context(dockerfile: str) -> io.BytesIO:
+    """The build context: the Dockerfile and the host CA bundle, for builds behind a TLS proxy."""
+    buf = io.BytesIO()
+    ca = engine.host_ca_bundle()
+    files = {"Dockerfile": dockerfile.encode(), "lb-ca.crt": ca.read_bytes() if ca else b""}
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for fname, data in files.items():
+            info = tarfile.TarInfo(fname)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _dockerfile(kind: str) -> str:
+    path = DOCKERFILES / f"{kind}.Dockerfile"
+    if not path.is_file():
+        raise EnvironmentProblem(f"the Dockerfile {path} is missing from this installation")
+    return path.read_text()
+
+
+def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
+    """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
+    dockerfile = _dockerfile(kind)
+    spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
+    existing = _get(name)
+    if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
+        verify_arch(existing, name, base.arch)
+        return ImageRef(name, existing.id, base.arch, "local", base.debian)
+    progress(f"building {name} from build-images/{kind}.Dockerfile")
+    buildargs = {"BASE": base.name, **engine.proxy_env()}
+    tail: list[str] = []
+    stream = engine.client().api.build(
+        fileobj=_context(dockerfile),
+        custom_context=True,
+        tag=name,
+        buildargs=buildargs,
+        labels={SPEC_LABEL: spec, "org.lambda-builder.debian": base.debian or "",
+                "org.lambda-builder.arch": base.arch},
+        platform=DOCKER_PLATFORM[base.arch],
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
+    for chunk in stream:
+        if "error" in chunk:
+            raise BuildFailed(f"building image {name} failed: {chunk['error'].strip()}", tail="\n".join(tail))
+        for line in str(chunk.get("stream", "")).splitlines():
+            if line.strip():
+                tail = [*tail[-40:], line]
+                progress(line)
+    image = _get(name)
+    if image is None:
+        raise BuildFailed(f"building image {name} produced no image", tail="\n".join(tail))
+    verify_arch(image, name, base.arch)
+    return ImageRef(name, image.id, base.arch, "local", base.debian)
+
+
+def ensure_local(kind: Kind | Literal["base"], codename: str, arch: str, progress: Progress = _quiet) -> ImageRef:
+    """The local image of this kind, built (with its base) if missing or out of date."""
+    if codename not in DEBIAN:
+        raise UserError(f"unknown Debian release {codename!r}; known: {', '.join(DEBIAN)}")
+    with paths.locked(f"image-{codename}-{arch}"):
+        base_name = local_name("base", codename, arch)
+        image = _get(base_name)
+        if image is None:
+            base = bootstrap_base(codename, arch, progress)
+        else:
+            verify_arch(image, base_name, arch)
+            base = ImageRef(base_name, image.id, arch, "local", codename)
+        if kind == "base":
+            return base
+        if kind == "cross":
+            build = build_from_dockerfile("build", base, local_name("build", codename, arch), progress)
+            return build_from_dockerfile("cross", build, local_name("cross", codename, arch), progress)
+        return build_from_dockerfile(kind, base, local_name(kind, codename, arch), progress)
+
+
+def list_images() -> list[dict[str, str]]:
+    """Every image lambda-builder made or would use that is on the engine now."""
+    rows = []
+    for image in engine.client().images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{LOCAL_REPO}/") or tag.startswith(("public.ecr.aws/sam/", "public.ecr.aws/lambda/")):
+                rows.append({
+                    "name": tag,
+                    "id": image.short_id.removeprefix("sha256:"),
+                    "arch": image.attrs.get("Architecture", "?"),
+                    "size_mb": f"{image.attrs.get('Size', 0) / 1e6:.0f}",
+                    "created": str(image.attrs.get("Created", ""))[:19],
+                })
+    return sorted(rows, key=lambda r: r["name"])

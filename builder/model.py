@@ -1,0 +1,90 @@
+"""The plain value types that flow through the pipeline: recipe in, artifact out.
+
+Everything here is frozen and built only by `builder.recipe` (from YAML) or by the stages
+that produce it, so a stage can never change what an earlier stage decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Layout = Literal["function", "layer"]
+Mode = Literal["auto", "emulate", "cross"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One C/C++ source built into $PREFIX. Exactly one of path, url, pypi is set."""
+
+    name: str
+    build: tuple[str, ...]
+    path: Path | None = None  # absolute, resolved against the recipe's folder
+    url: str | None = None
+    sha256: str | None = None  # mandatory with url; optional pin for pypi
+    pypi: str | None = None  # "name==version": the sdist of that release
+    subdir: str | None = None  # folder inside the unpacked source to build in
+    cross: bool = True  # may be cross-compiled (zig/gcc cross) instead of emulated
+
+
+@dataclass(frozen=True)
+class PythonSpec:
+    requirements: tuple[str, ...] = ()  # pip requirement strings; local paths already absolute
+    build_from_source: tuple[str, ...] = ()  # package names, or (":all:",)
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prune:
+    """What Lambda never needs; each can be turned off in the recipe."""
+
+    pycache: bool = True
+    tests: bool = True
+    static_libs: bool = True
+    headers: bool = True
+    docs: bool = True
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Shared-library bundling (repair) settings."""
+
+    repair: bool = True
+    dlopen: tuple[str, ...] = ()  # sonames loaded with dlopen(), invisible in ELF headers
+    exclude: tuple[str, ...] = ()  # sonames never to bundle (the user provides them, e.g. in a layer)
+    allow_glibc: str | None = None  # highest GLIBC_ version accepted even if the runtime's is lower
+
+
+@dataclass(frozen=True)
+class Tests:
+    imports: tuple[str, ...] = ()
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path  # the YAML file, absolute
+    name: str
+    version: str
+    runtimes: tuple[str, ...]
+    architectures: tuple[str, ...]
+    layout: Layout = "function"
+    system_packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "apt"/"dnf"/"yum" -> pkgs
+    sources: tuple[Source, ...] = ()
+    python: PythonSpec = PythonSpec()
+    environment: dict[str, str] = field(default_factory=dict)
+    include: tuple[str, ...] = ()  # globs relative to the artifact root; empty means everything
+    exclude: tuple[str, ...] = ()
+    prune: Prune = Prune()
+    strip: bool = True
+    bundle: Bundle = Bundle()
+    binaries: tuple[str, ...] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
+    tests: Tests = Tests()
+    mode: Mode = "auto"
+    canonical: str = ""  # canonical JSON of the recipe content, for hashing
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
