@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 FIXED_MTIME = 315532800
 SPOOL_MAX_BYTES = 32 * 1024 * 1024  # larger tar streams spill to a temporary file
 _CHUNK = 1024 * 1024
+# RuntimeError: an encrypted zip member; NotImplementedError: an unsupported compression method.
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
 
 
 def _refuse(archive: str, member: str, why: str) -> UserError:
@@ -254,7 +256,7 @@ def extract_zip(file: Path | IO[bytes], dest: Path, *, archive: str | None = Non
                     mtime = _zip_mtime(info)
                     with zf.open(info) as data:
                         writer.file(rel, info.filename, data, bool(unix_mode & 0o111), mtime)
-    except (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as exc:
+    except _ZIP_ERRORS as exc:
         raise UserError(f"archive {name}: not a readable zip archive ({exc})") from None
     writer.finish()
 

@@ -153,7 +153,7 @@ def test_safe_members_refuses_lazily_by_member(tmp_path: Path) -> None:
 
 
 def test_garbage_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="junk.bin"):
+    with pytest.raises(UserError, match=r"junk\.bin"):
         extract_tar(io.BytesIO(b"not a tar at all" * 100), tmp_path, archive="junk.bin")
 
 
