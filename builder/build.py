@@ -1,0 +1,77 @@
+"""One build, start to finish: recipe x runtime x arch -> zip + manifest (or a clear failure).
+
+The orchestration lives here so the CLI stays thin and the matrix runner can call it in
+parallel; each stage it calls is its own module (images, container, steps, repair, package).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import images, package, paths
+from builder.container import Container, sweep_orphans
+from builder.model import Recipe
+from builder.steps import BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path = Path("dist")
+    image: str | None = None  # --image override of the build image
+    use_cache: bool = True
+    mode: str = "auto"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    recipe: str
+    runtime: str
+    arch: str
+    zip_path: Path
+    manifest: dict[str, Any]
+    seconds: float
+    step_seconds: float  # time inside the container's commands (the compile itself)
+    cached: bool = False
+
+
+def downloads_dir() -> Path:
+    path = paths.cache_dir() / "downloads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> BuildResult:
+    """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
+    started = time.monotonic()
+    runtime = runtime_of(runtime_name)
+    sweep_orphans(log)
+    image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
+    stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
+    with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, \
+            Container(image, purpose=f"{recipe.name}-{arch}", log=log) as container:
+        ctx = BuildContext(recipe=recipe, runtime=runtime, arch=arch, image=image, container=container,
+                           work=Path(tmp), log=log, downloads=downloads_dir(),
+                           env=build_env(recipe, runtime, arch))
+        timings = run_actions(ctx, native_actions(recipe))
+        ctx.manifest["timings"] = timings
+        runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
+        meta = manifest_meta(ctx, runtime_image)
+        zip_path, manifest = package.package(ctx.stage, options.out, stem, meta,
+                                             include=recipe.include, exclude=recipe.exclude)
+        step_seconds = container.exec_seconds
+    seconds = time.monotonic() - started
+    log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
+    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds)
+
+
+def _runtime_image_name(runtime_name: str, arch: str, build: images.ImageRef) -> str:
+    if build.family == "official":
+        return runtime_of(runtime_name).official_runtime_image(arch)
+    return images.local_name("runtime", build.debian or "", arch)

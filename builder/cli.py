@@ -1,0 +1,178 @@
+"""The `lambda-builder` command: parse arguments, call a stage, turn errors into exit codes.
+
+Exit codes: 0 ok; 1 a build/test/publish ran and failed; 2 bad input (recipe, arguments,
+files); 3 the machine lacks something (Docker engine, emulation, bootstrap tool); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from builder import __version__
+from builder.errors import LambdaBuilderError, UserError
+from builder.runtimes import ARCHES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C so every `with Container(...)` removes its container.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except LambdaBuilderError as exc:
+        _echo_err(f"error: {exc.render()}")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _echo_err("interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _echo_err("interrupted: containers removed, no partial artifact written")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    sys.exit(0)
+
+
+def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
+    """--arch x86_64 --arch arm64, --arch x86_64,arm64 and --arch all all work."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part == "all":
+                out += list(ARCHES)
+            elif part in ARCHES:
+                out.append(part)
+            elif part:
+                raise UserError(f"--arch {part}: unknown architecture; use x86_64, arm64 or all")
+    return tuple(dict.fromkeys(out or default))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lambda-builder")
+def cli() -> None:
+    """Build native dependencies for AWS Lambda into zips that load."""
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(recipes: tuple[Path, ...]) -> None:
+    """Check recipes against the schema; report every problem with file, line and field."""
+    from builder import recipe as recipe_mod
+
+    failures: list[LambdaBuilderError] = []
+    for path in recipes:
+        try:
+            loaded = recipe_mod.load(path)
+            click.echo(f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
+                       f"arch {', '.join(loaded.architectures)})")
+        except UserError as exc:
+            failures.append(exc)
+    if failures:
+        if len(failures) == 1:
+            raise failures[0]
+        raise UserError("\n".join(f.render() for f in failures))
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@click.option("--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's).")
+@click.option("--runtime", "runtimes", multiple=True, help="Build only these of the recipe's runtimes.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
+              help="Folder for the zips and manifests.")
+@click.option("--image", default=None, help="Build image to use instead of the default family.")
+@click.option("--no-cache", is_flag=True, help="Rebuild even if an identical artifact is cached.")
+@click.option("--mode", type=click.Choice(["auto", "emulate", "cross"]), default=None,
+              help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
+def build(recipe_path: Path, arches: tuple[str, ...], runtimes: tuple[str, ...], out: Path,
+          image: str | None, no_cache: bool, mode: str | None, quiet: bool) -> None:
+    """Build RECIPE into one zip + manifest per runtime and architecture."""
+    from builder import recipe as recipe_mod
+    from builder.build import BuildOptions, build_one
+
+    recipe = recipe_mod.load(recipe_path)
+    targets_arch = parse_arches(arches, recipe.architectures)
+    targets_rt = runtimes or recipe.runtimes
+    for rt in targets_rt:
+        if rt not in recipe.runtimes:
+            raise UserError(f"--runtime {rt}: the recipe {recipe_path} builds {', '.join(recipe.runtimes)}")
+    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode or recipe.mode)
+    log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
+    for rt in targets_rt:
+        for arch in targets_arch:
+            result = build_one(recipe, rt, arch, options, log)
+            click.echo(f"built {result.zip_path} in {result.seconds:.1f}s "
+                       f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}")
+
+
+@cli.command("test")
+@click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--image", default=None, help="Runtime image to test in instead of the default.")
+@click.option("--command", "command", default=None, help="Run this instead of the recipe's tests.")
+def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None) -> None:
+    """Unpack ZIP into a clean runtime container and run the recipe's tests there."""
+    from builder.verify import test_zip
+
+    for zip_path in zips:
+        test_zip(zip_path, image=image, command=command, log=click.echo)
+
+
+@cli.group()
+def images() -> None:
+    """Build and list the build and runtime images."""
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def images_list(as_json: bool) -> None:
+    """Images lambda-builder made or uses that are on the engine."""
+    from builder import images as images_mod
+
+    rows = images_mod.list_images()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<48} {row['id']:<14} {row['arch']:<7} {row['size_mb']:>6} MB  {row['created']}")
+
+
+@images.command("build")
+@click.option("--runtime", "runtimes", multiple=True, default=("python3.11",), show_default=True)
+@click.option("--arch", "arches", multiple=True)
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["build", "runtime", "cross"]),
+              default=("build", "runtime"), show_default=True)
+def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+    """Make the local image family (bootstrapped from Debian) for these runtimes."""
+    from builder import images as images_mod
+    from builder.runtimes import RUNTIMES
+
+    for rt in runtimes:
+        runtime = RUNTIMES.get(rt)
+        if runtime is None:
+            raise UserError(f"--runtime {rt}: unknown runtime; known: {', '.join(RUNTIMES)}")
+        if runtime.debian is None:
+            raise UserError(f"--runtime {rt}: no Debian release ships Python {runtime.python}; "
+                            "only the official images serve it")
+        for arch in parse_arches(arches, ("x86_64",)):
+            for kind in kinds:
+                ref = images_mod.ensure_local(kind, runtime.debian, arch, progress=click.echo)  # type: ignore[arg-type]
+                click.echo(f"ready: {ref.name} {ref.id[:19]}")

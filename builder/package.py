@@ -1,0 +1,164 @@
+"""The deployment zip and its manifest: deterministic bytes, written atomically.
+
+Same inputs give the same bytes (sorted entries, fixed timestamps, normalized modes, fixed
+compression), so a zip's sha256 identifies its content and publishing it twice uploads nothing.
+A build writes beside the old artifact and renames at the end: a failed or interrupted build
+never leaves a half-written zip and never destroys the last good one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+MANIFEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # posix path inside the zip
+    source: Path
+    executable: bool
+
+
+def artifact_stem(name: str, version: str, runtime: str, arch: str) -> str:
+    return f"{name}-{version}-{runtime}-{arch}"
+
+
+def manifest_path(zip_path: Path) -> Path:
+    return zip_path.with_name(zip_path.name.removesuffix(".zip") + ".manifest.json")
+
+
+def _matches(path: str, globs: Sequence[str]) -> bool:
+    """A glob matches a path, or any of its parent folders (so `tests/**` and `tests` both work)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(p, g) or fnmatch.fnmatchcase(p, g.rstrip("/*")) for g in globs for p in prefixes)
+
+
+def collect(stage: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Entry]:
+    """Every regular file under `stage` (symlinks followed) that include/exclude keep, sorted."""
+    entries: list[Entry] = []
+    for path in sorted(_walk(stage)):
+        rel = path.relative_to(stage).as_posix()
+        if include and not _matches(rel, include):
+            continue
+        if exclude and _matches(rel, exclude):
+            continue
+        mode = path.stat().st_mode
+        entries.append(Entry(rel, path, bool(mode & stat.S_IXUSR)))
+    return entries
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            path = Path(dirpath) / fname
+            if path.is_file():  # follows symlinks; dangling links are dropped
+                yield path
+
+
+def write_zip(entries: Sequence[Entry], dest: Path) -> None:
+    """Write the zip at `dest` with fixed metadata; the caller renames it into place."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        dirs: set[str] = set()
+        for entry in entries:
+            parts = entry.path.split("/")[:-1]
+            for i in range(len(parts)):
+                folder = "/".join(parts[: i + 1]) + "/"
+                if folder not in dirs:
+                    dirs.add(folder)
+                    info = zipfile.ZipInfo(folder, ZIP_EPOCH)
+                    info.external_attr = (stat.S_IFDIR | 0o755) << 16
+                    info.create_system = 3
+                    zf.writestr(info, b"")
+            info = zipfile.ZipInfo(entry.path, ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            info.external_attr = (stat.S_IFREG | (0o755 if entry.executable else 0o644)) << 16
+            with open(entry.source, "rb") as src, zf.open(info, "w") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def contents(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    return [{"path": e.path, "size": e.source.stat().st_size, "mode": "0755" if e.executable else "0644",
+             "sha256": _sha256(e.source)} for e in entries]
+
+
+def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return Path(tmp)
+
+
+def package(stage: Path, out_dir: Path, stem: str, meta: dict[str, Any], *,
+            include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = collect(stage, include, exclude)
+    zip_path = out_dir / f"{stem}.zip"
+    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=".zip.tmp")
+    os.close(fd)
+    tmp_zip = Path(tmp_name)
+    tmp_manifest: Path | None = None
+    try:
+        write_zip(entries, tmp_zip)
+        listing = contents(entries)
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            **meta,
+            "zip": zip_path.name,
+            "sha256": _sha256(tmp_zip),
+            "zipped_size": tmp_zip.stat().st_size,
+            "unzipped_size": sum(item["size"] for item in listing),
+            "contents": listing,
+        }
+        tmp_manifest = _atomic_write_bytes(manifest_path(zip_path),
+                                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        os.chmod(tmp_zip, 0o644)
+        os.chmod(tmp_manifest, 0o644)
+        os.replace(tmp_zip, zip_path)
+        os.replace(tmp_manifest, manifest_path(zip_path))
+    except BaseException:
+        tmp_zip.unlink(missing_ok=True)
+        if tmp_manifest is not None:
+            tmp_manifest.unlink(missing_ok=True)
+        raise
+    return zip_path, manifest
+
+
+def read_manifest(zip_path: Path) -> dict[str, Any]:
+    from builder.errors import UserError
+
+    path = manifest_path(zip_path)
+    if not zip_path.is_file():
+        raise UserError(f"{zip_path}: no such zip")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{zip_path}: its manifest {path.name} is missing beside it",
+                        hint="build the zip with lambda-builder build, which writes both") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable manifest: {exc}") from None
+    return data

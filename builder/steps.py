@@ -1,0 +1,302 @@
+"""A build as a list of small named actions run against one long-lived build container.
+
+Each action does one thing (install system packages, build one source, pip install, ...),
+so a failure names the step, the log reads as a story, and later stages (cache, cross mode)
+can reuse or replace single actions. Paths inside the container are fixed (see below) so the
+same recipe builds the same bytes wherever it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from builder import __version__, sources
+from builder.container import Container
+from builder.errors import UserError
+from builder.images import ImageRef
+from builder.model import Recipe
+from builder.recipe import recipe_sha256
+from builder.tarsafe import tar_from_dir
+from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
+
+Log = Callable[[str], None]
+
+SRC = "/lb/src"
+PREFIX = "/lb/prefix"
+PYSRC = "/lb/py"
+STAGE = "/lb/stage"
+SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
+
+
+@dataclass
+class BuildContext:
+    """What the actions of one (recipe, runtime, arch) build share while they run."""
+
+    recipe: Recipe
+    runtime: Runtime
+    arch: str
+    image: ImageRef
+    container: Container
+    work: Path  # a host temp folder owned by this build
+    log: Log
+    downloads: Path
+    env: dict[str, str] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields stages add
+    source_digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def python(self) -> str:
+        return f"python{self.runtime.python}"
+
+    @property
+    def target_dir(self) -> str:
+        """Where pip installs: the zip root for a function, python/ for a layer (/opt/python)."""
+        return STAGE if self.recipe.layout == "function" else f"{STAGE}/python"
+
+    @property
+    def stage(self) -> Path:
+        return self.work / "stage"
+
+
+class Action(Protocol):
+    name: str
+
+    def run(self, ctx: BuildContext) -> None: ...
+
+
+def build_env(recipe: Recipe, runtime: Runtime, arch: str) -> dict[str, str]:
+    """The environment every build step sees: the documented variables, then the recipe's own."""
+    env = {
+        "PREFIX": PREFIX,
+        "CPU_COUNT": str(os.cpu_count() or 1),
+        "ARCH": arch,
+        "TARGET": GNU_TRIPLE[arch],
+        "PKG_CONFIG_PATH": f"{PREFIX}/lib/pkgconfig:{PREFIX}/lib64/pkgconfig:{PREFIX}/share/pkgconfig",
+        "CPATH": f"{PREFIX}/include",
+        "LIBRARY_PATH": f"{PREFIX}/lib:{PREFIX}/lib64",
+        "LD_LIBRARY_PATH": f"{PREFIX}/lib:{PREFIX}/lib64",
+        "CMAKE_PREFIX_PATH": PREFIX,
+        "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_BREAK_SYSTEM_PACKAGES": "1",
+        "PIP_ROOT_USER_ACTION": "ignore",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LAMBDA_RUNTIME": runtime.name,
+    }
+    if runtime.python:
+        env["PYTHON"] = f"python{runtime.python}"
+    env.update(recipe.environment)
+    return env
+
+
+PATH_PREFIX = f'export PATH="{PREFIX}/bin:$PATH"\n'
+
+
+@dataclass(frozen=True)
+class SystemPackages:
+    name: str = "system packages"
+
+    def run(self, ctx: BuildContext) -> None:
+        wanted = ctx.recipe.system_packages
+        if not wanted:
+            return
+        manager = ctx.container.run(
+            "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && { echo $m; exit 0; }; done; echo none",
+            step="detect package manager", quiet=True).strip().splitlines()[-1]
+        key = {"apt-get": "apt"}.get(manager, manager)
+        packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
+        if packages is None:
+            listed = ", ".join(sorted(wanted))
+            raise UserError(
+                f"{ctx.recipe.path}: system_packages lists packages for {listed}, but the build image "
+                f"{ctx.image.name} uses {manager}",
+                hint=f"add system_packages.{key} with the {key} names of those packages",
+            )
+        names = " ".join(shlex.quote(p) for p in packages)
+        if key == "apt":
+            script = ("export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
+                      f"apt-get install -y -qq --no-install-recommends {names}")
+        else:
+            script = f"{manager} install -y {names}"
+        ctx.container.run(script, step=self.name)
+
+
+@dataclass(frozen=True)
+class BuildSource:
+    index: int
+    name: str = "source"
+
+    def run(self, ctx: BuildContext) -> None:
+        src = ctx.recipe.sources[self.index]
+        fetched = sources.fetch_source(src, ctx.downloads, progress=ctx.log, recipe_dir=ctx.recipe.folder)
+        ctx.source_digests[src.name] = sources.source_digest(src, fetched)
+        with sources.source_tar(src, fetched, src.name) as stream:
+            ctx.container.put_tar(SRC, stream.read())
+        for number, command in enumerate(src.build, 1):
+            ctx.container.run(PATH_PREFIX + command, step=f"{src.name} {number}/{len(src.build)}",
+                              env=ctx.env, workdir=f"{SRC}/{src.name}")
+
+
+@dataclass(frozen=True)
+class PipInstall:
+    name: str = "pip install"
+
+    def run(self, ctx: BuildContext) -> None:
+        spec = ctx.recipe.python
+        if not spec.requirements:
+            return
+        if ctx.runtime.python is None:
+            raise UserError(f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
+                            hint="use a python3.x runtime, or drop python.requirements")
+        args: list[str] = []
+        for i, req in enumerate(spec.requirements):
+            local = Path(req)
+            if local.is_absolute() and local.exists():
+                dest = f"{PYSRC}/{i}"
+                tar = tar_from_dir(local, str(i), exclude=sources.SKIP_NAMES)
+                with tar:
+                    ctx.container.put_tar(PYSRC, tar.read())
+                args.append(dest)
+            else:
+                args.append(req)
+        options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]
+        if spec.build_from_source:
+            options.append("--no-binary=" + ",".join(spec.build_from_source))
+        if spec.index_url:
+            options += ["--index-url", spec.index_url]
+        for url in spec.extra_index_urls:
+            options += ["--extra-index-url", url]
+        command = [ctx.python, "-m", "pip", "install", *options, *args]
+        ctx.container.run(PATH_PREFIX + shlex.join(command), step=self.name, env=ctx.env, workdir="/")
+
+
+COLLECT = r"""
+mkdir -p {stage}/lib {stage}/bin
+for d in {prefix}/lib {prefix}/lib64; do
+  [ -d "$d" ] || continue
+  for f in "$d"/*.so*; do
+    [ -e "$f" ] || continue
+    so=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+    [ -n "$so" ] && [ "$(basename "$f")" = "$so" ] && cp -L "$f" "{stage}/lib/$so"
+  done
+done
+if [ -d {prefix}/bin ]; then
+  for f in {prefix}/bin/*; do
+    [ -f "$f" ] && readelf -h "$f" >/dev/null 2>&1 && cp -L "$f" {stage}/bin/
+  done
+fi
+for b in {binaries}; do
+  [ -e "$b" ] || {{ echo "binary $b does not exist in the build image" >&2; exit 3; }}
+  cp -L "$b" {stage}/bin/
+done
+rmdir {stage}/lib {stage}/bin 2>/dev/null || true
+"""
+
+
+@dataclass(frozen=True)
+class CollectNative:
+    """Shared libraries of the prefix (by SONAME) into lib/, its executables into bin/."""
+
+    name: str = "collect libraries and executables"
+
+    def run(self, ctx: BuildContext) -> None:
+        binaries = " ".join(shlex.quote(b) for b in ctx.recipe.binaries)
+        script = COLLECT.format(stage=STAGE, prefix=PREFIX, binaries=binaries)
+        ctx.container.run(f"mkdir -p {STAGE}\n{script}", step=self.name, env=ctx.env)
+
+
+def prune_script(recipe: Recipe) -> str:
+    rules = []
+    p = recipe.prune
+    if p.pycache:
+        rules += ["find {s} -name __pycache__ -type d -prune -exec rm -rf {{}} +",
+                  "find {s} -name '*.py[co]' -delete"]
+    if p.tests:
+        # test folders inside packages (depth >= 2), never a top-level package that is named test
+        rules.append("find {s} -mindepth 2 -type d \\( -name tests -o -name test \\) "
+                     "-not -path '*.dist-info*' -prune -exec rm -rf {{}} +")
+    if p.static_libs:
+        rules.append("find {s} -type f \\( -name '*.a' -o -name '*.la' \\) -delete")
+    if p.headers:
+        rules.append("find {s} -type f \\( -name '*.h' -o -name '*.hpp' -o -name '*.hh' \\) -delete")
+    if p.docs:
+        rules.append("rm -rf {s}/share/man {s}/share/doc {s}/share/info {s}/man {s}/doc")
+    rules.append("find {s} -depth -type d -empty -delete")
+    return "\n".join(r.format(s=STAGE) for r in rules)
+
+
+STRIP = r"""
+find {stage} -type f | while read -r f; do
+  if readelf -h "$f" >/dev/null 2>&1; then ${{STRIP:-strip}} --strip-unneeded "$f" 2>/dev/null || true; fi
+done
+"""
+
+
+@dataclass(frozen=True)
+class PruneAndStrip:
+    name: str = "prune and strip"
+
+    def run(self, ctx: BuildContext) -> None:
+        script = f"mkdir -p {STAGE}\n" + prune_script(ctx.recipe)
+        if ctx.recipe.strip:
+            script += STRIP.format(stage=STAGE)
+        ctx.container.run(script, step=self.name, env=ctx.env)
+
+
+@dataclass(frozen=True)
+class CopyOut:
+    name: str = "copy artifact out"
+
+    def run(self, ctx: BuildContext) -> None:
+        if ctx.stage.exists():
+            shutil.rmtree(ctx.stage)
+        ctx.container.copy_out(STAGE, ctx.work)
+
+
+def native_actions(recipe: Recipe) -> list[Action]:
+    actions: list[Action] = [SystemPackages()]
+    actions += [BuildSource(i, name=f"source {s.name}") for i, s in enumerate(recipe.sources)]
+    actions += [PipInstall(), CollectNative(), PruneAndStrip(), CopyOut()]
+    return actions
+
+
+def run_actions(ctx: BuildContext, actions: Sequence[Action]) -> dict[str, float]:
+    """Run the actions in order; return seconds per action (for the overhead figures)."""
+    timings: dict[str, float] = {}
+    for action in actions:
+        started = time.monotonic()
+        ctx.log(f"==> {action.name}")
+        action.run(ctx)
+        timings[action.name] = round(time.monotonic() - started, 3)
+    return timings
+
+
+def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any]:
+    return {
+        "name": ctx.recipe.name,
+        "version": ctx.recipe.version,
+        "runtime": ctx.runtime.name,
+        "arch": ctx.arch,
+        "layout": ctx.recipe.layout,
+        "recipe_sha256": recipe_sha256(ctx.recipe),
+        "tool_version": __version__,
+        "image": {"build": ctx.image.name, "build_id": ctx.image.id, "family": ctx.image.family,
+                  "debian": ctx.image.debian, "runtime": runtime_image},
+        "sources": dict(sorted(ctx.source_digests.items())),
+        "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
+        **ctx.manifest,
+    }
+
+
+def runtime_of(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise UserError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None

@@ -1,0 +1,109 @@
+"""`lambda-builder test ZIP`: does the artifact load where it will run, with nothing else there?
+
+The zip is unpacked into a clean runtime container (Python only, no compiler, no -dev or
+library packages) at /var/task for a function or /opt for a layer, with Lambda's environment,
+and the recipe's tests (recorded in the manifest) run there.
+"""
+
+from __future__ import annotations
+
+import shlex
+import stat
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from builder import images, package
+from builder.container import Container
+from builder.errors import UserError
+from builder.runtimes import RUNTIMES
+
+Log = Callable[[str], None]
+
+# Lambda's own values (the function's environment on a managed runtime).
+LAMBDA_LD_LIBRARY_PATH = ("/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:"
+                          "/var/task:/var/task/lib:/opt:/opt/lib")
+LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin"
+
+
+def lambda_env(python: str | None) -> dict[str, str]:
+    env = {
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "LAMBDA_RUNTIME_DIR": "/var/runtime",
+        "LD_LIBRARY_PATH": LAMBDA_LD_LIBRARY_PATH,
+        "PATH": LAMBDA_PATH,
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+    }
+    if python:
+        # the managed Python runtime puts these on sys.path, in this order
+        env["PYTHONPATH"] = f"/var/task:/opt/python/lib/python{python}/site-packages:/opt/python"
+    return env
+
+
+def zip_to_tar(zip_path: Path) -> BinaryIO:
+    """The zip's entries as a tar stream, keeping each file's mode (the executable bit matters)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+    with zipfile.ZipFile(zip_path) as zf, tarfile.open(fileobj=spool, mode="w") as tar:
+        for info in zf.infolist():
+            mode = (info.external_attr >> 16) & 0o7777 or (0o755 if info.is_dir() else 0o644)
+            member = tarfile.TarInfo(info.filename.rstrip("/"))
+            member.mode = mode
+            if info.is_dir():
+                member.type = tarfile.DIRTYPE
+                tar.addfile(member)
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                member.type = tarfile.SYMTYPE
+                member.linkname = zf.read(info).decode()
+                tar.addfile(member)
+                continue
+            member.size = info.file_size
+            with zf.open(info) as data:
+                tar.addfile(member, data)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
+
+
+def runtime_image(manifest: dict[str, Any], override: str | None, log: Log) -> images.ImageRef:
+    runtime, arch = manifest["runtime"], manifest["arch"]
+    if override:
+        return images.resolve(runtime, arch, "runtime", override=override, progress=log)
+    image = manifest.get("image", {})
+    if image.get("family") == "local" and image.get("debian"):
+        return images.ensure_local("runtime", image["debian"], arch, progress=log)
+    if image.get("family") == "official":
+        return images.resolve(runtime, arch, "runtime", source="official", progress=log)
+    return images.resolve(runtime, arch, "runtime", progress=log)
+
+
+def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = None,
+             log: Log = print) -> None:
+    """Run the manifest's tests (or `command`) in a clean runtime container; BuildFailed if they fail."""
+    manifest = package.read_manifest(zip_path)
+    runtime = RUNTIMES.get(manifest.get("runtime", ""))
+    if runtime is None:
+        raise UserError(f"{zip_path}: its manifest names an unknown runtime {manifest.get('runtime')!r}")
+    tests = manifest.get("tests") or {}
+    imports: list[str] = list(tests.get("imports") or [])
+    commands = [command] if command else ([tests["command"]] if tests.get("command") else [])
+    if not imports and not commands:
+        raise UserError(f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
+                        hint="add tests to the recipe, or pass --command")
+    ref = runtime_image(manifest, image, log)
+    root = "/var/task" if manifest.get("layout", "function") == "function" else "/opt"
+    env = lambda_env(runtime.python)
+    with Container(ref, purpose=f"test-{manifest['name']}-{manifest['arch']}", log=log,
+                   arch=manifest["arch"]) as container:
+        with zip_to_tar(zip_path) as stream:
+            container.put_tar(root, stream)
+        py = f"python{runtime.python}"
+        for module in imports:
+            code = f"import importlib; m = importlib.import_module({module!r}); print('imported', m.__name__)"
+            container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
+        for cmd in commands:
+            container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
+    log(f"{zip_path.name}: tests passed in {ref.name}")
