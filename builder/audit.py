@@ -1,0 +1,177 @@
+"""Audit a built tree or zip: will every ELF in it load on the target Lambda runtime?
+
+Read-only and host-side: each needed soname is classified the way the loader on Lambda
+would find it (the runtime image, the zip's lib/ which Lambda puts on LD_LIBRARY_PATH,
+or the file's own $ORIGIN RUNPATH), and symbol versions are checked against the policy.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from builder.elf import ElfInfo, is_elf, read_elf
+from builder.errors import UserError
+from builder.policy import Policy
+from builder.repair import PREFIX_PROVIDER, Violation, check_versions, expand_origin, stage_elfs
+
+Status = Literal["bundled", "provided", "missing"]
+Verdict = Literal["ok", "too-new-glibc", "missing-libs", "wrong-arch"]
+
+
+@dataclass(frozen=True)
+class FileReport:
+    path: str  # relative to the audited root
+    arch: str
+    glibc: str | None  # highest GLIBC_ version required
+    glibcxx: str | None
+    needed: tuple[tuple[str, Status], ...]
+    violations: tuple[Violation, ...]
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    policy: str
+    arch: str
+    files: tuple[FileReport, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.verdict == "ok" for f in self.files)
+
+
+def _locate(soname: str, info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], arch: str) -> bool:
+    """Whether the loader finds `soname` inside `root`: RPATH (no RUNPATH), LD_LIBRARY_PATH, RUNPATH."""
+    origin = str(info.path.parent)
+    rpath = info.rpath if not info.runpath else ()
+    dirs = [Path(expand_origin(d, origin)) for d in rpath]
+    dirs += list(lib_dirs)
+    dirs += [Path(expand_origin(d, origin)) for d in info.runpath]
+    for directory in dirs:
+        candidate = Path(os.path.normpath(directory / soname))
+        if root not in candidate.parents or not candidate.exists() or not is_elf(candidate):
+            continue
+        if read_elf(candidate.resolve()).arch == arch:
+            return True
+    return False
+
+
+def _file_report(info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], policy: Policy) -> FileReport:
+    needed: list[tuple[str, Status]] = []
+    for soname in info.needed:
+        status: Status
+        if _locate(soname, info, root, lib_dirs, policy.arch):
+            status = "bundled"
+        elif soname in policy.provided:
+            status = "provided"
+        else:
+            status = "missing"
+        needed.append((soname, status))
+    bundled = {s for s, st in needed if st == "bundled" and s in PREFIX_PROVIDER.values()}
+    violations = tuple(check_versions([info], policy, bundled=bundled))
+    verdict: Verdict = "ok"
+    if info.arch != policy.arch:
+        verdict = "wrong-arch"
+    elif any(st == "missing" for _s, st in needed):
+        verdict = "missing-libs"
+    elif violations:
+        verdict = "too-new-glibc"
+    return FileReport(
+        path=info.path.relative_to(root).as_posix(),
+        arch=info.arch,
+        glibc=info.versions.get("GLIBC"),
+        glibcxx=info.versions.get("GLIBCXX"),
+        needed=tuple(needed),
+        violations=violations,
+        verdict=verdict,
+    )
+
+
+def audit_tree(root: Path, policy: Policy, lib_dirs: tuple[str, ...] = ("lib",)) -> AuditReport:
+    """Audit every loadable ELF under `root`; `lib_dirs` are what Lambda puts on LD_LIBRARY_PATH."""
+    root = root.resolve()
+    dirs = tuple(root / d for d in lib_dirs)
+    files = tuple(_file_report(info, root, dirs, policy) for info in stage_elfs(root))
+    return AuditReport(policy=policy.name, arch=policy.arch, files=files)
+
+
+def _extract(archive: zipfile.ZipFile, dest: Path) -> None:
+    """Unzip keeping symlinks (Lambda zips use them for libfoo.so.1 -> libfoo.so.1.2)."""
+    for member in archive.infolist():
+        mode = member.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            target = archive.read(member).decode()
+            link = dest / member.filename
+            resolved = Path(os.path.normpath(link.parent / target))
+            if target.startswith("/") or dest not in resolved.parents:
+                continue  # points outside the zip: Lambda would not find it either
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+        else:
+            archive.extract(member, dest)
+
+
+def audit_zip(zip_path: Path, policy: Policy) -> AuditReport:
+    """Audit a function or layer zip (both keep bundled libraries in lib/)."""
+    if not zip_path.is_file():
+        raise UserError(f"{zip_path}: no such zip file")
+    with tempfile.TemporaryDirectory(prefix="lambda-builder-audit-") as tmp:
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                _extract(archive, Path(tmp))
+        except zipfile.BadZipFile as exc:
+            raise UserError(f"{zip_path}: not a zip file ({exc})") from exc
+        return audit_tree(Path(tmp), policy, lib_dirs=("lib",))
+
+
+def to_json(report: AuditReport) -> dict[str, Any]:
+    return {
+        "policy": report.policy,
+        "arch": report.arch,
+        "ok": report.ok,
+        "files": [
+            {
+                "path": f.path,
+                "arch": f.arch,
+                "glibc": f.glibc,
+                "glibcxx": f.glibcxx,
+                "needed": {soname: status for soname, status in f.needed},
+                "violations": [
+                    {"prefix": v.prefix, "required": v.required, "allowed": v.allowed, "symbol": v.symbol}
+                    for v in f.violations
+                ],
+                "verdict": f.verdict,
+            }
+            for f in report.files
+        ],
+    }
+
+
+def render_text(report: AuditReport) -> str:
+    """A table a person reads in a terminal, with the reason under each failing file."""
+    header = ("FILE", "ARCH", "GLIBC", "GLIBCXX", "VERDICT")
+    rows = [(f.path, f.arch, f.glibc or "-", f.glibcxx or "-", f.verdict) for f in report.files]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"audit against {report.policy} ({report.arch})", ""]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row, file in zip(rows, report.files, strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        missing = [s for s, st in file.needed if st == "missing"]
+        if missing:
+            lines.append(f"    missing: {', '.join(missing)}")
+        for v in file.violations:
+            sym = f" ({v.symbol})" if v.symbol else ""
+            lines.append(f"    needs {v.prefix}_{v.required}{sym}, runtime has {v.allowed}")
+        if file.verdict == "wrong-arch":
+            lines.append(f"    built for {file.arch}, the target is {report.arch}")
+    if not report.files:
+        lines.append("(no ELF files)")
+    bad = sum(f.verdict != "ok" for f in report.files)
+    lines += ["", "ok" if not bad else f"{bad} of {len(report.files)} files will not load"]
+    return "\n".join(lines)
