@@ -337,7 +337,7 @@ def _runpath_for(node: _Node, stage: Path, extra: Iterable[Path]) -> str:
     for raw in node.info.runpath or node.info.rpath:
         if "$ORIGIN" in raw or "${ORIGIN}" in raw:
             target = Path(os.path.normpath(expand_origin(raw, str(here))))
-            if _within(target, stage) and raw not in entries:
+            if _within(target, stage) and target.is_dir() and raw not in entries:
                 entries.append(raw)
     for directory in [*node.dep_dirs, *extra]:
         rel = os.path.relpath(directory, here)
@@ -373,10 +373,9 @@ def plan_repair(
     for node in nodes:
         if node.final.name == DLOPEN:
             continue
-        if not node.in_stage:
-            if not node.info.needed:
-                continue
-            patches.append(Patch(planner._rel(node.final), "$ORIGIN"))
+        if not node.in_stage:  # a bundled copy: point it at its siblings, drop build-image paths
+            if node.dep_dirs or node.info.runpath or node.info.rpath:
+                patches.append(Patch(planner._rel(node.final), _runpath_for(node, stage, [])))
             continue
         extra = [lib_root] if dlopen_bundled else []
         if not node.dep_dirs and not extra:
@@ -384,8 +383,9 @@ def plan_repair(
         runpath = _runpath_for(node, stage, extra)
         if runpath != ":".join(node.info.runpath or node.info.rpath) or node.info.rpath:
             patches.append(Patch(planner._rel(node.final), runpath))
+    needed = _all_needed(nodes)
     in_stage = sorted(
-        {(n, planner._rel(p)) for n, paths in planner.index.items() for p in paths if n in _all_needed(nodes)}
+        {(n, planner._rel(p)) for n, paths in planner.index.items() for p in paths if n in needed}
     )
     return RepairPlan(
         lib_dir=lib_dir,
