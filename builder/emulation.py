@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from builder.engine import PROXY_VARS, host_ca_bundle
 from builder.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -33,12 +34,11 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ENTRY = "qemu-aarch64"
 QEMU_STATIC = Path("/usr/bin/qemu-aarch64-static")
 PROBE_IMAGE = "lambda-builder/base:bookworm-arm64"
+PROBE_LABEL = "org.lambda-builder.probe"  # on every probe container, so leftovers can be found
 # ELF header of a little-endian 64-bit aarch64 executable, and the bits binfmt_misc compares.
 AARCH64_MAGIC = r"\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
 AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
 _MAGIC_HEX = "7f454c460201010000000000000000000200b700"
-CA_BUNDLE_DEFAULT = Path("/etc/ssl/certs/ca-certificates.crt")
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
 def fix_commands(qemu: Path = QEMU_STATIC, binfmt: Path = BINFMT_DIR) -> str:
@@ -159,7 +159,9 @@ def find_arm64_image(client: docker.DockerClient) -> str | None:
 
 def run_probe(client: docker.DockerClient, image: str, command: list[str], timeout: int = 120) -> str:
     """Run `command` in a throwaway container and return its output; raise on failure."""
-    container = client.containers.create(image, command, platform="linux/arm64")
+    container = client.containers.create(
+        image, command, platform="linux/arm64", labels={PROBE_LABEL: "arm64"}
+    )
     try:
         container.start()
         result = container.wait(timeout=timeout)
@@ -323,21 +325,20 @@ def _check_bootstrap() -> Check:
     )
 
 
-def host_ca_bundle() -> Path | None:
-    """The CA bundle to copy into build containers (TLS-intercepting proxies need it)."""
-    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        value = os.environ.get(var)
-        if value and Path(value).is_file():
-            return Path(value)
-    return CA_BUNDLE_DEFAULT if CA_BUNDLE_DEFAULT.is_file() else None
+def _redact(value: str) -> str:
+    """Proxy URLs may carry user:password; doctor output gets pasted into issues."""
+    url = urlparse(value)
+    if url.password or url.username:
+        return value.replace(url.netloc, f"***@{url.hostname}" + (f":{url.port}" if url.port else ""))
+    return value
 
 
 def _check_ca_bundle() -> Check:
-    proxies = [f"{var}={os.environ[var]}" for var in PROXY_VARS if os.environ.get(var)]
+    proxies = [f"{var}={_redact(os.environ[var])}" for var in PROXY_VARS if os.environ.get(var)]
     proxy_text = "proxy: " + (", ".join(proxies) if proxies else "none set")
     broken = [
         f"{var}={os.environ[var]}"
-        for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+        for var in ("LAMBDA_BUILDER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
         if os.environ.get(var) and not Path(os.environ[var]).is_file()
     ]
     if broken:
