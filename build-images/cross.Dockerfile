@@ -1,0 +1,46 @@
+# Cross toolchains for building arm64 (and old-glibc x86_64) artifacts on an x86_64 engine
+# without qemu: zig (C/C++, glibc version pinned per Lambda runtime) and Debian's aarch64 gcc
+# plus the arm64 Python headers/sysconfig (Python extensions). About 15x faster than emulation.
+#
+# Build context: this file as Dockerfile, plus `lb-ca.crt` (the host CA bundle, or empty):
+# HTTPS from build containers may go through a TLS-intercepting proxy that only it trusts.
+ARG BASE=lambda-builder/build:bookworm-x86_64
+FROM ${BASE}
+
+# Python version whose arm64 headers and _sysconfigdata are installed ("3" = the release's default).
+ARG PYTHON=3
+ARG HTTP_PROXY
+ARG HTTPS_PROXY
+ARG NO_PROXY
+ARG http_proxy
+ARG https_proxy
+ARG no_proxy
+
+RUN dpkg --add-architecture arm64 \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu \
+      "libpython${PYTHON}-dev:arm64" python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /opt/lb-cross/include \
+ && ln -s /usr/include/aarch64-linux-gnu /opt/lb-cross/include/aarch64-linux-gnu
+# ^ zig searches no /usr/include; Debian's pyconfig.h includes <aarch64-linux-gnu/python3.X/pyconfig.h>,
+#   so `-idirafter /opt/lb-cross/include` exposes just the arm64 multiarch headers after zig's libc.
+
+COPY lb-ca.crt /opt/lb-cross/host-ca.crt
+# zig lives in its own venv so it never conflicts with what recipes pip-install system-wide.
+RUN python3 -m venv /opt/lb-cross/venv \
+ && if [ -s /opt/lb-cross/host-ca.crt ]; then export PIP_CERT=/opt/lb-cross/host-ca.crt; fi \
+ && /opt/lb-cross/venv/bin/pip install --no-cache-dir --disable-pip-version-check ziglang
+
+# zig builds its libc stubs and compiler-rt once per target; do it now for every Lambda target
+# so builds do not pay ~15 s each. The cache stays writable for whichever user builds.
+ENV ZIG_GLOBAL_CACHE_DIR=/opt/lb-cross/zig-cache ZIG_LOCAL_CACHE_DIR=/opt/lb-cross/zig-cache
+RUN printf 'int main(void){return 0;}\n' > /tmp/warm.c \
+ && for t in aarch64-linux-gnu.2.26 aarch64-linux-gnu.2.34 x86_64-linux-gnu.2.26 x86_64-linux-gnu.2.34; do \
+      /opt/lb-cross/venv/bin/python3 -m ziglang cc -target "$t" /tmp/warm.c -o /tmp/warm || exit 1; \
+    done \
+ && rm -f /tmp/warm /tmp/warm.c \
+ && chmod -R a+rwX /opt/lb-cross/zig-cache
+
+LABEL org.lambda-builder.cross=aarch64
