@@ -162,9 +162,10 @@ def render_text(report: AuditReport) -> str:
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row, file in zip(rows, report.files, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        missing = [s for s, st in file.needed if st == "missing"]
-        if missing:
-            lines.append(f"    missing: {', '.join(missing)}")
+        for status in ("bundled", "provided", "missing"):
+            names = [s for s, st in file.needed if st == status]
+            if names:
+                lines.append(f"    {status}: {', '.join(names)}")
         for v in file.violations:
             sym = f" ({v.symbol})" if v.symbol else ""
             lines.append(f"    needs {v.prefix}_{v.required}{sym}, runtime has {v.allowed}")

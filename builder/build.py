@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import images, package, paths
+from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
 from builder.steps import BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
@@ -54,17 +55,28 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     sweep_orphans(log)
     image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
-    with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, \
-            Container(image, purpose=f"{recipe.name}-{arch}", log=log) as container:
-        ctx = BuildContext(recipe=recipe, runtime=runtime, arch=arch, image=image, container=container,
-                           work=Path(tmp), log=log, downloads=downloads_dir(),
-                           env=build_env(recipe, runtime, arch))
-        timings = run_actions(ctx, native_actions(recipe))
+    with (
+        tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
+        Container(image, purpose=f"{recipe.name}-{arch}", log=log) as container,
+    ):
+        ctx = BuildContext(
+            recipe=recipe,
+            runtime=runtime,
+            arch=arch,
+            image=image,
+            container=container,
+            work=Path(tmp),
+            log=log,
+            downloads=downloads_dir(),
+            env=build_env(recipe, runtime, arch),
+        )
+        timings = run_actions(ctx, [*native_actions(recipe), RepairAndAudit()])
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
         meta = manifest_meta(ctx, runtime_image)
-        zip_path, manifest = package.package(ctx.stage, options.out, stem, meta,
-                                             include=recipe.include, exclude=recipe.exclude)
+        zip_path, manifest = package.package(
+            ctx.stage, options.out, stem, meta, include=recipe.include, exclude=recipe.exclude
+        )
         step_seconds = container.exec_seconds
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")

@@ -82,8 +82,10 @@ def validate(recipes: tuple[Path, ...]) -> None:
     for path in recipes:
         try:
             loaded = recipe_mod.load(path)
-            click.echo(f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
-                       f"arch {', '.join(loaded.architectures)})")
+            click.echo(
+                f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
+                f"arch {', '.join(loaded.architectures)})"
+            )
         except UserError as exc:
             failures.append(exc)
     if failures:
@@ -94,17 +96,36 @@ def validate(recipes: tuple[Path, ...]) -> None:
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
-@click.option("--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's).")
+@click.option(
+    "--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's)."
+)
 @click.option("--runtime", "runtimes", multiple=True, help="Build only these of the recipe's runtimes.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
-              help="Folder for the zips and manifests.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Folder for the zips and manifests.",
+)
 @click.option("--image", default=None, help="Build image to use instead of the default family.")
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical artifact is cached.")
-@click.option("--mode", type=click.Choice(["auto", "emulate", "cross"]), default=None,
-              help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).")
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "emulate", "cross"]),
+    default=None,
+    help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
-def build(recipe_path: Path, arches: tuple[str, ...], runtimes: tuple[str, ...], out: Path,
-          image: str | None, no_cache: bool, mode: str | None, quiet: bool) -> None:
+def build(
+    recipe_path: Path,
+    arches: tuple[str, ...],
+    runtimes: tuple[str, ...],
+    out: Path,
+    image: str | None,
+    no_cache: bool,
+    mode: str | None,
+    quiet: bool,
+) -> None:
     """Build RECIPE into one zip + manifest per runtime and architecture."""
     from builder import recipe as recipe_mod
     from builder.build import BuildOptions, build_one
@@ -120,8 +141,10 @@ def build(recipe_path: Path, arches: tuple[str, ...], runtimes: tuple[str, ...],
     for rt in targets_rt:
         for arch in targets_arch:
             result = build_one(recipe, rt, arch, options, log)
-            click.echo(f"built {result.zip_path} in {result.seconds:.1f}s "
-                       f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}")
+            click.echo(
+                f"built {result.zip_path} in {result.seconds:.1f}s "
+                f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}"
+            )
 
 
 @cli.command("test")
@@ -152,14 +175,22 @@ def images_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['name']:<48} {row['id']:<14} {row['arch']:<7} {row['size_mb']:>6} MB  {row['created']}")
+        click.echo(
+            f"{row['name']:<48} {row['id']:<14} {row['arch']:<7} {row['size_mb']:>6} MB  {row['created']}"
+        )
 
 
 @images.command("build")
 @click.option("--runtime", "runtimes", multiple=True, default=("python3.11",), show_default=True)
 @click.option("--arch", "arches", multiple=True)
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["build", "runtime", "cross"]),
-              default=("build", "runtime"), show_default=True)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(["build", "runtime", "cross"]),
+    default=("build", "runtime"),
+    show_default=True,
+)
 def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     """Make the local image family (bootstrapped from Debian) for these runtimes."""
     from builder import images as images_mod
@@ -170,9 +201,96 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
         if runtime is None:
             raise UserError(f"--runtime {rt}: unknown runtime; known: {', '.join(RUNTIMES)}")
         if runtime.debian is None:
-            raise UserError(f"--runtime {rt}: no Debian release ships Python {runtime.python}; "
-                            "only the official images serve it")
+            raise UserError(
+                f"--runtime {rt}: no Debian release ships Python {runtime.python}; "
+                "only the official images serve it"
+            )
         for arch in parse_arches(arches, ("x86_64",)):
             for kind in kinds:
                 ref = images_mod.ensure_local(kind, runtime.debian, arch, progress=click.echo)  # type: ignore[arg-type]
                 click.echo(f"ready: {ref.name} {ref.id[:19]}")
+
+
+@cli.command()
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--runtime", default=None, help="Audit against this Lambda runtime (default: the manifest's).")
+@click.option("--arch", default=None, type=click.Choice(list(ARCHES)), help="Default: the manifest's.")
+@click.option(
+    "--policy",
+    "policy_name",
+    default=None,
+    help="Audit against a named policy instead (al2, al2023, debian-bookworm, ...).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def audit(
+    zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool
+) -> None:
+    """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
+    from builder import audit as audit_mod
+    from builder import package
+    from builder.policy import load_policy, policy_for_runtime
+
+    manifest: dict[str, Any] = {}
+    if package.manifest_path(zip_path).is_file():
+        manifest = package.read_manifest(zip_path)
+    arch = arch or manifest.get("arch")
+    runtime = runtime or manifest.get("runtime")
+    if arch is None or (runtime is None and policy_name is None):
+        raise UserError(f"{zip_path}: no manifest beside it; pass --runtime (or --policy) and --arch")
+    policy = load_policy(policy_name, arch) if policy_name else policy_for_runtime(str(runtime), arch)
+    report = audit_mod.audit_zip(zip_path, policy)
+    click.echo(json.dumps(audit_mod.to_json(report), indent=2) if as_json else audit_mod.render_text(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option(
+    "--fix-emulation",
+    is_flag=True,
+    help="Register qemu-aarch64 (F flag) in binfmt_misc so arm64 containers run (root, Linux).",
+)
+def doctor(fix_emulation: bool) -> None:
+    """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
+    from builder import emulation
+
+    if fix_emulation:
+        emulation.enable_arm64_emulation()
+        click.echo("arm64 emulation registered (qemu-aarch64, flags F)")
+    try:
+        from builder import engine
+
+        client = engine.client()
+    except LambdaBuilderError:
+        client = None
+    checks = emulation.doctor_report(client)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"       fix: {check.fix}")
+    if not all(c.ok for c in checks):
+        raise SystemExit(3)
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["github", "json"]), default="github", show_default=True)
+@click.option(
+    "--arm64-runner",
+    default="ubuntu-24.04-arm",
+    show_default=True,
+    help="Runner label for native arm64 jobs.",
+)
+@click.option("--no-native-arm64", is_flag=True, help="Build arm64 on x86_64 runners (cross/emulated).")
+def matrix(recipes: tuple[Path, ...], fmt: str, arm64_runner: str, no_native_arm64: bool) -> None:
+    """Print a CI matrix (recipe x runtime x arch), e.g. for GitHub Actions' $GITHUB_OUTPUT."""
+    from builder import matrix as matrix_mod
+    from builder import recipe as recipe_mod
+
+    loaded = [recipe_mod.load(p) for p in recipes]
+    entries = matrix_mod.matrix_entries(
+        [(r.name, p, r.runtimes, r.architectures) for r, p in zip(loaded, recipes, strict=True)],
+        arm64_runner=None if no_native_arm64 else arm64_runner,
+        relative_to=Path.cwd(),
+    )
+    click.echo(matrix_mod.render_matrix(entries, fmt))  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ process that was killed outright (SIGKILL, power loss), recognised by their labe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -35,8 +36,15 @@ TAIL_LINES = 40
 
 def _ca_env() -> dict[str, str]:
     """Every variable common TLS clients read for their trust store, pointed at the host bundle."""
-    names = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
-             "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE")
+    names = (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "PIP_CERT",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "NODE_EXTRA_CA_CERTS",
+        "AWS_CA_BUNDLE",
+    )
     return dict.fromkeys(names, CA_IN_CONTAINER)
 
 
@@ -110,16 +118,20 @@ class Container:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.remove()
 
     def start(self) -> None:
         client = engine.client()
         name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
-        labels = {LABEL: "1", "org.lambda-builder.pid": str(os.getpid()),
-                  "org.lambda-builder.host": socket.gethostname(),
-                  "org.lambda-builder.purpose": self.purpose}
+        labels = {
+            LABEL: "1",
+            "org.lambda-builder.pid": str(os.getpid()),
+            "org.lambda-builder.host": socket.gethostname(),
+            "org.lambda-builder.purpose": self.purpose,
+        }
         self._container = client.containers.create(
             self.image.id,
             command=["sleep", "infinity"],
@@ -145,10 +157,8 @@ class Container:
         if self._container is None:
             return
         container, self._container = self._container, None
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
 
     @property
     def id(self) -> str:
@@ -157,8 +167,15 @@ class Container:
 
     # --- commands ------------------------------------------------------------------------------
 
-    def run(self, script: str, *, step: str, env: Mapping[str, str] | None = None, workdir: str = "/",
-            quiet: bool = False) -> str:
+    def run(
+        self,
+        script: str,
+        *,
+        step: str,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/",
+        quiet: bool = False,
+    ) -> str:
         """Run a shell script; stream its output prefixed by the step; raise BuildFailed on non-zero.
 
         Returns the output (capped to the last lines) so callers can read small answers.
@@ -166,8 +183,14 @@ class Container:
         api = engine.client().api
         environment = {**self.base_env, **(env or {})}
         started = time.monotonic()
-        exec_id = api.exec_create(self.id, ["/bin/sh", "-c", f"set -e\n{script}"], environment=environment,
-                                  workdir=workdir, stdout=True, stderr=True)["Id"]
+        exec_id = api.exec_create(
+            self.id,
+            ["/bin/sh", "-c", f"set -e\n{script}"],
+            environment=environment,
+            workdir=workdir,
+            stdout=True,
+            stderr=True,
+        )["Id"]
         tail: list[str] = []
         pending = b""
         for chunk in api.exec_start(exec_id, stream=True):
@@ -175,7 +198,7 @@ class Container:
             *lines, pending = pending.split(b"\n")
             for raw in lines:
                 line = raw.decode("utf-8", "replace").rstrip("\r")
-                tail = [*tail[-(TAIL_LINES * 50):], line]
+                tail = [*tail[-(TAIL_LINES * 50) :], line]
                 if not quiet:
                     self.log(f"[{step}] {line}")
         if pending:
@@ -186,8 +209,10 @@ class Container:
         self.exec_seconds += time.monotonic() - started
         code = api.exec_inspect(exec_id).get("ExitCode")
         if code != 0:
-            raise BuildFailed(f"step '{step}' failed with exit code {code} in {self.purpose}",
-                              tail="\n".join(tail[-TAIL_LINES:]))
+            raise BuildFailed(
+                f"step '{step}' failed with exit code {code} in {self.purpose}",
+                tail="\n".join(tail[-TAIL_LINES:]),
+            )
         return "\n".join(tail)
 
     # --- files ---------------------------------------------------------------------------------

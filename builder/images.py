@@ -25,6 +25,7 @@ from typing import Any, Literal
 import docker.errors
 
 from builder import engine, paths
+from builder.emulation import import_rootfs
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
 
@@ -202,14 +203,8 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
                 tar.add(Path(tmp) / "root", arcname=".")
         progress(f"importing {name}")
         repo, _, tag = name.rpartition(":")
-        changes = [
-            f"LABEL org.lambda-builder.role=base org.lambda-builder.debian={codename} "
-            f"org.lambda-builder.arch={arch}",
-            'CMD ["/bin/bash"]',
-        ]
-        engine.client().api.import_image_from_file(
-            str(tarball), repository=repo, tag=tag, changes=changes
-        )
+        # a plain import ignores the platform (arm64 rootfs would claim amd64): build FROM scratch
+        import_rootfs(engine.client(), tarball, repo, tag, DEBIAN_ARCH[arch])
     image = _get(name)
     if image is None:
         raise BuildFailed(f"importing {name} produced no image")
@@ -254,8 +249,11 @@ def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progre
         custom_context=True,
         tag=name,
         buildargs=buildargs,
-        labels={SPEC_LABEL: spec, "org.lambda-builder.debian": base.debian or "",
-                "org.lambda-builder.arch": base.arch},
+        labels={
+            SPEC_LABEL: spec,
+            "org.lambda-builder.debian": base.debian or "",
+            "org.lambda-builder.arch": base.arch,
+        },
         platform=DOCKER_PLATFORM[base.arch],
         rm=True,
         forcerm=True,
@@ -275,7 +273,9 @@ def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progre
     return ImageRef(name, image.id, base.arch, "local", base.debian)
 
 
-def ensure_local(kind: Kind | Literal["base"], codename: str, arch: str, progress: Progress = _quiet) -> ImageRef:
+def ensure_local(
+    kind: Kind | Literal["base"], codename: str, arch: str, progress: Progress = _quiet
+) -> ImageRef:
     """The local image of this kind, built (with its base) if missing or out of date."""
     if codename not in DEBIAN:
         raise UserError(f"unknown Debian release {codename!r}; known: {', '.join(DEBIAN)}")
@@ -300,12 +300,16 @@ def list_images() -> list[dict[str, str]]:
     rows = []
     for image in engine.client().images.list():
         for tag in image.tags:
-            if tag.startswith(f"{LOCAL_REPO}/") or tag.startswith(("public.ecr.aws/sam/", "public.ecr.aws/lambda/")):
-                rows.append({
-                    "name": tag,
-                    "id": image.short_id.removeprefix("sha256:"),
-                    "arch": image.attrs.get("Architecture", "?"),
-                    "size_mb": f"{image.attrs.get('Size', 0) / 1e6:.0f}",
-                    "created": str(image.attrs.get("Created", ""))[:19],
-                })
+            if tag.startswith(f"{LOCAL_REPO}/") or tag.startswith(
+                ("public.ecr.aws/sam/", "public.ecr.aws/lambda/")
+            ):
+                rows.append(
+                    {
+                        "name": tag,
+                        "id": image.short_id.removeprefix("sha256:"),
+                        "arch": image.attrs.get("Architecture", "?"),
+                        "size_mb": f"{image.attrs.get('Size', 0) / 1e6:.0f}",
+                        "created": str(image.attrs.get("Created", ""))[:19],
+                    }
+                )
     return sorted(rows, key=lambda r: r["name"])

@@ -80,7 +80,9 @@ class Recipe:
     prune: Prune = Prune()
     strip: bool = True
     bundle: Bundle = Bundle()
-    binaries: tuple[str, ...] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
+    binaries: tuple[
+        str, ...
+    ] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
     tests: Tests = Tests()
     mode: Mode = "auto"
     canonical: str = ""  # canonical JSON of the recipe content, for hashing

@@ -43,7 +43,9 @@ def _matches(path: str, globs: Sequence[str]) -> bool:
     """A glob matches a path, or any of its parent folders (so `tests/**` and `tests` both work)."""
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatchcase(p, g) or fnmatch.fnmatchcase(p, g.rstrip("/*")) for g in globs for p in prefixes)
+    return any(
+        fnmatch.fnmatchcase(p, g) or fnmatch.fnmatchcase(p, g.rstrip("/*")) for g in globs for p in prefixes
+    )
 
 
 def collect(stage: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Entry]:
@@ -101,8 +103,15 @@ def _sha256(path: Path) -> str:
 
 
 def contents(entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    return [{"path": e.path, "size": e.source.stat().st_size, "mode": "0755" if e.executable else "0644",
-             "sha256": _sha256(e.source)} for e in entries]
+    return [
+        {
+            "path": e.path,
+            "size": e.source.stat().st_size,
+            "mode": "0755" if e.executable else "0644",
+            "sha256": _sha256(e.source),
+        }
+        for e in entries
+    ]
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
@@ -112,8 +121,15 @@ def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def package(stage: Path, out_dir: Path, stem: str, meta: dict[str, Any], *,
-            include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+def package(
+    stage: Path,
+    out_dir: Path,
+    stem: str,
+    meta: dict[str, Any],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> tuple[Path, dict[str, Any]]:
     """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = collect(stage, include, exclude)
@@ -134,8 +150,9 @@ def package(stage: Path, out_dir: Path, stem: str, meta: dict[str, Any], *,
             "unzipped_size": sum(item["size"] for item in listing),
             "contents": listing,
         }
-        tmp_manifest = _atomic_write_bytes(manifest_path(zip_path),
-                                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        tmp_manifest = _atomic_write_bytes(
+            manifest_path(zip_path), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        )
         os.chmod(tmp_zip, 0o644)
         os.chmod(tmp_manifest, 0o644)
         os.replace(tmp_zip, zip_path)
@@ -157,8 +174,10 @@ def read_manifest(zip_path: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{zip_path}: its manifest {path.name} is missing beside it",
-                        hint="build the zip with lambda-builder build, which writes both") from None
+        raise UserError(
+            f"{zip_path}: its manifest {path.name} is missing beside it",
+            hint="build the zip with lambda-builder build, which writes both",
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: not a readable manifest: {exc}") from None
     return data

@@ -44,7 +44,9 @@ class RecipeInvalid(UserError):
         self.file = file
         self.problems = problems
         lines = [p.render(file) for p in problems]
-        super().__init__("\n".join(lines), hint="the recipe format is documented in README.md (Recipe reference)")
+        super().__init__(
+            "\n".join(lines), hint="the recipe format is documented in README.md (Recipe reference)"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +77,9 @@ class _LineLoader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else None
-            raise RecipeInvalid(self.file, [Problem(line, "", f"not valid YAML: {exc.problem or exc}")]) from None
+            raise RecipeInvalid(
+                self.file, [Problem(line, "", f"not valid YAML: {exc.problem or exc}")]
+            ) from None
         except yaml.YAMLError as exc:
             raise RecipeInvalid(self.file, [Problem(None, "", f"not valid YAML: {exc}")]) from None
         finally:
@@ -127,7 +131,9 @@ def _schema_problems(data: Any, lines: dict[PathKey, int]) -> list[Problem]:
             missing = error.message.split("'")[1] if "'" in error.message else error.message
             message = f"missing required key '{missing}'"
         elif error.validator == "type":
-            message = f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+            message = (
+                f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+            )
         elif error.validator == "pattern":
             message = f"{error.instance!r} does not match the expected form ({error.validator_value})"
         else:
@@ -149,19 +155,39 @@ def _source_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Pa
         origins = [k for k in ("path", "url", "pypi") if k in src]
         if len(origins) != 1:
             what = "none" if not origins else " and ".join(origins)
-            problems.append(Problem(lines.get(where), field_name(where),
-                                    f"a source needs exactly one of path, url, pypi (found {what})"))
+            problems.append(
+                Problem(
+                    lines.get(where),
+                    field_name(where),
+                    f"a source needs exactly one of path, url, pypi (found {what})",
+                )
+            )
         if "url" in src and "sha256" not in src:
-            problems.append(Problem(lines.get((*where, "url")), field_name((*where, "url")),
-                                    "a url source needs sha256: add `sha256: <hex digest of the file>`"))
+            problems.append(
+                Problem(
+                    lines.get((*where, "url")),
+                    field_name((*where, "url")),
+                    "a url source needs sha256: add `sha256: <hex digest of the file>`",
+                )
+            )
         if isinstance(src.get("path"), str) and not (folder / src["path"]).exists():
-            problems.append(Problem(lines.get((*where, "path")), field_name((*where, "path")),
-                                    f"{src['path']!r} does not exist (relative to {folder})"))
+            problems.append(
+                Problem(
+                    lines.get((*where, "path")),
+                    field_name((*where, "path")),
+                    f"{src['path']!r} does not exist (relative to {folder})",
+                )
+            )
         name = src.get("name")
         if isinstance(name, str):
             if name in seen:
-                problems.append(Problem(lines.get((*where, "name")), field_name((*where, "name")),
-                                        f"a source named {name!r} is already listed"))
+                problems.append(
+                    Problem(
+                        lines.get((*where, "name")),
+                        field_name((*where, "name")),
+                        f"a source named {name!r} is already listed",
+                    )
+                )
             seen.add(name)
     return problems
 
@@ -177,8 +203,13 @@ def _requirement_problems(data: dict[str, Any], lines: dict[PathKey, int], folde
     for i, req in enumerate(reqs if isinstance(reqs, list) else []):
         if isinstance(req, str) and _is_local(req) and not (folder / req).exists():
             where: PathKey = ("python", "requirements", i)
-            problems.append(Problem(lines.get(where), field_name(where),
-                                    f"local project {req!r} does not exist (relative to {folder})"))
+            problems.append(
+                Problem(
+                    lines.get(where),
+                    field_name(where),
+                    f"local project {req!r} does not exist (relative to {folder})",
+                )
+            )
     return problems
 
 
@@ -232,7 +263,9 @@ def load(path: Path) -> Recipe:
         str((folder / r).resolve()) if _is_local(r) else r for r in python.get("requirements", ())
     )
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    env = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in data.get("environment", {}).items()}
+    env = {
+        k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in data.get("environment", {}).items()
+    }
     return Recipe(
         path=path,
         name=data["name"],
@@ -260,7 +293,9 @@ def load(path: Path) -> Recipe:
             allow_glibc=data.get("bundle", {}).get("allow_glibc"),
         ),
         binaries=_tuple(data.get("binaries")),
-        tests=Tests(imports=_tuple(data.get("tests", {}).get("imports")), command=data.get("tests", {}).get("command")),
+        tests=Tests(
+            imports=_tuple(data.get("tests", {}).get("imports")), command=data.get("tests", {}).get("command")
+        ),
         mode=data.get("mode", "auto"),
         canonical=canonical,
     )

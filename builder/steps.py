@@ -23,8 +23,8 @@ from builder.errors import UserError
 from builder.images import ImageRef
 from builder.model import Recipe
 from builder.recipe import recipe_sha256
-from builder.tarsafe import tar_from_dir
 from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
+from builder.tarsafe import tar_from_dir
 
 Log = Callable[[str], None]
 
@@ -66,7 +66,8 @@ class BuildContext:
 
 
 class Action(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self, ctx: BuildContext) -> None: ...
 
@@ -107,9 +108,15 @@ class SystemPackages:
         wanted = ctx.recipe.system_packages
         if not wanted:
             return
-        manager = ctx.container.run(
-            "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && { echo $m; exit 0; }; done; echo none",
-            step="detect package manager", quiet=True).strip().splitlines()[-1]
+        manager = (
+            ctx.container.run(
+                "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && { echo $m; exit 0; }; done; echo none",
+                step="detect package manager",
+                quiet=True,
+            )
+            .strip()
+            .splitlines()[-1]
+        )
         key = {"apt-get": "apt"}.get(manager, manager)
         packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
         if packages is None:
@@ -121,8 +128,10 @@ class SystemPackages:
             )
         names = " ".join(shlex.quote(p) for p in packages)
         if key == "apt":
-            script = ("export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
-                      f"apt-get install -y -qq --no-install-recommends {names}")
+            script = (
+                "export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
+                f"apt-get install -y -qq --no-install-recommends {names}"
+            )
         else:
             script = f"{manager} install -y {names}"
         ctx.container.run(script, step=self.name)
@@ -140,8 +149,12 @@ class BuildSource:
         with sources.source_tar(src, fetched, src.name) as stream:
             ctx.container.put_tar(SRC, stream.read())
         for number, command in enumerate(src.build, 1):
-            ctx.container.run(PATH_PREFIX + command, step=f"{src.name} {number}/{len(src.build)}",
-                              env=ctx.env, workdir=f"{SRC}/{src.name}")
+            ctx.container.run(
+                PATH_PREFIX + command,
+                step=f"{src.name} {number}/{len(src.build)}",
+                env=ctx.env,
+                workdir=f"{SRC}/{src.name}",
+            )
 
 
 @dataclass(frozen=True)
@@ -153,8 +166,10 @@ class PipInstall:
         if not spec.requirements:
             return
         if ctx.runtime.python is None:
-            raise UserError(f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
-                            hint="use a python3.x runtime, or drop python.requirements")
+            raise UserError(
+                f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
+                hint="use a python3.x runtime, or drop python.requirements",
+            )
         args: list[str] = []
         for i, req in enumerate(spec.requirements):
             local = Path(req)
@@ -216,12 +231,16 @@ def prune_script(recipe: Recipe) -> str:
     rules = []
     p = recipe.prune
     if p.pycache:
-        rules += ["find {s} -name __pycache__ -type d -prune -exec rm -rf {{}} +",
-                  "find {s} -name '*.py[co]' -delete"]
+        rules += [
+            "find {s} -name __pycache__ -type d -prune -exec rm -rf {{}} +",
+            "find {s} -name '*.py[co]' -delete",
+        ]
     if p.tests:
         # test folders inside packages (depth >= 2), never a top-level package that is named test
-        rules.append("find {s} -mindepth 2 -type d \\( -name tests -o -name test \\) "
-                     "-not -path '*.dist-info*' -prune -exec rm -rf {{}} +")
+        rules.append(
+            "find {s} -mindepth 2 -type d \\( -name tests -o -name test \\) "
+            "-not -path '*.dist-info*' -prune -exec rm -rf {{}} +"
+        )
     if p.static_libs:
         rules.append("find {s} -type f \\( -name '*.a' -o -name '*.la' \\) -delete")
     if p.headers:
@@ -287,8 +306,13 @@ def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any
         "layout": ctx.recipe.layout,
         "recipe_sha256": recipe_sha256(ctx.recipe),
         "tool_version": __version__,
-        "image": {"build": ctx.image.name, "build_id": ctx.image.id, "family": ctx.image.family,
-                  "debian": ctx.image.debian, "runtime": runtime_image},
+        "image": {
+            "build": ctx.image.name,
+            "build_id": ctx.image.id,
+            "family": ctx.image.family,
+            "debian": ctx.image.debian,
+            "runtime": runtime_image,
+        },
         "sources": dict(sorted(ctx.source_digests.items())),
         "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
         **ctx.manifest,

@@ -24,8 +24,9 @@ from builder.runtimes import RUNTIMES
 Log = Callable[[str], None]
 
 # Lambda's own values (the function's environment on a managed runtime).
-LAMBDA_LD_LIBRARY_PATH = ("/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:"
-                          "/var/task:/var/task/lib:/opt:/opt/lib")
+LAMBDA_LD_LIBRARY_PATH = (
+    "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt:/opt/lib"
+)
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin"
 
 
@@ -46,7 +47,7 @@ def lambda_env(python: str | None) -> dict[str, str]:
 
 def zip_to_tar(zip_path: Path) -> BinaryIO:
     """The zip's entries as a tar stream, keeping each file's mode (the executable bit matters)."""
-    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned to the caller
     with zipfile.ZipFile(zip_path) as zf, tarfile.open(fileobj=spool, mode="w") as tar:
         for info in zf.infolist():
             mode = (info.external_attr >> 16) & 0o7777 or (0o755 if info.is_dir() else 0o644)
@@ -80,8 +81,9 @@ def runtime_image(manifest: dict[str, Any], override: str | None, log: Log) -> i
     return images.resolve(runtime, arch, "runtime", progress=log)
 
 
-def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = None,
-             log: Log = print) -> None:
+def test_zip(
+    zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print
+) -> None:
     """Run the manifest's tests (or `command`) in a clean runtime container; BuildFailed if they fail."""
     manifest = package.read_manifest(zip_path)
     runtime = RUNTIMES.get(manifest.get("runtime", ""))
@@ -91,19 +93,24 @@ def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = 
     imports: list[str] = list(tests.get("imports") or [])
     commands = [command] if command else ([tests["command"]] if tests.get("command") else [])
     if not imports and not commands:
-        raise UserError(f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
-                        hint="add tests to the recipe, or pass --command")
+        raise UserError(
+            f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
+            hint="add tests to the recipe, or pass --command",
+        )
     ref = runtime_image(manifest, image, log)
     root = "/var/task" if manifest.get("layout", "function") == "function" else "/opt"
     env = lambda_env(runtime.python)
-    with Container(ref, purpose=f"test-{manifest['name']}-{manifest['arch']}", log=log,
-                   arch=manifest["arch"]) as container:
+    with Container(
+        ref, purpose=f"test-{manifest['name']}-{manifest['arch']}", log=log, arch=manifest["arch"]
+    ) as container:
         with zip_to_tar(zip_path) as stream:
             container.put_tar(root, stream)
         py = f"python{runtime.python}"
         for module in imports:
             code = f"import importlib; m = importlib.import_module({module!r}); print('imported', m.__name__)"
-            container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
+            container.run(
+                f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task"
+            )
         for cmd in commands:
             container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
     log(f"{zip_path.name}: tests passed in {ref.name}")

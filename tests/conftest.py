@@ -1,0 +1,82 @@
+"""Shared fixtures: the real Docker engine and the local image family (built once, then reused)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """The real engine; in CI its absence is a failure, on a laptop a skip."""
+    if not _engine_answers():
+        if os.environ.get("CI"):
+            pytest.fail("no Docker engine answers, and CI needs one (.ci/run starts it)")
+        pytest.skip("no Docker engine answers")
+
+
+@pytest.fixture(scope="session")
+def local_images(engine: None) -> dict[str, str]:
+    """The bookworm x86_64 build and runtime images, built if missing (reused when present)."""
+    from builder import images
+
+    out = {}
+    for kind in ("build", "runtime"):
+        out[kind] = images.ensure_local(kind, "bookworm", "x86_64", progress=lambda _l: None).name  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture()
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache per test, so cache hits in one test never hide work in another."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("LAMBDA_BUILDER_CACHE_DIR", str(path))
+    return path
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command in a child process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or ROOT,
+        timeout=1800,
+    )
+
+
+def our_containers() -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    return [
+        c.name for c in client.containers.list(all=True, filters={"label": "org.lambda-builder.container"})
+    ]
+
+
+@pytest.fixture()
+def no_leftover_containers(engine: None) -> Iterator[None]:
+    before = set(our_containers())
+    yield
+    assert set(our_containers()) - before == set(), "a container was left behind"

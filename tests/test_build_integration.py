@@ -1,0 +1,154 @@
+"""The core promise on a real engine: a recipe becomes a zip that loads in a clean runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, our_containers, run_cli
+
+pytestmark = pytest.mark.docker
+GREET = FIXTURES / "greet"
+
+
+def _copy_fixture(tmp_path: Path) -> Path:
+    dest = tmp_path / "greet"
+    shutil.copytree(GREET, dest)
+    return dest / "recipe.yaml"
+
+
+@pytest.fixture(scope="module")
+def greet_build(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    result = run_cli("build", str(GREET / "recipe.yaml"), "--out", str(out), "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / "greet-1.0.0-python3.11-x86_64.zip"
+
+
+def test_build_writes_zip_and_manifest(greet_build: Path) -> None:
+    manifest = json.loads(greet_build.with_name("greet-1.0.0-python3.11-x86_64.manifest.json").read_text())
+    assert manifest["sha256"] == hashlib.sha256(greet_build.read_bytes()).hexdigest()
+    assert manifest["runtime"] == "python3.11" and manifest["arch"] == "x86_64"
+    assert manifest["image"]["build_id"].startswith("sha256:")
+    assert manifest["zipped_size"] == greet_build.stat().st_size
+    names = zipfile.ZipFile(greet_build).namelist()
+    assert "lib/libgreet.so.1" in names
+    assert any(n.startswith("greet_ext.cpython-311") and n.endswith(".so") for n in names)
+    assert not any(n.endswith((".h", ".a")) or "__pycache__" in n for n in names)
+
+
+def test_zip_imports_and_calls_library_in_clean_runtime(
+    greet_build: Path, no_leftover_containers: None
+) -> None:
+    result = run_cli("test", str(greet_build))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello, lambda" in result.stdout
+
+
+def test_clean_runtime_really_lacks_the_library(greet_build: Path, local_images: dict[str, str]) -> None:
+    """Without the bundled lib/ the same extension must fail there: the runtime gives nothing for free."""
+    broken = greet_build.with_name("broken-1.0.0-python3.11-x86_64.zip")
+    with zipfile.ZipFile(greet_build) as src, zipfile.ZipFile(broken, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.startswith("lib/"):
+                dst.writestr(info, src.read(info))
+    manifest = json.loads(greet_build.with_name("greet-1.0.0-python3.11-x86_64.manifest.json").read_text())
+    broken.with_name("broken-1.0.0-python3.11-x86_64.manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("test", str(broken))
+    assert result.returncode == 1
+    assert "libgreet.so.1" in result.stderr
+
+
+def test_two_builds_are_byte_identical(greet_build: Path, tmp_path: Path) -> None:
+    result = run_cli("build", str(GREET / "recipe.yaml"), "--out", str(tmp_path), "--no-cache", "-q")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / greet_build.name).read_bytes() == greet_build.read_bytes()
+
+
+def test_failing_step_reports_tail_writes_nothing_and_keeps_last_good_zip(
+    local_images: dict[str, str], tmp_path: Path, no_leftover_containers: None
+) -> None:
+    recipe = _copy_fixture(tmp_path)
+    text = recipe.read_text().replace(
+        '- make install PREFIX="$PREFIX"', "- echo compiler-said-something-useful; exit 7"
+    )
+    recipe.write_text(text)
+    out = tmp_path / "dist"
+    out.mkdir()
+    last_good = out / "greet-1.0.0-python3.11-x86_64.zip"
+    last_good.write_bytes(b"previous good artifact")
+    result = run_cli("build", str(recipe), "--out", str(out), "--no-cache")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "libgreet 2/2" in result.stderr and "exit code 7" in result.stderr
+    assert "compiler-said-something-useful" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert last_good.read_bytes() == b"previous good artifact"
+    assert sorted(p.name for p in out.iterdir()) == [last_good.name]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(root)))  # type: ignore[misc]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_url_source_with_sha256(
+    local_images: dict[str, str], tmp_path: Path, http_dir: tuple[Path, str], cache_dir: Path
+) -> None:
+    root, base = http_dir
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(GREET / "libgreet", arcname="libgreet-1.0")
+    (root / "libgreet-1.0.tar.gz").write_bytes(buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    recipe = _copy_fixture(tmp_path)
+    recipe.write_text(
+        recipe.read_text().replace(
+            "    path: ./libgreet\n", f"    url: {base}/libgreet-1.0.tar.gz\n    sha256: {digest}\n"
+        )
+    )
+    result = run_cli("build", str(recipe), "--out", str(tmp_path / "dist"), "--no-cache", "-q")
+    assert result.returncode == 0, result.stderr
+    assert run_cli("test", str(tmp_path / "dist" / "greet-1.0.0-python3.11-x86_64.zip")).returncode == 0
+
+    bad = recipe.read_text().replace(digest, "ab" * 32)
+    recipe.write_text(bad)
+    result = run_cli("build", str(recipe), "--out", str(tmp_path / "dist2"), "--no-cache")
+    assert result.returncode == 2
+    assert "sha256" in result.stderr and "libgreet" in result.stderr
+    assert not (tmp_path / "dist2").exists() or not any((tmp_path / "dist2").iterdir())
+
+
+def test_no_engine_is_one_clear_message(tmp_path: Path) -> None:
+    result = run_cli(
+        "build",
+        str(GREET / "recipe.yaml"),
+        "--out",
+        str(tmp_path),
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"},
+    )
+    assert result.returncode == 3
+    assert "no Docker engine answers" in result.stderr and "Traceback" not in result.stderr
+    assert our_containers() is not None
