@@ -1,0 +1,100 @@
+"""Recipe loading: valid recipes load; every problem is named with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder import recipe
+from builder.errors import UserError
+from tests.conftest import FIXTURES, ROOT, run_cli
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(recipe.RecipeInvalid) as info:
+        recipe.load(path)
+    return [p.render(path) for p in info.value.problems]
+
+
+def test_fixture_and_shipped_recipes_load() -> None:
+    r = recipe.load(FIXTURES / "greet" / "recipe.yaml")
+    assert r.name == "greet" and r.runtimes == ("python3.11",) and r.architectures == ("x86_64",)
+    assert r.sources[0].path == (FIXTURES / "greet" / "libgreet").resolve()
+    assert r.python.requirements == (str((FIXTURES / "greet" / "greet_ext").resolve()),)
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        assert recipe.load(path).name
+
+
+def test_unknown_key_gets_line_and_did_you_mean(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\nsourcse: []\n")
+    assert problems(path) == [f"{path}:4: sourcse: unknown key (did you mean 'sources'?)"]
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+name: a
+version: "1"
+runtimes: [python3.14]
+architectures: [arm]
+sources:
+  - name: z
+    url: https://example.invalid/z.tgz
+    build: [make]
+  - name: y
+    path: ./missing
+    build: [make]
+tests:
+  import: [a]
+""")
+    found = problems(path)
+    assert any(":3: runtimes[0]: 'python3.14' is not one of" in p and "did you mean 'python3.13'" in p for p in found)
+    assert any(":4: architectures[0]:" in p for p in found)
+    assert any(":7: sources[0].url: a url source needs sha256" in p for p in found)
+    assert any(":10: sources[1].path: './missing' does not exist" in p for p in found)
+    assert any(":13: tests.import: unknown key (did you mean 'imports'?)" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\nversion: '1'\nruntimes: [python3.11\n", "not valid YAML"),
+        ("- a\n- b\n", "a recipe is a mapping"),
+        ("", "the file is empty"),
+        ("name: a\nname: b\nversion: '1'\nruntimes: [python3.11]\n", ":2: name: duplicate key"),
+        ("name: a\nversion: '1'\n", "missing required key 'runtimes'"),
+        ("name: a\nversion: '1'\nruntimes: python3.11\n", ":3: runtimes: expected array"),
+        ("name: a\nversion: '1'\nruntimes: [python3.11]\nsources:\n  - name: s\n    path: .\n    pypi: x==1\n"
+         "    build: [make]\n", "exactly one of path, url, pypi (found path and pypi)"),
+    ],
+)
+def test_bad_input_messages(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        recipe.load(path)
+    assert expected in info.value.render()
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    good = run_cli("validate", str(FIXTURES / "greet" / "recipe.yaml"))
+    assert good.returncode == 0 and "ok" in good.stdout
+    bad = write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\nlayot: layer\n")
+    result = run_cli("validate", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:4: layot: unknown key (did you mean 'layout'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "no such recipe file" in missing.stderr
+
+
+def test_canonical_hash_follows_content(tmp_path: Path) -> None:
+    a = recipe.load(write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\n"))
+    b = recipe.load(write(tmp_path, "runtimes: [python3.11]\nversion: '1'\nname: a  # same content\n"))
+    c = recipe.load(write(tmp_path, "name: a\nversion: '2'\nruntimes: [python3.11]\n"))
+    assert recipe.recipe_sha256(a) == recipe.recipe_sha256(b) != recipe.recipe_sha256(c)
