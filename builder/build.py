@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import images, package, paths
+from builder import cross, engine, images, package, paths
 from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
-from builder.steps import BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
+from builder.steps import PREFIX, BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
 
 Log = Callable[[str], None]
 
@@ -53,7 +53,17 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     started = time.monotonic()
     runtime = runtime_of(runtime_name)
     sweep_orphans(log)
-    image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
+    mode = effective_mode(recipe, arch, options.mode)
+    overlay: dict[str, str] = {}
+    if mode == "cross":
+        image = images.resolve(runtime_name, engine_arch(), "cross", override=options.image, progress=log)
+        overlay = cross.cross_environment(arch, runtime.glibc, runtime.python, "zig", prefix=PREFIX)
+        # zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours: say it with flags
+        overlay["LDFLAGS"] = f"-L{PREFIX}/lib -L{PREFIX}/lib64"
+        overlay["CFLAGS"] = f"{overlay.get('CFLAGS', '')} -I{PREFIX}/include".strip()
+    else:
+        image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
+    log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
     with (
         tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
@@ -68,8 +78,13 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             work=Path(tmp),
             log=log,
             downloads=downloads_dir(),
-            env=build_env(recipe, runtime, arch),
+            env=build_env(recipe, runtime, arch, overlay),
+            cross=mode == "cross",
         )
+        ctx.manifest["mode"] = mode
+        if mode == "cross":
+            scripts = cross.cross_wrapper_scripts(arch, runtime.glibc, "zig", prefix=PREFIX)
+            container.put_tar("/", cross.scripts_tar(scripts))
         timings = run_actions(ctx, [*native_actions(recipe), RepairAndAudit()])
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
@@ -81,6 +96,24 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
     return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds)
+
+
+def engine_arch() -> str:
+    """The engine's own architecture (a remote engine may differ from this machine)."""
+    machine = str(engine.client().info().get("Architecture", "x86_64"))
+    return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
+
+
+def effective_mode(recipe: Recipe, arch: str, requested: str) -> str:
+    """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
+    where it is sound: every source allows it and no Python package must be built from source."""
+    if arch == engine_arch() and requested != "cross":
+        return "native"
+    if requested in ("cross", "emulate"):
+        return requested
+    local_projects = any(Path(r).is_absolute() for r in recipe.python.requirements)
+    sound = all(s.cross for s in recipe.sources) and not recipe.python.build_from_source and not local_projects
+    return "cross" if sound else "emulate"
 
 
 def _runtime_image_name(runtime_name: str, arch: str, build: images.ImageRef) -> str:

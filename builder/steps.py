@@ -50,6 +50,7 @@ class BuildContext:
     env: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields stages add
     source_digests: dict[str, str] = field(default_factory=dict)
+    cross: bool = False  # compiling for `arch` in a container of another arch (zig/gcc cross)
 
     @property
     def python(self) -> str:
@@ -72,8 +73,9 @@ class Action(Protocol):
     def run(self, ctx: BuildContext) -> None: ...
 
 
-def build_env(recipe: Recipe, runtime: Runtime, arch: str) -> dict[str, str]:
-    """The environment every build step sees: the documented variables, then the recipe's own."""
+def build_env(recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every build step sees: the documented variables, a toolchain overlay (cross
+    mode), then the recipe's own (flags the recipe sets are appended to the overlay's)."""
     env = {
         "PREFIX": PREFIX,
         "CPU_COUNT": str(os.cpu_count() or 1),
@@ -93,7 +95,10 @@ def build_env(recipe: Recipe, runtime: Runtime, arch: str) -> dict[str, str]:
     }
     if runtime.python:
         env["PYTHON"] = f"python{runtime.python}"
-    env.update(recipe.environment)
+    env.update(overlay or {})
+    for key, value in recipe.environment.items():
+        joined = key in ("CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS") and env.get(key)
+        env[key] = f"{env[key]} {value}" if joined else value
     return env
 
 
@@ -181,6 +186,9 @@ class PipInstall:
                 args.append(dest)
             else:
                 args.append(req)
+        if ctx.cross:
+            self._cross(ctx, args)
+            return
         options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]
         if spec.build_from_source:
             options.append("--no-binary=" + ",".join(spec.build_from_source))
@@ -190,6 +198,46 @@ class PipInstall:
             options += ["--extra-index-url", url]
         command = [ctx.python, "-m", "pip", "install", *options, *args]
         ctx.container.run(PATH_PREFIX + shlex.join(command), step=self.name, env=ctx.env, workdir="/")
+
+    def _cross(self, ctx: BuildContext, args: list[str]) -> None:
+        """Local projects become target wheels with the cross toolchain (their build requirements
+        must be in the build image: no isolation, as pip cannot run target build backends); then
+        every requirement installs as a target wheel, picked by platform tags."""
+        spec = ctx.recipe.python
+        if spec.build_from_source:
+            raise UserError(
+                f"{ctx.recipe.path}: python.build_from_source cannot be cross-compiled soundly",
+                hint="use --mode emulate (or auto, which picks it) for this recipe",
+            )
+        machine = "aarch64" if ctx.arch == "arm64" else "x86_64"
+        wheels = "/lb/wheels"
+        local = [a for a in args if a.startswith(PYSRC)]
+        if local:
+            build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", wheels, *local]
+            ctx.container.run(PATH_PREFIX + shlex.join(build), step="pip wheel (cross)", env=ctx.env)
+        names = [a for a in args if not a.startswith(PYSRC)]
+        glibc = ctx.runtime.glibc.replace(".", "_")  # pip widens manylinux_2_26 to every older tag
+        platforms = ["--platform", f"manylinux_{glibc}_{machine}", "--platform", f"linux_{machine}"]
+        options = [
+            "--no-compile",
+            "--target",
+            ctx.target_dir,
+            "--only-binary=:all:",
+            *platforms,
+            "--implementation",
+            "cp",
+            "--python-version",
+            str(ctx.runtime.python),
+            "--find-links",
+            wheels,
+        ]
+        if spec.index_url:
+            options += ["--index-url", spec.index_url]
+        for url in spec.extra_index_urls:
+            options += ["--extra-index-url", url]
+        wheel_glob = f"{wheels}/*.whl" if local else ""
+        command = shlex.join([ctx.python, "-m", "pip", "install", *options, *names])
+        ctx.container.run(f"mkdir -p {wheels}\n{PATH_PREFIX}{command} {wheel_glob}", step=self.name, env=ctx.env)
 
 
 COLLECT = r"""
