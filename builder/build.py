@@ -17,6 +17,7 @@ from builder import cross, engine, images, package, paths
 from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
+from builder.runtimes import GNU_TRIPLE
 from builder.steps import PREFIX, BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
 
 Log = Callable[[str], None]
@@ -60,7 +61,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         overlay = cross.cross_environment(arch, runtime.glibc, runtime.python, "zig", prefix=PREFIX)
         # zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours: say it with flags
         overlay["LDFLAGS"] = f"-L{PREFIX}/lib -L{PREFIX}/lib64"
-        overlay["CFLAGS"] = f"{overlay.get('CFLAGS', '')} -I{PREFIX}/include".strip()
+        overlay["CFLAGS"] = f"-idirafter {cross.CROSS_ROOT}/include -I{PREFIX}/include"
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
@@ -84,7 +85,10 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         ctx.manifest["mode"] = mode
         if mode == "cross":
             scripts = cross.cross_wrapper_scripts(arch, runtime.glibc, "zig", prefix=PREFIX)
-            container.put_tar("/", cross.scripts_tar(scripts))
+            # Debian's pyconfig.h includes <TRIPLE/pythonX.Y/pyconfig.h>; zig (no /usr/include) finds it here
+            triple = GNU_TRIPLE[arch]
+            links = {f"{cross.CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}"}
+            container.put_tar("/", cross.scripts_tar(scripts, links))
         timings = run_actions(ctx, [*native_actions(recipe), RepairAndAudit()])
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)

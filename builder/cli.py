@@ -95,10 +95,8 @@ def validate(recipes: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
-@click.option(
-    "--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's)."
-)
+@click.argument("recipe_paths", metavar="RECIPE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's).")
 @click.option("--runtime", "runtimes", multiple=True, help="Build only these of the recipe's runtimes.")
 @click.option(
     "--out",
@@ -115,36 +113,56 @@ def validate(recipes: tuple[Path, ...]) -> None:
     default=None,
     help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).",
 )
+@click.option("-j", "--jobs", default=2, show_default=True, help="Builds run at once (several targets).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
 def build(
-    recipe_path: Path,
+    recipe_paths: tuple[Path, ...],
     arches: tuple[str, ...],
     runtimes: tuple[str, ...],
     out: Path,
     image: str | None,
     no_cache: bool,
     mode: str | None,
+    jobs: int,
     quiet: bool,
 ) -> None:
-    """Build RECIPE into one zip + manifest per runtime and architecture."""
+    """Build recipes into one zip + manifest per runtime and architecture."""
+    from rich.console import Console
+
     from builder import recipe as recipe_mod
     from builder.build import BuildOptions, build_one
+    from builder.parallel import Target, run_all, summary
 
-    recipe = recipe_mod.load(recipe_path)
-    targets_arch = parse_arches(arches, recipe.architectures)
-    targets_rt = runtimes or recipe.runtimes
-    for rt in targets_rt:
-        if rt not in recipe.runtimes:
-            raise UserError(f"--runtime {rt}: the recipe {recipe_path} builds {', '.join(recipe.runtimes)}")
-    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode or recipe.mode)
-    log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
-    for rt in targets_rt:
-        for arch in targets_arch:
-            result = build_one(recipe, rt, arch, options, log)
-            click.echo(
-                f"built {result.zip_path} in {result.seconds:.1f}s "
-                f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}"
-            )
+    targets: list[Target] = []
+    for path in recipe_paths:
+        recipe = recipe_mod.load(path)
+        for rt in runtimes:
+            if rt not in recipe.runtimes:
+                raise UserError(f"--runtime {rt}: the recipe {path} builds {', '.join(recipe.runtimes)}")
+        for rt in runtimes or recipe.runtimes:
+            for arch in parse_arches(arches, recipe.architectures):
+                targets.append(Target(recipe, rt, arch))
+    modes = {t.recipe.mode for t in targets}
+    options = BuildOptions(
+        out=out, image=image, use_cache=not no_cache, mode=mode or (modes.pop() if len(modes) == 1 else "auto")
+    )
+    if len(targets) == 1:
+        t = targets[0]
+        log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
+        result = build_one(t.recipe, t.runtime, t.arch, options, log)
+        click.echo(
+            f"built {result.zip_path} in {result.seconds:.1f}s "
+            f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}"
+        )
+        return
+    console = Console()
+    outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
+    console.print(summary(outcomes))
+    failed = [o for o in outcomes if o.error is not None]
+    for o in failed:
+        _echo_err(f"error: {o.target.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command("test")
@@ -175,9 +193,7 @@ def images_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(
-            f"{row['name']:<48} {row['id']:<14} {row['arch']:<7} {row['size_mb']:>6} MB  {row['created']}"
-        )
+        click.echo(f"{row['name']:<48} {row['id']:<14} {row['arch']:<7} {row['size_mb']:>6} MB  {row['created']}")
 
 
 @images.command("build")
@@ -202,8 +218,7 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
             raise UserError(f"--runtime {rt}: unknown runtime; known: {', '.join(RUNTIMES)}")
         if runtime.debian is None:
             raise UserError(
-                f"--runtime {rt}: no Debian release ships Python {runtime.python}; "
-                "only the official images serve it"
+                f"--runtime {rt}: no Debian release ships Python {runtime.python}; only the official images serve it"
             )
         for arch in parse_arches(arches, ("x86_64",)):
             for kind in kinds:
@@ -222,9 +237,7 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
     help="Audit against a named policy instead (al2, al2023, debian-bookworm, ...).",
 )
 @click.option("--json", "as_json", is_flag=True)
-def audit(
-    zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool
-) -> None:
+def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool) -> None:
     """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
     from builder import audit as audit_mod
     from builder import package

@@ -1,0 +1,121 @@
+"""Several builds at once (architectures, runtimes, recipes) with a bounded number of workers.
+
+Each build writes its full log to a file; the terminal shows one live status line per build
+(or prefixed lines when output is not a terminal) and a summary table at the end. One failure
+never hides the other builds' results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from builder.build import BuildOptions, BuildResult, build_one
+from builder.errors import LambdaBuilderError
+from builder.model import Recipe
+
+
+@dataclass(frozen=True)
+class Target:
+    recipe: Recipe
+    runtime: str
+    arch: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe.name} {self.runtime} {self.arch}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    target: Target
+    result: BuildResult | None
+    error: LambdaBuilderError | None
+    log_path: Path
+    seconds: float
+
+
+class _Status:
+    """The last line each build printed, shared between worker threads and the display."""
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self.lock = threading.Lock()
+        self.lines = {t.label: "waiting" for t in targets}
+
+    def set(self, label: str, line: str) -> None:
+        with self.lock:
+            self.lines[label] = line
+
+    def table(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        with self.lock:
+            for label, line in self.lines.items():
+                table.add_row(label, line[-100:])
+        return table
+
+
+def run_all(
+    targets: Sequence[Target], options: BuildOptions, *, jobs: int, console: Console, echo: Callable[[str], None]
+) -> list[Outcome]:
+    logs = options.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    status = _Status(targets)
+    live = console.is_terminal
+
+    def one(target: Target) -> Outcome:
+        log_path = logs / f"{target.recipe.name}-{target.runtime}-{target.arch}.log"
+        started = time.monotonic()
+        with open(log_path, "w", encoding="utf-8") as log_file:
+
+            def log(line: str) -> None:
+                log_file.write(line + "\n")
+                log_file.flush()
+                status.set(target.label, line)
+                if not live:
+                    echo(f"[{target.label}] {line}")
+
+            try:
+                result = build_one(target.recipe, target.runtime, target.arch, options, log)
+                status.set(target.label, f"done in {result.seconds:.1f}s")
+                return Outcome(target, result, None, log_path, time.monotonic() - started)
+            except LambdaBuilderError as exc:
+                log_file.write(exc.render() + "\n")
+                status.set(target.label, f"FAILED: {exc.message.splitlines()[0]}")
+                return Outcome(target, None, exc, log_path, time.monotonic() - started)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        if live:
+            with Live(status.table(), console=console, refresh_per_second=4) as display:
+                futures = [pool.submit(one, t) for t in targets]
+                while not all(f.done() for f in futures):
+                    display.update(status.table())
+                    time.sleep(0.25)
+                display.update(status.table())
+        else:
+            futures = [pool.submit(one, t) for t in targets]
+        return [f.result() for f in futures]
+
+
+def summary(outcomes: Sequence[Outcome]) -> Table:
+    table = Table(title="lambda-builder summary")
+    for column in ("recipe", "runtime", "arch", "result", "seconds", "zip", "log"):
+        table.add_column(column)
+    for o in outcomes:
+        if o.result is not None:
+            size = f"{o.result.manifest['zipped_size'] / 1e6:.2f} MB"
+            result = "cached" if o.result.cached else "ok"
+            zip_name = f"{o.result.zip_path.name} ({size})"
+        else:
+            result, zip_name = "FAILED", "-"
+        table.add_row(
+            o.target.recipe.name, o.target.runtime, o.target.arch, result, f"{o.seconds:.1f}", zip_name, str(o.log_path)
+        )
+    return table
