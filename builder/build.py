@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import cross, engine, images, package, paths
+from builder import __version__, cache, cross, engine, images, package, paths, sources
 from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
@@ -64,8 +64,15 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         overlay["CFLAGS"] = f"-idirafter {cross.CROSS_ROOT}/include -I{PREFIX}/include"
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
-    log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
+    key = _cache_key(recipe, runtime_name, arch, mode, image, log) if options.use_cache else None
+    if key is not None:
+        hit = _from_cache(key, options.out, stem, log)
+        if hit is not None:
+            return BuildResult(
+                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, cached=True
+            )
+    log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
     with (
         tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
         Container(image, purpose=f"{recipe.name}-{arch}", log=log) as container,
@@ -97,9 +104,45 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             ctx.stage, options.out, stem, meta, include=recipe.include, exclude=recipe.exclude
         )
         step_seconds = container.exec_seconds
+    if key is not None:
+        try:
+            cache.BuildCache().store(key, zip_path, package.manifest_path(zip_path))
+        except (OSError, ValueError) as exc:
+            log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
     return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds)
+
+
+def _cache_key(recipe: Recipe, runtime_name: str, arch: str, mode: str, image: images.ImageRef, log: Log) -> str:
+    """Everything the artifact's bytes depend on; sources are fetched (from the download cache) to hash them."""
+    digests = {}
+    for src in recipe.sources:
+        fetched = sources.fetch_source(src, downloads_dir(), progress=log, recipe_dir=recipe.folder)
+        digests[src.name] = src.sha256 if src.sha256 and not fetched.is_dir() else sources.source_digest(src, fetched)
+    return cache.cache_key(
+        recipe_canonical=recipe.canonical,
+        source_digests=digests,
+        local_requirement_digests=cache.local_requirement_digests(recipe.python.requirements),
+        image_id=image.id,
+        runtime=runtime_name,
+        arch=arch,
+        mode=mode,
+        tool_version=__version__,
+    )
+
+
+def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[str, Any]] | None:
+    store = cache.BuildCache()
+    entry = store.lookup(key)
+    if entry is None:
+        return None
+    try:
+        zip_path = store.restore(entry, out, stem)
+    except cache.CacheMiss:
+        return None
+    log(f"{zip_path.name}: unchanged inputs, reused the cached build (key {key[:12]})")
+    return zip_path, entry.manifest
 
 
 def engine_arch() -> str:

@@ -307,3 +307,43 @@ def matrix(recipes: tuple[Path, ...], fmt: str, arm64_runner: str, no_native_arm
         relative_to=Path.cwd(),
     )
     click.echo(matrix_mod.render_matrix(entries, fmt))  # type: ignore[arg-type]
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect and prune the build cache."""
+
+
+@cache_group.command("list")
+def cache_list() -> None:
+    """Cached builds, most recently used first, with the cache's total size."""
+    from builder import cache
+
+    store = cache.BuildCache()
+    for entry in store.list_entries():
+        m = entry.manifest
+        click.echo(
+            f"{entry.key[:12]}  {m.get('name')}-{m.get('version')} {m.get('runtime')} {m.get('arch')}  "
+            f"{entry.size / 1e6:.2f} MB"
+        )
+    prefixes = cache.PrefixCache()
+    click.echo(
+        f"total: builds {store.total_bytes() / 1e6:.1f} MB, prefixes {prefixes.total_bytes() / 1e6:.1f} MB "
+        f"in {store.root.parent}"
+    )
+
+
+@cache_group.command("prune")
+@click.option("--older-than", "older_than", type=float, default=None, help="Days since last use.")
+@click.option("--max-size", "max_mb", type=float, default=None, help="Keep at most this many MB (LRU).")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry.")
+def cache_prune(older_than: float | None, max_mb: float | None, everything: bool) -> None:
+    """Remove cache entries (and debris of interrupted writes)."""
+    from builder import cache
+
+    if older_than is None and max_mb is None and not everything:
+        raise UserError("cache prune: pass --older-than DAYS, --max-size MB or --all")
+    max_bytes = int(max_mb * 1e6) if max_mb is not None else None
+    for store in (cache.BuildCache(), cache.PrefixCache()):
+        result = store.prune(older_than_days=older_than, max_bytes=max_bytes, all=everything)
+        click.echo(f"{store.root.name}: removed {result.removed} entries ({result.bytes / 1e6:.1f} MB)")
