@@ -7,6 +7,7 @@ CodeSizeZipped / CodeSizeUnzipped; a rejected layer says "Unzipped size must be 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,6 +151,27 @@ def load_manifest(zip_path: Path | str) -> Manifest:
     )
 
 
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_zip(m: Manifest) -> None:
+    """The zip is the one the manifest describes; a stale or edited zip must never ship."""
+    try:
+        digest = sha256_of(m.zip_path)
+    except FileNotFoundError:
+        raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
+    if digest != m.sha256:
+        raise UserError(
+            f"{m.zip_path} changed since it was built: sha256 {digest} but the manifest says {m.sha256}",
+            hint="rebuild it; never edit a built zip",
+        )
+
+
 def _mb(n: int) -> str:
     return f"{n / MB:.1f} MB"
 
@@ -233,8 +255,7 @@ def check_limits(manifest: Manifest, layers: Sequence[Manifest] = ()) -> list[Li
             LimitFinding(
                 "error",
                 "layer-count",
-                f"{manifest.label}: {len(layers)} layers given, Lambda attaches at most {MAX_LAYERS} "
-                "to a function",
+                f"{manifest.label}: {len(layers)} layers given, Lambda attaches at most {MAX_LAYERS} to a function",
             )
         )
     for layer in layers:

@@ -9,7 +9,6 @@ until the artifact, the target and the limits have been checked.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.limits import DIRECT_UPLOAD_MAX, Manifest, check_limits, load_manifest
+from builder.limits import DIRECT_UPLOAD_MAX, Manifest, check_limits, load_manifest, verify_zip
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -70,7 +69,7 @@ def make_session(profile: str | None = None, region: str | None = None) -> boto3
 
 
 @contextmanager
-def _aws(action: str, *, permission: str = "", not_found: str | None = None) -> Iterator[None]:
+def aws_errors(action: str, *, permission: str = "", not_found: str | None = None) -> Iterator[None]:
     """Turn whatever botocore raises while doing `action` into one error that says what to fix."""
     try:
         yield
@@ -90,9 +89,7 @@ def _aws(action: str, *, permission: str = "", not_found: str | None = None) -> 
         if "NoSuchBucket" in text:
             raise UserError(f"cannot {action}: the bucket does not exist ({text})") from None
         if "AccessDenied" in text or "Forbidden" in text:
-            raise UserError(
-                f"not allowed to {action}: {text}", hint=f"the identity needs {permission}"
-            ) from None
+            raise UserError(f"not allowed to {action}: {text}", hint=f"the identity needs {permission}") from None
         raise BuildFailed(f"{action} failed: {text}") from None
     except bce.ClientError as exc:
         error = exc.response.get("Error", {})
@@ -114,14 +111,6 @@ def _aws(action: str, *, permission: str = "", not_found: str | None = None) -> 
         raise BuildFailed(f"{action} failed: {code}: {message}") from None
 
 
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _checked_artifact(zip_path: Path | str, layout: str, layers: Sequence[Manifest] = ()) -> Manifest:
     """The manifest of a zip that is what was built and that Lambda can take; otherwise a UserError."""
     m = load_manifest(zip_path)
@@ -130,15 +119,7 @@ def _checked_artifact(zip_path: Path | str, layout: str, layers: Sequence[Manife
             f"{m.label} was built with layout: {m.layout}, so it cannot be published as a {layout}",
             hint=f"rebuild with layout: {layout} in the recipe",
         )
-    try:
-        digest = _sha256_of(m.zip_path)
-    except FileNotFoundError:
-        raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
-    if digest != m.sha256:
-        raise UserError(
-            f"{m.zip_path} changed since it was built: sha256 {digest} but the manifest says {m.sha256}",
-            hint="rebuild it; never edit a built zip",
-        )
+    verify_zip(m)
     problems = [f.message for f in check_limits(m, layers) if f.level == "error"]
     if problems:
         raise UserError("; ".join(problems))
@@ -148,7 +129,7 @@ def _checked_artifact(zip_path: Path | str, layout: str, layers: Sequence[Manife
 def _whoami(session: boto3.Session) -> str:
     """The account id, which also proves the credentials work before anything else is tried."""
     sts = session.client("sts", config=CLIENT_CONFIG)
-    with _aws("check the AWS credentials", permission="sts:GetCallerIdentity"):
+    with aws_errors("check the AWS credentials", permission="sts:GetCallerIdentity"):
         return str(sts.get_caller_identity()["Account"])
 
 
@@ -182,25 +163,23 @@ def _stage_code(
     s3 = session.client("s3", config=CLIENT_CONFIG)
     key = s3_key(m)
     region = session.region_name
-    with _aws(
+    with aws_errors(
         f"use bucket {s3_bucket}",
         permission="s3:ListBucket",
         not_found=f"S3 bucket {s3_bucket} does not exist",
     ):
         head = s3.head_bucket(Bucket=s3_bucket)
-    bucket_region = head.get("BucketRegion") or head["ResponseMetadata"]["HTTPHeaders"].get(
-        "x-amz-bucket-region"
-    )
+    bucket_region = head.get("BucketRegion") or head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region")
     if bucket_region and region and bucket_region != region:
         raise UserError(
             f"S3 bucket {s3_bucket} is in {bucket_region} but publishing goes to {region}; "
             "Lambda only reads code from a bucket in its own region",
             hint=f"pass --region {bucket_region} or a bucket in {region}",
         )
-    with _aws(f"look for s3://{s3_bucket}/{key}", permission="s3:GetObject"):
+    with aws_errors(f"look for s3://{s3_bucket}/{key}", permission="s3:GetObject"):
         present = _object_is_there(s3, s3_bucket, key, m)
     if not present and not dry_run:
-        with _aws(f"upload {m.label} to s3://{s3_bucket}/{key}", permission="s3:PutObject"):
+        with aws_errors(f"upload {m.label} to s3://{s3_bucket}/{key}", permission="s3:PutObject"):
             s3.upload_file(
                 str(m.zip_path),
                 s3_bucket,
@@ -277,7 +256,7 @@ def publish_layer(
         result["would"] = f"publish_layer_version {name} for {m.runtime}/{m.arch}"
         return result
     client = session.client("lambda", config=CLIENT_CONFIG)
-    with _aws(f"publish layer {name}", permission="lambda:PublishLayerVersion"):
+    with aws_errors(f"publish layer {name}", permission="lambda:PublishLayerVersion"):
         resp = client.publish_layer_version(
             LayerName=name,
             Description=description,
@@ -321,7 +300,7 @@ def update_function(
     account = _whoami(session)
     client = session.client("lambda", config=CLIENT_CONFIG)
     region = session.region_name
-    with _aws(
+    with aws_errors(
         f"read function {name}",
         permission="lambda:GetFunctionConfiguration",
         not_found=f"Lambda function {name} not found in account {account}, region {region}",
@@ -362,11 +341,9 @@ def update_function(
         "warnings": _warnings(m, layer_manifests),
     }
     if dry_run:
-        result["would"] = f"update_function_code {name}" + (
-            " and publish a version" if publish_version else ""
-        )
+        result["would"] = f"update_function_code {name}" + (" and publish a version" if publish_version else "")
         return result
-    with _aws(f"update function {name}", permission="lambda:UpdateFunctionCode"):
+    with aws_errors(f"update function {name}", permission="lambda:UpdateFunctionCode"):
         # RevisionId: refuse if the function changed after the checks above.
         revision: dict[str, Any] = {"RevisionId": config["RevisionId"]} if config.get("RevisionId") else {}
         resp = client.update_function_code(FunctionName=name, Publish=publish_version, **code, **revision)

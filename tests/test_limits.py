@@ -29,9 +29,7 @@ def test_limits_are_the_bytes_lambda_enforces() -> None:
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
-    z = make_artifact(
-        tmp_path, {"app.py": b"def handler(e, c):\n    return 1\n", "lib/libgreet.so.1": b"\x7fELF"}
-    )
+    z = make_artifact(tmp_path, {"app.py": b"def handler(e, c):\n    return 1\n", "lib/libgreet.so.1": b"\x7fELF"})
     m = load_manifest(z)
     assert (m.name, m.version, m.runtime, m.arch, m.layout) == (
         "greet",
@@ -87,9 +85,7 @@ def test_small_function_has_no_findings(tmp_path: Path) -> None:
 
 
 def test_over_50mb_zipped_is_a_warning_pointing_at_s3(tmp_path: Path) -> None:
-    m = load_manifest(
-        make_artifact(tmp_path, {"app.py": b""}, overrides={"zipped_size": DIRECT_UPLOAD_MAX + 1})
-    )
+    m = load_manifest(make_artifact(tmp_path, {"app.py": b""}, overrides={"zipped_size": DIRECT_UPLOAD_MAX + 1}))
     (f,) = check_limits(m)
     assert (f.level, f.code) == ("warning", "zipped-size")
     assert "52428801 bytes" in f.message and "--s3-bucket" in f.message and m.label in f.message
@@ -101,9 +97,7 @@ def test_exactly_50mb_is_still_direct(tmp_path: Path) -> None:
 
 
 def test_over_250mb_unzipped_with_layers_is_an_error(tmp_path: Path) -> None:
-    fn = load_manifest(
-        make_artifact(tmp_path, {"app.py": b""}, overrides={"unzipped_size": 200 * 1024 * 1024})
-    )
+    fn = load_manifest(make_artifact(tmp_path, {"app.py": b""}, overrides={"unzipped_size": 200 * 1024 * 1024}))
     layer = load_manifest(
         make_artifact(
             tmp_path,
@@ -122,8 +116,7 @@ def test_over_250mb_unzipped_with_layers_is_an_error(tmp_path: Path) -> None:
 def test_more_than_five_layers_is_an_error(tmp_path: Path) -> None:
     fn = load_manifest(make_artifact(tmp_path, {"app.py": b""}))
     layers = [
-        load_manifest(make_artifact(tmp_path, {"python/x.py": b""}, name=f"l{i}", layout="layer"))
-        for i in range(6)
+        load_manifest(make_artifact(tmp_path, {"python/x.py": b""}, name=f"l{i}", layout="layer")) for i in range(6)
     ]
     assert check_limits(fn, layers[:5]) == []
     (f,) = check_limits(fn, layers)
@@ -133,9 +126,7 @@ def test_more_than_five_layers_is_an_error(tmp_path: Path) -> None:
 
 def test_layer_of_other_arch_is_an_error(tmp_path: Path) -> None:
     fn = load_manifest(make_artifact(tmp_path, {"app.py": b""}))
-    layer = load_manifest(
-        make_artifact(tmp_path, {"python/x.py": b""}, name="l", layout="layer", arch="arm64")
-    )
+    layer = load_manifest(make_artifact(tmp_path, {"python/x.py": b""}, name="l", layout="layer", arch="arm64"))
     (f,) = check_limits(fn, [layer])
     assert (f.level, f.code) == ("error", "arch")
 
@@ -148,9 +139,7 @@ def test_layer_python_outside_python_folder_is_a_layout_warning(tmp_path: Path) 
         "bin/tool": b"",
     }
     assert check_limits(load_manifest(make_artifact(tmp_path, good, name="good", layout="layer"))) == []
-    bad = load_manifest(
-        make_artifact(tmp_path, {"pkg/__init__.py": b"", "lib/libx.so.1": b""}, layout="layer")
-    )
+    bad = load_manifest(make_artifact(tmp_path, {"pkg/__init__.py": b"", "lib/libx.so.1": b""}, layout="layer"))
     (f,) = check_limits(bad)
     assert (f.level, f.code) == ("warning", "layout")
     assert "pkg/__init__.py" in f.message and "/opt/python" in f.message

@@ -9,19 +9,22 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("aws")  # before the imports below
-from aws.artifacts import make_artifact  # noqa: E402
-from aws.emulator import REGION, AuthEndpoint, Aws, closed_port, isolate_aws_config  # noqa: E402
+from aws.artifacts import make_artifact
+from aws.env import REGION, closed_port, isolate_aws_config
 
-from builder.errors import BuildFailed, EnvironmentProblem, UserError  # noqa: E402
-from builder.limits import DIRECT_UPLOAD_MAX  # noqa: E402
-from builder.publish import make_session, publish, publish_layer, s3_key  # noqa: E402
+from builder.errors import BuildFailed, EnvironmentProblem, UserError
+from builder.limits import DIRECT_UPLOAD_MAX
+from builder.publish import make_session, publish, publish_layer, s3_key
 
 pytest_plugins = ("aws.emulator",)
+
+if TYPE_CHECKING:
+    from aws.emulator import AuthEndpoint, Aws
 
 HANDLER = b"def handler(event, context):\n    return 'hi'\n"
 
@@ -77,9 +80,7 @@ def test_dry_run_changes_nothing(aws: Aws, tmp_path: Path) -> None:
     assert out["s3"] == {"bucket": "code", "key": s3_key_of(z), "already_there": False, "uploaded": False}
     assert aws.client("lambda").get_function_configuration(FunctionName="greet")["CodeSha256"] == old
     assert aws.client("s3").list_objects_v2(Bucket="code").get("KeyCount") == 0
-    layer = publish(
-        make_artifact(tmp_path / "l", {"python/x.py": b""}, layout="layer"), layer="deps", dry_run=True
-    )
+    layer = publish(make_artifact(tmp_path / "l", {"python/x.py": b""}, layout="layer"), layer="deps", dry_run=True)
     assert layer["would"].startswith("publish_layer_version deps")
     assert aws.client("lambda").list_layers()["Layers"] == []
 
@@ -148,9 +149,7 @@ def test_missing_bucket_is_one_clear_error(aws: Aws, tmp_path: Path) -> None:
 def test_architecture_mismatch_is_refused_before_any_change(aws: Aws, tmp_path: Path) -> None:
     old = create_function(aws, "greet", arch="arm64")
     z = make_artifact(tmp_path, {"app.py": HANDLER}, arch="x86_64")
-    with pytest.raises(
-        UserError, match=r"function greet runs on arm64 but .*x86_64\.zip is built for x86_64"
-    ):
+    with pytest.raises(UserError, match=r"function greet runs on arm64 but .*x86_64\.zip is built for x86_64"):
         publish(z, function="greet")
     assert aws.client("lambda").get_function_configuration(FunctionName="greet")["CodeSha256"] == old
 
@@ -167,9 +166,7 @@ def test_runtime_mismatch_is_refused(aws: Aws, tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_function_not_found(aws: Aws, tmp_path: Path) -> None:
     z = make_artifact(tmp_path, {"app.py": HANDLER})
-    with pytest.raises(
-        UserError, match=r"^Lambda function ghost not found in account \d{12}, region us-east-1$"
-    ):
+    with pytest.raises(UserError, match=r"^Lambda function ghost not found in account \d{12}, region us-east-1$"):
         publish(z, function="ghost")
 
 
@@ -222,9 +219,7 @@ def test_no_credentials(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 @pytest.mark.docker
-def test_bad_credentials(
-    aws_auth_endpoint: AuthEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_bad_credentials(aws_auth_endpoint: AuthEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_aws_config(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_auth_endpoint.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
@@ -236,9 +231,7 @@ def test_bad_credentials(
 
 
 @pytest.mark.docker
-def test_access_denied(
-    aws_auth_endpoint: AuthEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_access_denied(aws_auth_endpoint: AuthEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_aws_config(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_auth_endpoint.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", aws_auth_endpoint.access_key_id)
@@ -255,9 +248,7 @@ def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     z = make_artifact(tmp_path, {"app.py": HANDLER})
-    with pytest.raises(
-        EnvironmentProblem, match="cannot reach the AWS endpoint to check the AWS credentials"
-    ) as info:
+    with pytest.raises(EnvironmentProblem, match="cannot reach the AWS endpoint to check the AWS credentials") as info:
         publish(z, function="greet", region=REGION)
     assert info.value.exit_code == 3
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,9 +20,9 @@ from typing import Any
 
 import boto3
 import pytest
+from aws.env import REGION, isolate_aws_config
 
 HERE = Path(__file__).parent
-REGION = "us-east-1"
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 
@@ -38,6 +37,8 @@ def _works(cmd: list[str]) -> bool:
 def docker_compose_command() -> str:
     """Compose v2 plugin if the docker CLI has it, else the v1 `docker-compose` binary (Debian's)."""
     if not _works(["docker", "info"]):
+        if os.environ.get("CI"):
+            pytest.fail("no Docker engine answers, and CI needs one for the AWS emulator")
         pytest.skip("no Docker engine reachable")
     if _works(["docker", "compose", "version"]):
         return "docker compose"
@@ -120,16 +121,6 @@ def aws_auth_endpoint(docker_ip: str, docker_services: Any) -> AuthEndpoint:
     return AuthEndpoint(url, key["AccessKeyId"], key["SecretAccessKey"])
 
 
-def isolate_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Only what a test sets counts: no host profile, no config file, and never the metadata service."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") and name != "AWS_CA_BUNDLE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
 @dataclass(frozen=True)
 class Aws:
     """An empty emulated account reached through the standard env vars, as a user would configure it."""
@@ -161,8 +152,20 @@ def aws(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
     yield Aws(aws_endpoint, session, role["Role"]["Arn"])
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released), for the unreachable-endpoint case."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _registry_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # up, and asking for the ECR login
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def registry(docker_ip: str, docker_services: Any) -> str:
+    """host:port of Debian's docker-registry, which takes only REGISTRY_LOGIN; the engine trusts
+    127.0.0.0/8 over plain HTTP."""
+    host = f"{docker_ip}:{docker_services.port_for('registry', 5000)}"
+    docker_services.wait_until_responsive(check=lambda: _registry_up(f"http://{host}"), timeout=60, pause=0.5)
+    return host

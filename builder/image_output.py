@@ -1,0 +1,234 @@
+"""Turn a built zip into a Lambda container image, and push it to ECR.
+
+For code past the 250 MB zip limit (images may be 10 GB) or teams that deploy images: the zip's
+files go where Lambda would have unpacked them (/var/task for a function, /opt for a layer) on
+top of the runtime image for the zip's runtime and arch. The build context is made in memory
+from the zip itself, so the image holds exactly the bytes the manifest describes.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import io
+import re
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import boto3
+import docker
+import docker.errors
+
+from builder.errors import BuildFailed, EnvironmentProblem, UserError
+from builder.limits import Manifest, load_manifest, verify_zip
+from builder.publish import CLIENT_CONFIG, aws_errors
+from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
+
+TARGET = {"function": "/var/task", "layer": "/opt"}
+LABEL_PREFIX = "io.lambda-builder"
+ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    image_id: str
+    tag: str
+    base: str
+    platform: str
+    target: str  # where the zip's files are: /var/task or /opt
+    labels: tuple[tuple[str, str], ...]
+
+
+def _client(client: Any | None) -> Any:
+    if client is not None:
+        return client
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise EnvironmentProblem(
+            f"no Docker engine reachable: {exc}", hint="start Docker, or set DOCKER_HOST"
+        ) from None
+
+
+def labels_for(m: Manifest) -> dict[str, str]:
+    """What identifies the image's contents: the zip's sha256 ties it back to the manifest."""
+    return {
+        "org.opencontainers.image.title": m.name,
+        "org.opencontainers.image.version": m.version,
+        f"{LABEL_PREFIX}.sha256": m.sha256,
+        f"{LABEL_PREFIX}.runtime": m.runtime,
+        f"{LABEL_PREFIX}.arch": m.arch,
+        f"{LABEL_PREFIX}.layout": m.layout,
+        f"{LABEL_PREFIX}.recipe-sha256": m.recipe_sha256,
+    }
+
+
+def default_tag(m: Manifest) -> str:
+    return f"lambda-builder/{m.name.lower()}:{m.version}-{m.runtime}-{m.arch}".replace("+", "_")
+
+
+def _safe_member(name: str, zip_name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not name.strip("/"):
+        raise UserError(f"{zip_name}: entry {name!r} would land outside {TARGET['function']}")
+    return name.rstrip("/")
+
+
+def build_context(m: Manifest, base_image: str, handler: str | None = None) -> io.BytesIO:
+    """A tar holding the Dockerfile and the zip's entries under content/, with their modes and links."""
+    target = TARGET[m.layout]
+    lines = [f"FROM {base_image}", f"COPY content/ {target}/"]
+    if handler:
+        lines.append(f'CMD ["{handler}"]')
+    dockerfile = ("\n".join(lines) + "\n").encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar, zipfile.ZipFile(m.zip_path) as zf:
+        top = tarfile.TarInfo("Dockerfile")
+        top.size, top.mode = len(dockerfile), 0o644
+        tar.addfile(top, io.BytesIO(dockerfile))
+        root = tarfile.TarInfo("content")
+        root.type, root.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(root)
+        for info in zf.infolist():
+            rel = _safe_member(info.filename, m.label)
+            entry = tarfile.TarInfo(f"content/{rel}")
+            mode = info.external_attr >> 16
+            entry.mtime = calendar.timegm((*info.date_time, 0, 0, 0))
+            if info.is_dir():
+                entry.type, entry.mode = tarfile.DIRTYPE, stat.S_IMODE(mode) or 0o755
+                tar.addfile(entry)
+            elif stat.S_ISLNK(mode):
+                entry.type, entry.linkname = tarfile.SYMTYPE, zf.read(info).decode()
+                tar.addfile(entry)
+            else:
+                data = zf.read(info)
+                entry.size, entry.mode = len(data), stat.S_IMODE(mode) or 0o644
+                tar.addfile(entry, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _check_base_arch(client: Any, base_image: str, m: Manifest) -> None:
+    """A base of the wrong arch would build fine and fail only when Lambda starts it."""
+    try:
+        attrs = client.images.get(base_image).attrs
+    except docker.errors.ImageNotFound:
+        return  # the build pulls it for the right platform
+    have = attrs.get("Architecture")
+    if have and have != DOCKER_ARCH[m.arch]:
+        raise UserError(
+            f"base image {base_image} is {have} but {m.label} is built for {m.arch}",
+            hint=f"use the {m.arch} runtime image",
+        )
+
+
+def build_image(
+    zip_path: Path | str,
+    base_image: str,
+    *,
+    tag: str | None = None,
+    handler: str | None = None,
+    client: Any | None = None,
+) -> BuiltImage:
+    """Build an image of the zip on `base_image` (e.g. public.ecr.aws/lambda/python:3.11-x86_64)."""
+    m = load_manifest(zip_path)
+    verify_zip(m)
+    if handler and m.layout == "layer":
+        raise UserError("--handler applies to a function image; a layer image has no entry point")
+    client = _client(client)
+    _check_base_arch(client, base_image, m)
+    tag = tag or default_tag(m)
+    labels = labels_for(m)
+    platform = DOCKER_PLATFORM[m.arch]
+    try:
+        image, _logs = client.images.build(
+            fileobj=build_context(m, base_image, handler),
+            custom_context=True,
+            tag=tag,
+            platform=platform,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-4000:]
+        missing = any(s in exc.msg for s in ("pull access denied", "not found", "manifest unknown", "dial tcp"))
+        raise BuildFailed(
+            f"docker build of {tag} on {base_image} failed: {exc.msg}",
+            tail=tail,
+            hint=f"{base_image} is not on this engine and could not be pulled: build or pull it first"
+            if missing
+            else None,
+        ) from None
+    except docker.errors.APIError as exc:
+        raise BuildFailed(f"docker build of {tag} failed: {exc.explanation or exc}") from None
+    return BuiltImage(image.id, tag, base_image, platform, TARGET[m.layout], tuple(sorted(labels.items())))
+
+
+def _split_repository(uri: str) -> tuple[str, str, str | None]:
+    """registry/path[:tag] -> (registry, registry/path, tag); a port in the registry is not a tag."""
+    registry, _, path = uri.partition("/")
+    if not path:
+        raise UserError(f"repository URI {uri!r} needs a registry host and a repository name")
+    name, sep, tag = path.rpartition(":")
+    if sep and "/" not in tag:
+        return registry, f"{registry}/{name}", tag
+    return registry, uri, None
+
+
+def ecr_credentials(registry: str, session: boto3.Session) -> tuple[str, str]:
+    """User and password for `registry` from ECR's GetAuthorizationToken (valid 12 hours)."""
+    match = ECR_HOST.match(registry)
+    region = match.group(2) if match else session.region_name
+    ecr = session.client("ecr", region_name=region, config=CLIENT_CONFIG)
+    with aws_errors(f"get an ECR login for {registry}", permission="ecr:GetAuthorizationToken"):
+        resp = ecr.get_authorization_token(registryIds=[match.group(1)]) if match else ecr.get_authorization_token()
+    data = resp.get("authorizationData") or []
+    if not data:
+        raise BuildFailed(f"ECR returned no authorization data for {registry}")
+    user, _, password = base64.b64decode(data[0]["authorizationToken"]).decode().partition(":")
+    return user, password
+
+
+def push_to_ecr(
+    image: str,
+    repository_uri: str,
+    session: boto3.Session,
+    *,
+    tag: str | None = None,
+    client: Any | None = None,
+) -> dict[str, str]:
+    """Tag `image` (id or name) as REPOSITORY_URI:TAG and push it with an ECR token; returns the digest."""
+    registry, repository, uri_tag = _split_repository(repository_uri)
+    client = _client(client)
+    try:
+        img = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise UserError(f"image {image} is not on this Docker engine") from None
+    labels = (img.attrs.get("Config") or {}).get("Labels") or {}
+    tag = tag or uri_tag or labels.get("org.opencontainers.image.version") or "latest"
+    user, password = ecr_credentials(registry, session)
+    img.tag(repository, tag=tag)
+    digest = ""
+    try:
+        stream = client.images.push(
+            repository,
+            tag=tag,
+            auth_config={"username": user, "password": password},
+            stream=True,
+            decode=True,
+        )
+        for event in stream:
+            if "error" in event:
+                raise BuildFailed(
+                    f"push of {repository}:{tag} failed: {event['error']}",
+                    hint="check the repository exists (aws ecr create-repository) and the login works",
+                )
+            digest = (event.get("aux") or {}).get("Digest", digest)
+    except docker.errors.APIError as exc:
+        raise BuildFailed(f"push of {repository}:{tag} failed: {exc.explanation or exc}") from None
+    return {"image": f"{repository}:{tag}", "digest": digest, "registry": registry}
