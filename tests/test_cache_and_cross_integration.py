@@ -1,0 +1,72 @@
+"""Rebuilds that do nothing, and arm64 built by cross-compilation on this x86_64 engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder import elf
+from tests.conftest import FIXTURES, run_cli
+
+pytestmark = pytest.mark.docker
+
+
+def test_unchanged_rebuild_is_a_cache_hit_and_a_change_rebuilds(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
+    recipe = tmp_path / "greet" / "recipe.yaml"
+    out = tmp_path / "dist"
+    first = run_cli("build", str(recipe), "--out", str(out), "-q")
+    assert first.returncode == 0, first.stderr
+    assert "[cached]" not in first.stdout
+    zip_path = out / "greet-1.0.0-python3.11-x86_64.zip"
+    before = zip_path.read_bytes()
+    zip_path.unlink()  # the cache, not the old output, must bring it back
+    second = run_cli("build", str(recipe), "--out", str(out), "-q")
+    assert second.returncode == 0 and "[cached]" in second.stdout
+    assert zip_path.read_bytes() == before
+    source = tmp_path / "greet" / "libgreet" / "greet.c"
+    source.write_text(source.read_text().replace('"hello, %s"', '"hello again, %s"'))
+    third = run_cli("build", str(recipe), "--out", str(out), "-q")
+    assert third.returncode == 0 and "[cached]" not in third.stdout
+    assert zip_path.read_bytes() != before
+    listing = run_cli("cache", "list")
+    assert listing.returncode == 0 and listing.stdout.count("greet-1.0.0") == 2
+
+
+def test_arm64_cross_build_is_all_aarch64_and_within_lambda_glibc(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    out = tmp_path / "dist"
+    result = run_cli("build", str(FIXTURES / "greet" / "recipe.yaml"), "--arch", "arm64", "--mode", "cross",
+                     "--out", str(out), "--no-cache", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    zip_path = out / "greet-1.0.0-python3.11-arm64.zip"
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(zip_path).extractall(unpacked)
+    elfs = [elf.read_elf(p) for p in unpacked.rglob("*") if p.is_file() and elf.is_elf(p)]
+    assert len(elfs) == 2
+    assert {e.arch for e in elfs} == {"arm64"}
+    assert all(elf.version_key(e.versions.get("GLIBC", "0")) <= elf.version_key("2.26") for e in elfs)
+    manifest = json.loads((out / "greet-1.0.0-python3.11-arm64.manifest.json").read_text())
+    assert manifest["mode"] == "cross" and manifest["audit"]["lambda_compatible"] is True
+    audit = run_cli("audit", str(zip_path))
+    assert audit.returncode == 0 and "arm64" in audit.stdout
+
+
+def test_arch_all_builds_both_and_reports_a_summary(local_images: dict[str, str], tmp_path: Path,
+                                                    cache_dir: Path) -> None:
+    out = tmp_path / "dist"
+    result = run_cli("build", str(FIXTURES / "greet" / "recipe.yaml"), "--arch", "all", "--mode", "cross",
+                     "--out", str(out), "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary" in result.stdout
+    assert sorted(p.name for p in out.glob("*.zip")) == ["greet-1.0.0-python3.11-arm64.zip",
+                                                         "greet-1.0.0-python3.11-x86_64.zip"]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["greet-python3.11-arm64.log",
+                                                                "greet-python3.11-x86_64.log"]
