@@ -18,7 +18,18 @@ from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
 from builder.runtimes import GNU_TRIPLE
-from builder.steps import PREFIX, BuildContext, build_env, manifest_meta, native_actions, run_actions, runtime_of
+from builder.steps import (
+    CACHE,
+    PREFIX,
+    BuildContext,
+    RestorePrefix,
+    SavePrefix,
+    build_env,
+    manifest_meta,
+    native_actions,
+    run_actions,
+    runtime_of,
+)
 
 Log = Callable[[str], None]
 
@@ -75,7 +86,9 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
     with (
         tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
-        Container(image, purpose=f"{recipe.name}-{arch}", log=log) as container,
+        Container(
+            image, purpose=f"{recipe.name}-{arch}", log=log, volumes={f"lambda-builder-cache-{image.arch}": CACHE}
+        ) as container,
     ):
         ctx = BuildContext(
             recipe=recipe,
@@ -96,7 +109,8 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             triple = GNU_TRIPLE[arch]
             links = {f"{cross.CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}"}
             container.put_tar("/", cross.scripts_tar(scripts, links))
-        timings = run_actions(ctx, [*native_actions(recipe), RepairAndAudit()])
+        prefix = _prefix_step(ctx, mode) if options.use_cache else None
+        timings = run_actions(ctx, [*native_actions(recipe, prefix), RepairAndAudit()])
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
         meta = manifest_meta(ctx, runtime_image)
@@ -130,6 +144,29 @@ def _cache_key(recipe: Recipe, runtime_name: str, arch: str, mode: str, image: i
         mode=mode,
         tool_version=__version__,
     )
+
+
+def _prefix_step(ctx: BuildContext, mode: str) -> RestorePrefix | SavePrefix | None:
+    """Step reuse: built sources depend on less than the artifact (not on Python requirements)."""
+    recipe = ctx.recipe
+    if not recipe.sources:
+        return None
+    digests = []
+    for src in recipe.sources:
+        fetched = sources.fetch_source(src, ctx.downloads, progress=ctx.log, recipe_dir=recipe.folder)
+        digests.append((src.name, sources.source_digest(src, fetched)))
+    key = cache.prefix_key(
+        recipe_sources_part=cache.sources_canonical(recipe),
+        source_digests_in_order=[d for _, d in digests],
+        system_packages=recipe.system_packages,
+        environment=ctx.env,
+        image_id=ctx.image.id,
+        arch=ctx.arch,
+        mode=mode,
+        tool_version=__version__,
+    )
+    tar = cache.PrefixCache().get(key)
+    return RestorePrefix(tar, tuple(digests)) if tar is not None else SavePrefix(key)
 
 
 def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[str, Any]] | None:

@@ -103,12 +103,14 @@ class Container:
         log: Log,
         env: Mapping[str, str] | None = None,
         arch: str | None = None,
+        volumes: Mapping[str, str] | None = None,
     ) -> None:
         self.image = image
         self.purpose = purpose
         self.log = log
         self.arch = arch or image.arch
         self.base_env: dict[str, str] = {**engine.proxy_env(), **(env or {})}
+        self.volumes = dict(volumes or {})  # named volume -> path: caches that outlive the container
         self._container: Any = None
         self.exec_seconds = 0.0  # time spent inside execs, to tell the tool's own overhead
 
@@ -142,6 +144,7 @@ class Container:
             detach=True,
             network_mode="bridge",
             working_dir="/",
+            volumes={name: {"bind": path, "mode": "rw"} for name, path in self.volumes.items()},
         )
         try:
             self._container.start()

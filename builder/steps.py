@@ -92,6 +92,7 @@ def build_env(recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, st
         "PIP_ROOT_USER_ACTION": "ignore",
         "PYTHONDONTWRITEBYTECODE": "1",
         "LAMBDA_RUNTIME": runtime.name,
+        **cache_env(),
     }
     if runtime.python:
         env["PYTHON"] = f"python{runtime.python}"
@@ -102,7 +103,19 @@ def build_env(recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, st
     return env
 
 
-PATH_PREFIX = f'export PATH="{PREFIX}/bin:$PATH"\n'
+CACHE = "/lb/cache"  # a named volume per arch: pip's and ccache's caches survive between builds
+# the prefix's tools first; then Debian's ccache masquerade folder, so cc/gcc/g++ go through ccache
+PATH_PREFIX = f'export PATH="{PREFIX}/bin:/usr/lib/ccache:$PATH"\n'
+
+
+def cache_env() -> dict[str, str]:
+    return {
+        "PIP_CACHE_DIR": f"{CACHE}/pip",
+        "CCACHE_DIR": f"{CACHE}/ccache",
+        "CCACHE_BASEDIR": "/lb",  # hits across different source folders
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_MAXSIZE": "2G",
+    }
 
 
 @dataclass(frozen=True)
@@ -327,9 +340,44 @@ class CopyOut:
         ctx.container.copy_out(STAGE, ctx.work)
 
 
-def native_actions(recipe: Recipe) -> list[Action]:
+@dataclass(frozen=True)
+class RestorePrefix:
+    """Step reuse: the sources were built before with the same inputs; put that $PREFIX back."""
+
+    tar: Path
+    digests: tuple[tuple[str, str], ...]
+    name: str = "reuse built sources"
+
+    def run(self, ctx: BuildContext) -> None:
+        with open(self.tar, "rb") as stream:
+            ctx.container.put_tar(str(Path(PREFIX).parent), stream)
+        ctx.source_digests.update(dict(self.digests))
+        ctx.log(f"reused $PREFIX built earlier for {', '.join(n for n, _ in self.digests)}")
+
+
+@dataclass(frozen=True)
+class SavePrefix:
+    key: str
+    name: str = "remember built sources"
+
+    def run(self, ctx: BuildContext) -> None:
+        from builder.cache import PrefixCache
+
+        try:
+            PrefixCache().put(self.key, ctx.container.get_tar(PREFIX))
+        except OSError as exc:
+            ctx.log(f"warning: could not keep the built sources for reuse: {exc}")
+
+
+def native_actions(recipe: Recipe, prefix: RestorePrefix | SavePrefix | None = None) -> list[Action]:
+    """The build's actions; with a prefix hit the sources are not built again."""
     actions: list[Action] = [SystemPackages()]
-    actions += [BuildSource(i, name=f"source {s.name}") for i, s in enumerate(recipe.sources)]
+    if isinstance(prefix, RestorePrefix):
+        actions.append(prefix)
+    else:
+        actions += [BuildSource(i, name=f"source {s.name}") for i, s in enumerate(recipe.sources)]
+        if prefix is not None and recipe.sources:
+            actions.append(prefix)
     actions += [PipInstall(), CollectNative(), PruneAndStrip(), CopyOut()]
     return actions
 

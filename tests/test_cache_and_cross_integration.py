@@ -70,3 +70,21 @@ def test_arch_all_builds_both_and_reports_a_summary(local_images: dict[str, str]
                                                          "greet-1.0.0-python3.11-x86_64.zip"]
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["greet-python3.11-arm64.log",
                                                                 "greet-python3.11-x86_64.log"]
+
+
+def test_requirement_change_reuses_built_sources(local_images: dict[str, str], tmp_path: Path,
+                                                 cache_dir: Path) -> None:
+    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
+    recipe = tmp_path / "greet" / "recipe.yaml"
+    out = tmp_path / "dist"
+    first = run_cli("build", str(recipe), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "[libgreet 1/2]" in first.stdout
+    recipe.write_text(recipe.read_text().replace("    - ./greet_ext\n", "    - ./greet_ext\n    - six==1.16.0\n"))
+    second = run_cli("build", str(recipe), "--out", str(out))
+    assert second.returncode == 0, second.stderr
+    assert "reused $PREFIX built earlier for libgreet" in second.stdout
+    assert "[libgreet 1/2]" not in second.stdout  # the C source was not compiled again
+    names = zipfile.ZipFile(out / "greet-1.0.0-python3.11-x86_64.zip").namelist()
+    assert "six.py" in names and "lib/libgreet.so.1" in names
+    assert run_cli("test", str(out / "greet-1.0.0-python3.11-x86_64.zip")).returncode == 0
