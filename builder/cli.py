@@ -113,6 +113,15 @@ def validate(recipes: tuple[Path, ...]) -> None:
     default=None,
     help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zip", "image"]),
+    default="zip",
+    show_default=True,
+    help="image: also make a Lambda container image of each zip (runtime image + artifact).",
+)
+@click.option("--push", "push_uri", default=None, help="With --format image: ECR repository URI to push to.")
 @click.option("-j", "--jobs", default=2, show_default=True, help="Builds run at once (several targets).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
 def build(
@@ -123,6 +132,8 @@ def build(
     image: str | None,
     no_cache: bool,
     mode: str | None,
+    fmt: str,
+    push_uri: str | None,
     jobs: int,
     quiet: bool,
 ) -> None:
@@ -154,6 +165,7 @@ def build(
             f"built {result.zip_path} in {result.seconds:.1f}s "
             f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}"
         )
+        _after_build([result.zip_path], fmt, push_uri)
         return
     console = Console()
     outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
@@ -163,6 +175,28 @@ def build(
         _echo_err(f"error: {o.target.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
     if failed:
         raise SystemExit(1)
+    _after_build([o.result.zip_path for o in outcomes if o.result], fmt, push_uri)
+
+
+def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> None:
+    """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output."""
+    from builder import image_output, package, verify
+    from builder.limits import check_limits, load_manifest
+
+    for zip_path in zips:
+        for finding in check_limits(load_manifest(zip_path)):
+            _echo_err(f"{finding.level}: {finding.message}")
+            if finding.level == "error":
+                raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
+        if fmt == "image":
+            base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
+            built = image_output.build_image(zip_path, base)
+            click.echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")
+            if push_uri:
+                from builder.publish import make_session
+
+                pushed = image_output.push_to_ecr(built.tag, push_uri, make_session())
+                click.echo(f"pushed {pushed.get('image')} {pushed.get('digest', '')}")
 
 
 @cli.command("test")
@@ -347,3 +381,89 @@ def cache_prune(older_than: float | None, max_mb: float | None, everything: bool
     for store in (cache.BuildCache(), cache.PrefixCache()):
         result = store.prune(older_than_days=older_than, max_bytes=max_bytes, all=everything)
         click.echo(f"{store.root.name}: removed {result.removed} entries ({result.bytes / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--layer", default=None, help="Publish a new version of this layer.")
+@click.option("--function", "function", default=None, help="Update this function's code.")
+@click.option("--s3-bucket", default=None, help="Upload through this bucket (automatic over 50 MB).")
+@click.option(
+    "--with-layer",
+    "with_layers",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Layer zips the function uses, counted in the 250 MB limit.",
+)
+@click.option("--publish", "publish_version", is_flag=True, help="Publish a numbered function version.")
+@click.option("--dry-run", is_flag=True, help="Check everything, change nothing, say what would happen.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--profile", default=None)
+@click.option("--region", default=None)
+def publish(
+    zip_path: Path,
+    layer: str | None,
+    function: str | None,
+    s3_bucket: str | None,
+    with_layers: tuple[Path, ...],
+    publish_version: bool,
+    dry_run: bool,
+    as_json: bool,
+    profile: str | None,
+    region: str | None,
+) -> None:
+    """Publish ZIP as a layer version or a function's code, within Lambda's limits."""
+    from builder import publish as publish_mod
+
+    result = publish_mod.publish(
+        zip_path,
+        layer=layer,
+        function=function,
+        with_layers=with_layers,
+        s3_bucket=s3_bucket,
+        dry_run=dry_run,
+        publish_version=publish_version,
+        profile=profile,
+        region=region,
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    what = result.get("layer_version_arn") or result.get("function_arn") or result.get("action")
+    click.echo(
+        f"{'would publish' if dry_run else 'published'} {zip_path.name}: {what} (upload: {result.get('upload')})"
+    )
+    for warning in result.get("warnings", []):
+        _echo_err(f"warning: {warning}")
+
+
+@cli.command()
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--base", default=None, help="Base image (default: the runtime image of the zip's family).")
+@click.option("--tag", default=None)
+@click.option("--handler", default=None, help="CMD of the image, e.g. app.handler.")
+@click.option("--push", "push_uri", default=None, help="ECR repository URI[:TAG] to push to.")
+@click.option("--profile", default=None)
+@click.option("--region", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def image(
+    zip_path: Path,
+    base: str | None,
+    tag: str | None,
+    handler: str | None,
+    push_uri: str | None,
+    profile: str | None,
+    region: str | None,
+    as_json: bool,
+) -> None:
+    """Make a Lambda container image from ZIP (and push it to ECR)."""
+    from builder import image_output, package, verify
+    from builder.publish import make_session
+
+    if base is None:
+        base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
+    built = image_output.build_image(zip_path, base, tag=tag, handler=handler)
+    result: dict[str, Any] = {"image": built.tag, "id": built.image_id, "base": built.base, "platform": built.platform}
+    if push_uri:
+        result["push"] = image_output.push_to_ecr(built.tag, push_uri, make_session(profile, region))
+    click.echo(json.dumps(result, indent=2) if as_json else f"built {built.tag} ({built.image_id[:19]}) on {base}")
