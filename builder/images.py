@@ -279,7 +279,8 @@ def ensure_local(
     """The local image of this kind, built (with its base) if missing or out of date."""
     if codename not in DEBIAN:
         raise UserError(f"unknown Debian release {codename!r}; known: {', '.join(DEBIAN)}")
-    with paths.locked(f"image-{codename}-{arch}"):
+    # one lock per image, so a test waiting for the runtime image never waits on a build image
+    with paths.locked(f"image-base-{codename}-{arch}"):
         base_name = local_name("base", codename, arch)
         image = _get(base_name)
         if image is None:
@@ -287,12 +288,13 @@ def ensure_local(
         else:
             verify_arch(image, base_name, arch)
             base = ImageRef(base_name, image.id, arch, "local", codename)
-        if kind == "base":
-            return base
-        if kind == "cross":
-            build = build_from_dockerfile("build", base, local_name("build", codename, arch), progress)
-            return build_from_dockerfile("cross", build, local_name("cross", codename, arch), progress)
-        return build_from_dockerfile(kind, base, local_name(kind, codename, arch), progress)
+    if kind == "base":
+        return base
+    chain = ["build", "cross"] if kind == "cross" else [kind]
+    for step in chain:
+        with paths.locked(f"image-{step}-{codename}-{arch}"):
+            base = build_from_dockerfile(step, base, local_name(step, codename, arch), progress)
+    return base
 
 
 def list_images() -> list[dict[str, str]]:
