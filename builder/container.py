@@ -24,7 +24,7 @@ from typing import Any
 import docker.errors
 
 from builder import engine
-from builder.errors import BuildFailed
+from builder.errors import BuildFailed, EnvironmentProblem
 from builder.images import ImageRef
 from builder.runtimes import DOCKER_PLATFORM
 
@@ -125,8 +125,26 @@ class Container:
     ) -> None:
         self.remove()
 
+    def _check_emulation(self, client: Any) -> None:
+        """A foreign-arch container without emulation fails with 'exec format error' deep in a step:
+        say what is missing and how to enable it before starting one."""
+        from builder import emulation
+
+        machine = str(client.info().get("Architecture", ""))
+        native = {"x86_64": ("x86_64", "amd64"), "arm64": ("aarch64", "arm64")}[self.arch]
+        if machine in native or self.arch != "arm64" or emulation.engine_is_remote(client):
+            return
+        status = emulation.binfmt_status()
+        if not status.ok:
+            raise EnvironmentProblem(
+                f"arm64 containers cannot run on this x86_64 engine: {status.details}",
+                hint="run `lambda-builder doctor --fix-emulation` as root (needs Debian's qemu-user-static), "
+                "or build with --mode cross and test on an arm64 machine",
+            )
+
     def start(self) -> None:
         client = engine.client()
+        self._check_emulation(client)
         name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
         labels = {
             LABEL: "1",
