@@ -67,12 +67,24 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     sweep_orphans(log)
     mode = effective_mode(recipe, arch, options.mode)
     overlay: dict[str, str] = {}
+    pip_env: dict[str, str] = {}
     if mode == "cross":
         image = images.resolve(runtime_name, engine_arch(), "cross", override=options.image, progress=log)
         overlay = cross.cross_environment(arch, runtime.glibc, runtime.python, "zig", prefix=PREFIX)
         # zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours: say it with flags
         overlay["LDFLAGS"] = f"-L{PREFIX}/lib -L{PREFIX}/lib64"
         overlay["CFLAGS"] = f"-idirafter {cross.CROSS_ROOT}/include -I{PREFIX}/include"
+        # configure scripts recognise gcc by name (and only then add -fPIC, -soname, ...): zig cc is
+        # gcc-compatible, so call it by a gcc name; LDSHARED is for Python builds only (zlib honours it)
+        triple = GNU_TRIPLE[arch]
+        overlay["CC"], overlay["CXX"] = f"{cross.CROSS_BIN}/{triple}-gcc", f"{cross.CROSS_BIN}/{triple}-g++"
+        pip_env = {
+            k: overlay.pop(k)
+            .replace(f"{cross.CROSS_BIN}/cc", overlay["CC"])
+            .replace(f"{cross.CROSS_BIN}/c++", overlay["CXX"])
+            for k in ("LDSHARED", "LDCXXSHARED")
+            if k in overlay
+        }
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
@@ -101,13 +113,18 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             downloads=downloads_dir(),
             env=build_env(recipe, runtime, arch, overlay),
             cross=mode == "cross",
+            pip_env=pip_env,
         )
         ctx.manifest["mode"] = mode
         if mode == "cross":
             scripts = cross.cross_wrapper_scripts(arch, runtime.glibc, "zig", prefix=PREFIX)
             # Debian's pyconfig.h includes <TRIPLE/pythonX.Y/pyconfig.h>; zig (no /usr/include) finds it here
             triple = GNU_TRIPLE[arch]
-            links = {f"{cross.CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}"}
+            links = {
+                f"{cross.CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}",
+                f"{cross.CROSS_BIN}/{triple}-gcc": f"{cross.CROSS_BIN}/cc",
+                f"{cross.CROSS_BIN}/{triple}-g++": f"{cross.CROSS_BIN}/c++",
+            }
             container.put_tar("/", cross.scripts_tar(scripts, links))
         prefix = _prefix_step(ctx, mode) if options.use_cache else None
         timings = run_actions(ctx, [*native_actions(recipe, prefix), RepairAndAudit()])

@@ -64,8 +64,14 @@ def cross_wrapper_scripts(
             f': "${{ZIG_GLOBAL_CACHE_DIR:={ZIG_CACHE}}}" "${{ZIG_LOCAL_CACHE_DIR:={ZIG_CACHE}}}"\n'
             "export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR\n"
         )
-        scripts[f"{CROSS_BIN}/cc"] = head + f'exec {ZIG_PYTHON} -m ziglang cc -target {target} "$@"\n'
-        scripts[f"{CROSS_BIN}/c++"] = head + f'exec {ZIG_PYTHON} -m ziglang c++ -target {target} "$@"\n'
+        # When linking, accept version scripts naming symbols a build leaves out, as GNU ld does
+        # (lld refuses them; zlib's configure then silently falls back to a static-only build).
+        link = (
+            'case " $* " in *" -c "*|*" -S "*|*" -E "*|*" -M "*|*" -MM "*) set -- "$@";; '
+            '*) set -- -Wl,--undefined-version "$@";; esac\n'
+        )
+        scripts[f"{CROSS_BIN}/cc"] = head + link + f'exec {ZIG_PYTHON} -m ziglang cc -target {target} "$@"\n'
+        scripts[f"{CROSS_BIN}/c++"] = head + link + f'exec {ZIG_PYTHON} -m ziglang c++ -target {target} "$@"\n'
         scripts[f"{CROSS_BIN}/ar"] = head + f'exec {ZIG_PYTHON} -m ziglang ar "$@"\n'
         scripts[f"{CROSS_BIN}/ranlib"] = head + f'exec {ZIG_PYTHON} -m ziglang ranlib "$@"\n'
         scripts[f"{CROSS_BIN}/ld"] = head + f'exec {ZIG_PYTHON} -m ziglang ld.lld "$@"\n'

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from builder import __version__, sources
 from builder.container import Container
-from builder.errors import UserError
+from builder.errors import BuildFailed, UserError
 from builder.images import ImageRef
 from builder.model import Recipe
 from builder.recipe import recipe_sha256
@@ -51,6 +51,7 @@ class BuildContext:
     manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields stages add
     source_digests: dict[str, str] = field(default_factory=dict)
     cross: bool = False  # compiling for `arch` in a container of another arch (zig/gcc cross)
+    pip_env: dict[str, str] = field(default_factory=dict)  # only for Python builds (e.g. cross LDSHARED)
 
     @property
     def python(self) -> str:
@@ -210,7 +211,9 @@ class PipInstall:
         for url in spec.extra_index_urls:
             options += ["--extra-index-url", url]
         command = [ctx.python, "-m", "pip", "install", *options, *args]
-        ctx.container.run(PATH_PREFIX + shlex.join(command), step=self.name, env=ctx.env, workdir="/")
+        ctx.container.run(
+            PATH_PREFIX + shlex.join(command), step=self.name, env={**ctx.env, **ctx.pip_env}, workdir="/"
+        )
 
     def _cross(self, ctx: BuildContext, args: list[str]) -> None:
         """Local projects become target wheels with the cross toolchain (their build requirements
@@ -227,7 +230,7 @@ class PipInstall:
         local = [a for a in args if a.startswith(PYSRC)]
         if local:
             build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", wheels, *local]
-            ctx.container.run(PATH_PREFIX + shlex.join(build), step="pip wheel (cross)", env=ctx.env)
+            ctx.container.run(PATH_PREFIX + shlex.join(build), step="pip wheel (cross)", env={**ctx.env, **ctx.pip_env})
         names = [a for a in args if not a.startswith(PYSRC)]
         glibc = ctx.runtime.glibc.replace(".", "_")  # pip widens manylinux_2_26 to every older tag
         platforms = ["--platform", f"manylinux_{glibc}_{machine}", "--platform", f"linux_{machine}"]
@@ -250,7 +253,9 @@ class PipInstall:
             options += ["--extra-index-url", url]
         wheel_glob = f"{wheels}/*.whl" if local else ""
         command = shlex.join([ctx.python, "-m", "pip", "install", *options, *names])
-        ctx.container.run(f"mkdir -p {wheels}\n{PATH_PREFIX}{command} {wheel_glob}", step=self.name, env=ctx.env)
+        ctx.container.run(
+            f"mkdir -p {wheels}\n{PATH_PREFIX}{command} {wheel_glob}", step=self.name, env={**ctx.env, **ctx.pip_env}
+        )
 
 
 COLLECT = r"""
@@ -259,8 +264,13 @@ for d in {prefix}/lib {prefix}/lib64; do
   [ -d "$d" ] || continue
   for f in "$d"/*.so*; do
     [ -e "$f" ] || continue
+    readelf -h "$f" >/dev/null 2>&1 || continue
     so=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
-    [ -n "$so" ] && [ "$(basename "$f")" = "$so" ] && cp -L "$f" "{stage}/lib/$so"
+    if [ -n "$so" ]; then
+      [ "$(basename "$f")" = "$so" ] && cp -L "$f" "{stage}/lib/$so"
+    elif [ ! -L "$f" ]; then
+      cp "$f" {stage}/lib/  # no SONAME: consumers name the file itself
+    fi
   done
 done
 if [ -d {prefix}/bin ]; then
@@ -308,7 +318,7 @@ def prune_script(recipe: Recipe) -> str:
         rules.append("find {s} -type f \\( -name '*.h' -o -name '*.hpp' -o -name '*.hh' \\) -delete")
     if p.docs:
         rules.append("rm -rf {s}/share/man {s}/share/doc {s}/share/info {s}/man {s}/doc")
-    rules.append("find {s} -depth -type d -empty -delete")
+    rules.append("find {s} -mindepth 1 -depth -type d -empty -delete")
     return "\n".join(r.format(s=STAGE) for r in rules)
 
 
@@ -338,6 +348,12 @@ class CopyOut:
         if ctx.stage.exists():
             shutil.rmtree(ctx.stage)
         ctx.container.copy_out(STAGE, ctx.work)
+        if not any(p.is_file() for p in ctx.stage.rglob("*")):
+            raise BuildFailed(
+                "the build produced nothing to pack: no shared library or executable in $PREFIX, "
+                "no Python package, no binaries",
+                hint="check that the build steps install into $PREFIX (e.g. make install PREFIX=$PREFIX)",
+            )
 
 
 @dataclass(frozen=True)
