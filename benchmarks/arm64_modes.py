@@ -24,9 +24,25 @@ HERE = Path(__file__).resolve().parent
 def build(recipe: Path, arch: str, mode: str, out: Path) -> tuple[float, float]:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "builder", "build", str(recipe), "--arch", arch, "--mode", mode,
-         "--out", str(out), "--no-cache", "-q"],
-        capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "build",
+            str(recipe),
+            "--arch",
+            arch,
+            "--mode",
+            mode,
+            "--out",
+            str(out),
+            "--no-cache",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.monotonic() - started
     if done.returncode != 0:
         sys.exit(f"{arch}/{mode} failed:\n{done.stderr}")
@@ -40,15 +56,24 @@ def main() -> None:
     parser.add_argument("recipe", nargs="?", default=str(HERE / "zlib.yaml"))
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    recipe = Path(args.recipe)
-    runs = {"x86_64 native": ("x86_64", "auto"), "arm64 emulate": ("arm64", "emulate"),
-            "arm64 cross": ("arm64", "cross")}
+    # compiler caches off, so every run compiles for real (the artifact cache is off via --no-cache)
+    workdir = Path(tempfile.mkdtemp(prefix="lb-bench-"))
+    text = Path(args.recipe).read_text()
+    recipe = workdir / Path(args.recipe).name
+    recipe.write_text(text + '\nenvironment:\n  CCACHE_DISABLE: "1"\n' if "environment:" not in text else text)
+    runs = {
+        "x86_64 native": ("x86_64", "auto"),
+        "arm64 emulate": ("arm64", "emulate"),
+        "arm64 cross": ("arm64", "cross"),
+    }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(args.repeat):
         for name, (arch, mode) in runs.items():
             with tempfile.TemporaryDirectory() as out:
                 results[name].append(build(recipe, arch, mode, Path(out)))
-    med = {name: (statistics.median(w for w, _ in r), statistics.median(s for _, s in r)) for name, r in results.items()}
+    med = {
+        name: (statistics.median(w for w, _ in r), statistics.median(s for _, s in r)) for name, r in results.items()
+    }
     print(f"recipe: {recipe.name}, {args.repeat} run(s) each, median seconds")
     print(f"{'build':<16}{'wall':>8}{'compile':>10}")
     for name, (wall, steps) in med.items():

@@ -17,7 +17,7 @@ from builder import __version__, cache, cross, engine, images, package, paths, s
 from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
-from builder.runtimes import GNU_TRIPLE
+from builder.runtimes import DEBIAN, GNU_TRIPLE
 from builder.steps import (
     CACHE,
     PREFIX,
@@ -125,6 +125,9 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
                 f"{cross.CROSS_BIN}/{triple}-gcc": f"{cross.CROSS_BIN}/cc",
                 f"{cross.CROSS_BIN}/{triple}-g++": f"{cross.CROSS_BIN}/c++",
             }
+            if image.debian:
+                py = DEBIAN[image.debian].python
+                links[cross.ZIG_BINARY] = f"{cross.CROSS_ROOT}/venv/lib/python{py}/site-packages/ziglang/zig"
             container.put_tar("/", cross.scripts_tar(scripts, links))
         prefix = _prefix_step(ctx, mode) if options.use_cache else None
         timings = run_actions(ctx, [*native_actions(recipe, prefix), RepairAndAudit()])
