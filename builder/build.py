@@ -20,6 +20,7 @@ from builder.model import Recipe
 from builder.runtimes import DEBIAN, GNU_TRIPLE
 from builder.steps import (
     CACHE,
+    NO_CACHE_ENV,
     PREFIX,
     BuildContext,
     RestorePrefix,
@@ -99,7 +100,11 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     with (
         tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
         Container(
-            image, purpose=f"{recipe.name}-{arch}", log=log, volumes={f"lambda-builder-cache-{image.arch}": CACHE}
+            image,
+            purpose=f"{recipe.name}-{arch}",
+            log=log,
+            # --no-cache means from scratch: no shared pip/ccache volume either
+            volumes={f"lambda-builder-cache-{image.arch}": CACHE} if options.use_cache else {},
         ) as container,
     ):
         ctx = BuildContext(
@@ -111,7 +116,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             work=Path(tmp),
             log=log,
             downloads=downloads_dir(),
-            env=build_env(recipe, runtime, arch, overlay),
+            env=build_env(recipe, runtime, arch, {**overlay, **({} if options.use_cache else NO_CACHE_ENV)}),
             cross=mode == "cross",
             pip_env=pip_env,
         )

@@ -115,6 +115,11 @@ class RepairAndAudit:
                     "needed_by": list(b.needed_by),
                 }
                 for b in sorted(plan.bundled, key=lambda b: b.soname)
+            ] + [
+                # libraries the recipe's own sources built, collected into lib/ before repair
+                {"soname": soname, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
+                for soname, rel in plan.in_stage
+                if rel.startswith("lib/")
             ]
             elfs = list(plan.elfs)
             bundled = plan.bundled_sonames
@@ -133,10 +138,8 @@ class RepairAndAudit:
                 for v in violations
             ]
             raise BuildFailed(
-                f"the artifact needs newer symbol versions than {policy.name} ({ctx.arch}) has:\n"
-                + "\n".join(lines),
-                hint="build with an older toolchain or image, or set bundle.allow_glibc "
-                "in the recipe if you accept it",
+                f"the artifact needs newer symbol versions than {policy.name} ({ctx.arch}) has:\n" + "\n".join(lines),
+                hint="build with an older toolchain or image, or set bundle.allow_glibc in the recipe if you accept it",
             )
         lambda_policy = policy_for_runtime(ctx.runtime.name, ctx.arch)
         glibc = max((i.versions.get("GLIBC", "0") for i in elfs), key=elf.version_key, default="0")

@@ -109,6 +109,9 @@ CACHE = "/lb/cache"  # a named volume per arch: pip's and ccache's caches surviv
 PATH_PREFIX = f'export PATH="{PREFIX}/bin:/usr/lib/ccache:$PATH"\n'
 
 
+NO_CACHE_ENV = {"CCACHE_DISABLE": "1", "PIP_NO_CACHE_DIR": "1"}
+
+
 def cache_env() -> dict[str, str]:
     return {
         "PIP_CACHE_DIR": f"{CACHE}/pip",
@@ -205,7 +208,8 @@ class PipInstall:
             return
         options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]
         if spec.build_from_source:
-            options.append("--no-binary=" + ",".join(spec.build_from_source))
+            # --use-pep517: Debian's pip would otherwise fall back to the deprecated `setup.py install`
+            options += ["--no-binary=" + ",".join(spec.build_from_source), "--use-pep517"]
         if spec.index_url:
             options += ["--index-url", spec.index_url]
         for url in spec.extra_index_urls:
