@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__, cache, cross, engine, images, package, paths, sources
-from builder.bundling import RepairAndAudit
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
 from builder.runtimes import DEBIAN, GNU_TRIPLE
@@ -65,12 +64,11 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
     started = time.monotonic()
     runtime = runtime_of(runtime_name)
-    sweep_orphans(log)
     mode = effective_mode(recipe, arch, options.mode)
     overlay: dict[str, str] = {}
     pip_env: dict[str, str] = {}
     if mode == "cross":
-        image = images.resolve(runtime_name, engine_arch(), "cross", override=options.image, progress=log)
+        image = images.resolve(runtime_name, engine.engine_arch(), "cross", override=options.image, progress=log)
         overlay = cross.cross_environment(arch, runtime.glibc, runtime.python, "zig", prefix=PREFIX)
         # zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours: say it with flags
         overlay["LDFLAGS"] = f"-L{PREFIX}/lib -L{PREFIX}/lib64"
@@ -96,6 +94,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             return BuildResult(
                 recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, cached=True
             )
+    sweep_orphans(log)
     log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
     with (
         tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp,
@@ -135,6 +134,8 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
                 links[cross.ZIG_BINARY] = f"{cross.CROSS_ROOT}/venv/lib/python{py}/site-packages/ziglang/zig"
             container.put_tar("/", cross.scripts_tar(scripts, links))
         prefix = _prefix_step(ctx, mode) if options.use_cache else None
+        from builder.bundling import RepairAndAudit  # pyelftools: only when something is built
+
         timings = run_actions(ctx, [*native_actions(recipe, prefix), RepairAndAudit()])
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
@@ -207,16 +208,10 @@ def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[st
     return zip_path, entry.manifest
 
 
-def engine_arch() -> str:
-    """The engine's own architecture (a remote engine may differ from this machine)."""
-    machine = str(engine.client().info().get("Architecture", "x86_64"))
-    return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
-
-
 def effective_mode(recipe: Recipe, arch: str, requested: str) -> str:
     """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
     where it is sound: every source allows it and no Python package must be built from source."""
-    if arch == engine_arch() and requested != "cross":
+    if arch == engine.engine_arch() and requested != "cross":
         return "native"
     if requested in ("cross", "emulate"):
         return requested

@@ -180,7 +180,6 @@ def build(
 
 def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> None:
     """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output."""
-    from builder import image_output, package, verify
     from builder.limits import check_limits, load_manifest
 
     for zip_path in zips:
@@ -189,6 +188,8 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> None:
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         if fmt == "image":
+            from builder import image_output, package, verify
+
             base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
             built = image_output.build_image(zip_path, base)
             click.echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import docker.errors
-
 from builder import engine
 from builder.errors import BuildFailed, EnvironmentProblem
 from builder.images import ImageRef
@@ -50,6 +48,8 @@ def _ca_env() -> dict[str, str]:
 
 def sweep_orphans(log: Log | None = None) -> int:
     """Remove containers whose owning lambda-builder process on this host no longer exists."""
+    import docker.errors
+
     removed = 0
     host = socket.gethostname()
     for container in engine.client().containers.list(all=True, filters={"label": LABEL}):
@@ -178,6 +178,8 @@ class Container:
         if self._container is None:
             return
         container, self._container = self._container, None
+        import docker.errors  # the SDK loads only when a container is really used
+
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
 
@@ -251,6 +253,8 @@ class Container:
 
     def get_tar(self, path: str) -> Iterator[bytes]:
         """The tar stream of `path` (its last component is the top folder of the stream)."""
+        import docker.errors
+
         try:
             stream, _ = self._container.get_archive(path)
         except docker.errors.NotFound:

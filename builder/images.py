@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import docker.errors
-
 from builder import engine, paths
 from builder.emulation import import_rootfs
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
@@ -82,26 +80,39 @@ def verify_arch(image: Any, name: str, arch: str) -> None:
         )
 
 
-def _get(name: str) -> Any | None:
-    try:
-        return engine.client().images.get(name)
-    except docker.errors.ImageNotFound:
-        return None
+@dataclass(frozen=True)
+class _Image:
+    """What an image inspect says that we use (read without the SDK: see engine.api_get)."""
+
+    id: str
+    attrs: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict((self.attrs.get("Config") or {}).get("Labels") or {})
+
+
+def _get(name: str) -> _Image | None:
+    attrs = engine.inspect_image(name)
+    return _Image(str(attrs["Id"]), attrs) if attrs else None
 
 
 def _unreachable_marker() -> Path:
     return paths.cache_dir() / "registry-unreachable"
 
 
-def _try_pull(name: str, arch: str, progress: Progress) -> Any | None:
+def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
     """Pull an official image; remember a failure for a while so every build doesn't wait on it."""
     marker = _unreachable_marker()
     if marker.exists() and time.time() - marker.stat().st_mtime < UNREACHABLE_MARKER_TTL:
         return None
+    import docker.errors
+
     repo, _, tag = name.rpartition(":")
     progress(f"pulling {name}")
     try:
-        return engine.client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
+        engine.client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
+        return _get(name)
     except docker.errors.APIError as exc:
         progress(f"cannot pull {name}: {str(exc.explanation or exc)[:160]}")
         marker.write_text(str(exc))

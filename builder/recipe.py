@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from builder.errors import UserError
@@ -108,6 +107,8 @@ class _LineLoader:
 
 
 def _schema_problems(data: Any, lines: dict[PathKey, int]) -> list[Problem]:
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema())
     problems: list[Problem] = []
     for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -227,13 +228,37 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
     if not isinstance(data, dict):
         raise RecipeInvalid(path, [Problem(1, "", "a recipe is a mapping of keys (name:, version:, ...)")])
     folder = path.resolve().parent
-    problems += _schema_problems(data, loader.lines)
+    if not _known_valid(text):
+        problems += _schema_problems(data, loader.lines)
     problems += _source_problems(data, loader.lines, folder)
     problems += _requirement_problems(data, loader.lines, folder)
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
+    _remember_valid(text)
     return data, loader.lines
+
+
+def _valid_marker(text: str) -> Path:
+    from builder import paths
+
+    digest = hashlib.sha256(SCHEMA_PATH.read_bytes() + b"\0" + text.encode()).hexdigest()
+    return paths.cache_dir() / "valid-recipes" / digest
+
+
+def _known_valid(text: str) -> bool:
+    """A recipe text that passed this schema before passes again: skip loading jsonschema (a
+    third of a no-op rebuild's time). Path checks still run, since files can disappear."""
+    return _valid_marker(text).exists()
+
+
+def _remember_valid(text: str) -> None:
+    marker = _valid_marker(text)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache only costs speed
 
 
 def _tuple(value: Any) -> tuple[str, ...]:
