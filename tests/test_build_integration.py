@@ -7,15 +7,19 @@ import http.server
 import io
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, our_containers, run_cli
+from tests.conftest import FIXTURES, ROOT, our_containers, run_cli
 
 pytestmark = pytest.mark.docker
 GREET = FIXTURES / "greet"
@@ -152,3 +156,26 @@ def test_no_engine_is_one_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "no Docker engine answers" in result.stderr and "Traceback" not in result.stderr
     assert our_containers() is not None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_container_and_writes_nothing(
+    local_images: dict[str, str], tmp_path: Path, sig: signal.Signals, cache_dir: Path
+) -> None:
+    recipe = _copy_fixture(tmp_path)
+    recipe.write_text(recipe.read_text().replace('- make install PREFIX="$PREFIX"', "- sleep 120"))
+    out = tmp_path / "dist"
+    before = set(our_containers())
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out), "--no-cache"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not (set(our_containers()) - before):
+        assert proc.poll() is None and time.monotonic() < deadline, "the build never started a container"
+        time.sleep(0.2)
+    time.sleep(2)  # well inside the long step
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert set(our_containers()) - before == set()
+    assert not out.exists() or not list(out.glob("*.zip"))
