@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,16 @@ def engine() -> None:
         if os.environ.get("CI"):
             pytest.fail("no Docker engine answers, and CI needs one (.ci/run starts it)")
         pytest.skip("no Docker engine answers")
+
+
+@pytest.fixture(scope="session")
+def client(engine: None) -> Iterator[Any]:
+    """A Docker SDK client for tests that drive the engine themselves."""
+    import docker
+
+    sdk = docker.from_env(timeout=900)
+    yield sdk
+    sdk.close()
 
 
 @pytest.fixture(scope="session")

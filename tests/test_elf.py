@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from builder.elf import is_elf, read_elf, version_key
 from builder.errors import UserError
+from tests.fixtures.elf import build as fx
 
-
-def _load_build() -> ModuleType:
-    path = Path(__file__).parent / "fixtures" / "elf" / "build.py"
-    spec = importlib.util.spec_from_file_location("elf_fixture_build", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _load_build()
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="fixtures assume an x86_64 host")
 
 

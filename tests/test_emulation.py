@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +132,6 @@ def test_doctor_without_engine() -> None:
 
 
 # --- the real thing: binfmt_misc of this kernel and containers on the engine ---------------
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    try:
-        engine = docker.from_env(timeout=900)
-        engine.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")

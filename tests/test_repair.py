@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -17,18 +15,8 @@ from builder.elf import read_elf
 from builder.errors import UserError
 from builder.policy import load_policy
 from builder.repair import HostDirResolver, apply_repair, check_versions, plan_repair, stage_elfs
+from tests.fixtures.elf import build as fx
 
-
-def _load_build() -> ModuleType:
-    path = Path(__file__).parent / "fixtures" / "elf" / "build.py"
-    spec = importlib.util.spec_from_file_location("elf_fixture_build", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _load_build()
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="fixtures assume an x86_64 host")
 
 AL2 = load_policy("al2", "x86_64")
