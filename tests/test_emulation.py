@@ -126,7 +126,7 @@ def test_enable_refuses_without_qemu(tmp_path: Path) -> None:
 
 def test_doctor_without_engine() -> None:
     checks = {check.name: check for check in doctor_report(None)}
-    assert set(checks) == {"docker", "arm64 emulation", "bootstrap tool", "CA bundle", "zig"}
+    assert set(checks) == {"docker", "arm64 emulation", "bootstrap tool", "CA bundle", "cross toolchain"}
     assert not checks["docker"].ok and checks["docker"].fix
     assert "no container probe" in checks["arm64 emulation"].detail
 
