@@ -1,0 +1,462 @@
+"""lambda-builder against `sam build --use-container` on the same job, in one run (issue 5, item 4).
+
+    python benchmarks/sam_compare.py [--noop-runs N] [--keep] [--sam-version V]
+
+The job: a python3.11 x86_64 function needing psycopg2==2.9.10 (compiled from its sdist against
+libpq; psycopg2 has no manylinux wheels) and pyyaml==6.0.2 (a wheel). Both tools build from the
+same local image, lambda-builder/build:bookworm-x86_64:
+
+* SAM: aws-sam-cli is installed from PyPI into its own venv under the user cache directory
+  (~/.cache/lambda-builder-bench/sam-venv, reused). `sam build --use-container` runs
+  `lambda-builders '<JSON-RPC request>'` as the entrypoint of the build image, with the code
+  bind-mounted at /tmp/samcli/source, and copies /tmp/samcli/artifacts back with get_archive
+  (samcli/local/docker/lambda_build_container.py). So the SAM image made here is
+  FROM lambda-builder/build:bookworm-x86_64 with what SAM's python3.11 image has for this job:
+  /var/lang/bin/python3.11 (a venv, first on PATH) with pip and the aws-lambda-builders version the
+  installed samcli depends on, plus libpq-dev for psycopg2. SAM is pointed at it with
+  `--build-image IMAGE --skip-pull-image` (no registry here: without --skip-pull-image SAM tries a pull).
+* lambda-builder: benchmarks/psycopg2-pyyaml.yaml, through the real command, with
+  LAMBDA_BUILDER_IMAGES=local (no registry reachable) and a fresh LAMBDA_BUILDER_CACHE_DIR.
+
+Timed wall clock, each as a subprocess: cold, no-op (nothing changed) and one requirement changed
+(pyyaml 6.0.2 -> 6.0.1). SAM's runs all pass --cached; its cold run starts from a fresh .aws-sam.
+lambda-builder's cold run passes --no-cache (which also leaves out the shared pip/ccache volume
+lambda-builder-cache-x86_64). A --no-cache build neither reads nor writes the artifact cache, so a
+cache-filling build ("first cached") runs before the no-op one; it is timed and shown, not compared.
+
+Then each cold output is zipped (SAM's .aws-sam/build/<Function> with zipfile) and imported in the
+clean runtime image lambda-builder/runtime:bookworm-x86_64 (Python only, no libpq): lambda-builder's
+with `python -m builder test ZIP`, SAM's in a container the build folder is copied into at
+/var/task (put_archive), with Lambda's LD_LIBRARY_PATH. Targets (issue 5): no-op <= 0.5 s and
+>= 20x faster than `sam build --cached`; cold no slower than SAM's; lambda-builder's own overhead
+(wall minus the time of the steps inside the container) <= 15% of its cold build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import platformdirs
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RECIPE = HERE / "psycopg2-pyyaml.yaml"
+BENCH_CACHE = platformdirs.user_cache_path("lambda-builder-bench")
+SAM_VENV = BENCH_CACHE / "sam-venv"
+BUILD_IMAGE = "lambda-builder/build:bookworm-x86_64"
+RUNTIME_IMAGE = "lambda-builder/runtime:bookworm-x86_64"
+SAM_IMAGE = "lambda-builder-bench/sam-build:python3.11-x86_64"
+FUNCTION = "Psycopg2Function"
+REQUIREMENTS = ["psycopg2==2.9.10", "pyyaml==6.0.2"]
+CHANGED = ("pyyaml==6.0.2", "pyyaml==6.0.1")
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+# Lambda's own values for a function on the python3.11 runtime (as `lambda-builder test` uses them)
+LAMBDA_ENV = {
+    "LAMBDA_TASK_ROOT": "/var/task",
+    "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:"
+    "/var/task:/var/task/lib:/opt:/opt/lib",
+    "PYTHONPATH": "/var/task:/opt/python/lib/python3.11/site-packages:/opt/python",
+}
+IMPORT_CHECK = "import psycopg2, yaml; print('imported psycopg2', psycopg2.__version__, 'yaml', yaml.__version__)"
+
+TEMPLATE = f"""\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Description: lambda-builder benchmark, psycopg2 (from source) + pyyaml
+Resources:
+  {FUNCTION}:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: python3.11
+      Architectures: [x86_64]
+"""
+APP = """\
+import psycopg2
+import yaml
+
+
+def handler(event, context):
+    return {"psycopg2": psycopg2.__version__, "yaml": yaml.__version__}
+"""
+
+SAM_DOCKERFILE = """\
+# What public.ecr.aws/sam/build-python3.11 has for this job, on lambda-builder's local build image
+FROM {base}
+ARG DEBIAN_FRONTEND=noninteractive
+# the host's CA bundle (it trusts the TLS-intercepting proxy), for pip here and in SAM's builds
+COPY ca-bundle.crt /usr/local/share/lambda-builder-bench/ca-bundle.crt
+ENV SSL_CERT_FILE=/usr/local/share/lambda-builder-bench/ca-bundle.crt \\
+    REQUESTS_CA_BUNDLE=/usr/local/share/lambda-builder-bench/ca-bundle.crt \\
+    PIP_CERT=/usr/local/share/lambda-builder-bench/ca-bundle.crt
+# pg_config and the libpq headers, which psycopg2's setup.py needs
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libpq-dev \\
+    && rm -rf /var/lib/apt/lists/*
+# SAM's images: python3.11 with pip at /var/lang/bin, first on PATH, and the `lambda-builders`
+# executable SAM runs as the container's entrypoint
+RUN python3.11 -m venv /var/lang \\
+    && /var/lang/bin/pip install --no-cache-dir -q aws-lambda-builders=={lambda_builders}
+ENV PATH=/var/lang/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+LABEL org.lambda-builder.role="sam-benchmark-build"
+"""
+
+
+@dataclass
+class Run:
+    seconds: float
+    steps: float | None = None  # lambda-builder: time inside the build container (CLI's "steps")
+    cached: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Side:
+    name: str
+    cold: Run | None = None
+    first_cached: Run | None = None
+    noop: list[Run] = field(default_factory=list)
+    noop_no_bytecode: list[Run] = field(default_factory=list)
+    changed: Run | None = None
+    zip_size: int = 0
+    unzipped_size: int = 0
+    imports: bool = False
+    import_output: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def noop_seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.noop)
+
+
+def say(text: str) -> None:
+    print(f"[sam_compare] {text}", flush=True)
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def ca_bundle() -> Path:
+    for var in ("LAMBDA_BUILDER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+# ------------------------------------------------------------------------------------- SAM setup
+
+
+def ensure_sam(version: str | None) -> tuple[Path, str, str]:
+    """aws-sam-cli in its own venv (reused when present); returns sam, its version, aws-lambda-builders'."""
+    sam = SAM_VENV / "bin" / "sam"
+    python = SAM_VENV / "bin" / "python"
+    spec = f"aws-sam-cli=={version}" if version else "aws-sam-cli"
+    if not sam.exists() or version:
+        if not python.exists():
+            say(f"creating {SAM_VENV}")
+            subprocess.run([sys.executable, "-m", "venv", str(SAM_VENV)], check=True)
+        say(f"pip install {spec} (into {SAM_VENV})")
+        started = time.monotonic()
+        subprocess.run([str(python), "-m", "pip", "install", "-q", spec], check=True)
+        say(f"installed in {time.monotonic() - started:.0f}s")
+    versions = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; "
+         "print(m.version('aws-sam-cli'), m.version('aws-lambda-builders'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return sam, versions[0], versions[1]
+
+
+def ensure_sam_image(client: Any, lambda_builders: str) -> float:
+    """Build SAM_IMAGE FROM the local build image (Docker's layer cache makes a rebuild quick)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lb-sam-image-") as tmp:
+        Path(tmp, "Dockerfile").write_text(SAM_DOCKERFILE.format(base=BUILD_IMAGE, lambda_builders=lambda_builders))
+        shutil.copyfile(ca_bundle(), Path(tmp, "ca-bundle.crt"))
+        buildargs = {k: v for k, v in os.environ.items() if k in PROXY_VARS}
+        try:
+            client.images.build(path=tmp, tag=SAM_IMAGE, rm=True, forcerm=True, buildargs=buildargs)
+        except docker.errors.BuildError as exc:
+            log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
+            sys.exit(f"building {SAM_IMAGE} failed: {exc}\n{tail(log)}")
+    return time.monotonic() - started
+
+
+def write_sam_project(folder: Path, requirements: Sequence[str]) -> None:
+    (folder / "src").mkdir(parents=True, exist_ok=True)
+    (folder / "template.yaml").write_text(TEMPLATE)
+    (folder / "src" / "app.py").write_text(APP)
+    (folder / "src" / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+
+
+def sam_build(sam: Path, project: Path, log: Path) -> Run:
+    command = [str(sam), "build", "--use-container", "--cached", "--build-image", SAM_IMAGE, "--skip-pull-image"]
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(command)}  ({seconds:.2f}s, exit {done.returncode})\n{done.stdout}{done.stderr}\n")
+    if done.returncode != 0:
+        sys.exit(f"sam build failed (exit {done.returncode}), full log {log}:\n{tail(done.stdout + done.stderr)}")
+    reused = "Valid cache found" in done.stdout + done.stderr
+    return Run(seconds, cached=reused)
+
+
+def zip_folder(folder: Path, dest: Path) -> tuple[int, int]:
+    """Zip a build folder as a deployment package (sorted entries, deflated); returns (zipped, unzipped) bytes."""
+    unzipped = 0
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+                unzipped += path.stat().st_size
+    return dest.stat().st_size, unzipped
+
+
+def folder_tar(folder: Path, name: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(folder, arcname=name)
+    return buf.getvalue()
+
+
+def import_in_runtime(client: Any, folder: Path) -> tuple[bool, str]:
+    """SAM's build folder at /var/task of a clean runtime container, nothing else; import psycopg2 there."""
+    container = client.containers.create(
+        RUNTIME_IMAGE,
+        command=["python3.11", "-c", IMPORT_CHECK],
+        environment=LAMBDA_ENV,
+        working_dir="/",
+        labels={"org.lambda-builder.purpose": "sam-compare-import"},
+    )
+    try:
+        container.put_archive("/var", folder_tar(folder, "task"))
+        container.start()
+        code = int(container.wait(timeout=300).get("StatusCode", 1))
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    return code == 0, tail(output, 3)
+
+
+# ------------------------------------------------------------------------------- lambda-builder
+
+_BUILT = re.compile(r"built (?P<zip>\S+) in (?P<s>[0-9.]+)s \(steps (?P<steps>[0-9.]+)s\)(?P<cached> \[cached\])?")
+
+
+def lb_env(cache_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
+    """lambda-builder's environment; with `bytecode`, compiled modules are cached (as in any installed
+    tool: pip writes .pyc at install) under the benchmark's cache, even where PYTHONDONTWRITEBYTECODE
+    is set, without writing into the repository or the system Python."""
+    env = {**os.environ, "LAMBDA_BUILDER_CACHE_DIR": str(cache_dir), "LAMBDA_BUILDER_IMAGES": "local"}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(BENCH_CACHE / "pycache")
+    return env
+
+
+def lb_build(
+    recipe: Path, out: Path, cache_dir: Path, log: Path, *, no_cache: bool = False, bytecode: bool = True
+) -> tuple[Run, Path]:
+    command = [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out), "-q"]
+    if no_cache:
+        command.append("--no-cache")
+    env = lb_env(cache_dir, bytecode=bytecode)
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(command)}  ({seconds:.2f}s, exit {done.returncode})\n{done.stdout}{done.stderr}\n")
+    match = _BUILT.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        sys.exit(f"lambda-builder build failed (exit {done.returncode}), log {log}:\n{tail(done.stdout + done.stderr)}")
+    run = Run(seconds, steps=float(match["steps"]), cached=bool(match["cached"]), detail=f"cli {match['s']}s")
+    return run, Path(match["zip"]) if Path(match["zip"]).is_absolute() else REPO / match["zip"]
+
+
+def lb_test(zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "builder", "test", str(zip_path)],
+        cwd=REPO, env=lb_env(cache_dir), capture_output=True, text=True, check=False,
+    )
+    return done.returncode == 0, tail(done.stdout + done.stderr, 3)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def run_sam(sam: Path, work: Path, noop_runs: int, client: Any) -> Side:
+    side = Side("sam")
+    project = work / "sam-project"
+    log = work / "sam.log"
+    write_sam_project(project, REQUIREMENTS)
+    shutil.rmtree(project / ".aws-sam", ignore_errors=True)
+    say("sam: cold build (fresh .aws-sam)")
+    side.cold = sam_build(sam, project, log)
+    build_dir = project / ".aws-sam" / "build" / FUNCTION
+    cold_copy = work / "sam-cold-build"
+    shutil.copytree(build_dir, cold_copy, symlinks=True)
+    for i in range(noop_runs):
+        say(f"sam: no-op rebuild {i + 1}/{noop_runs}")
+        side.noop.append(sam_build(sam, project, log))
+    write_sam_project(project, [r if r != CHANGED[0] else CHANGED[1] for r in REQUIREMENTS])
+    say(f"sam: one requirement changed ({CHANGED[0]} -> {CHANGED[1]})")
+    side.changed = sam_build(sam, project, log)
+    side.zip_size, side.unzipped_size = zip_folder(cold_copy, work / "sam-cold.zip")
+    side.imports, side.import_output = import_in_runtime(client, cold_copy)
+    return side
+
+
+def run_lb(work: Path, noop_runs: int) -> Side:
+    side = Side("lambda-builder")
+    cache_dir = work / "lb-cache"
+    log = work / "lambda-builder.log"
+    recipe = work / RECIPE.name
+    recipe.write_text(RECIPE.read_text())
+    # compile lambda-builder's modules (and its dependencies') into the bytecode cache first, so the
+    # cold run does not pay a one-time compile no installed copy pays
+    subprocess.run([sys.executable, "-c", "import builder.cli, builder.build, builder.verify, builder.parallel"],
+                   cwd=REPO, env=lb_env(cache_dir), check=True)
+    say("lambda-builder: cold build (fresh cache dir, --no-cache: no pip/ccache volume)")
+    side.cold, cold_zip = lb_build(recipe, work / "lb-cold", cache_dir, log, no_cache=True)
+    manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
+    side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
+    side.zip_size, side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
+    say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
+    side.first_cached, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
+    for i in range(noop_runs):
+        say(f"lambda-builder: no-op rebuild {i + 1}/{noop_runs}")
+        run, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
+        side.noop.append(run)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        for i in range(noop_runs):
+            say(f"lambda-builder: no-op rebuild without bytecode cache (PYTHONDONTWRITEBYTECODE) {i + 1}/{noop_runs}")
+            run, _ = lb_build(recipe, work / "lb-out", cache_dir, log, bytecode=False)
+            side.noop_no_bytecode.append(run)
+    recipe.write_text(RECIPE.read_text().replace(f"- {CHANGED[0]}", f"- {CHANGED[1]}"))
+    if CHANGED[1] not in recipe.read_text():
+        sys.exit(f"could not change {CHANGED[0]} in {recipe}")
+    say(f"lambda-builder: one requirement changed ({CHANGED[0]} -> {CHANGED[1]})")
+    side.changed, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
+    side.imports, side.import_output = lb_test(cold_zip, cache_dir)
+    return side
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: int) -> None:
+    assert sam.cold and sam.changed and lb.cold and lb.changed and lb.first_cached and lb.cold.steps is not None
+    print()
+    print(f"psycopg2==2.9.10 (sdist) + pyyaml==6.0.2, python3.11 x86_64; {versions}")
+    print(f"SAM build image {SAM_IMAGE} made/checked in {image_seconds:.1f}s (not counted); "
+          f"no-op is the median of {noop_runs} run(s); wall seconds of each command, as a subprocess")
+    rows = [
+        ("cold", sam.cold.seconds, lb.cold.seconds),
+        ("no-op (nothing changed)", sam.noop_seconds, lb.noop_seconds),
+        (f"one changed ({CHANGED[1]})", sam.changed.seconds, lb.changed.seconds),
+    ]
+    print(f"{'':<28}{'sam build':>12}{'lambda-builder':>16}{'sam / lb':>10}")
+    for name, s, b in rows:
+        print(f"{name:<28}{s:>12.2f}{b:>16.2f}{s / b:>9.1f}x")
+    print(f"{'zip size (bytes)':<28}{sam.zip_size:>12,}{lb.zip_size:>16,}{sam.zip_size / lb.zip_size:>9.2f}x")
+    print(f"{'unzipped size (bytes)':<28}{sam.unzipped_size:>12,}{lb.unzipped_size:>16,}")
+    print(f"{'imports in clean runtime':<28}{'yes' if sam.imports else 'NO':>12}{'yes' if lb.imports else 'NO':>16}")
+    print(f"  sam:            {sam.import_output.splitlines()[-1] if sam.import_output else ''}")
+    print(f"  lambda-builder: {lb.import_output.splitlines()[-1] if lb.import_output else ''}")
+    print(f"lambda-builder first cached build (after --no-cache; warm pip/ccache volume): "
+          f"{lb.first_cached.seconds:.2f}s")
+    print(f"lambda-builder no-op runs: {', '.join(f'{r.seconds:.2f}s ({r.detail})' for r in lb.noop)}; "
+          f"all restored from cache: {all(r.cached for r in lb.noop)}")
+    print(f"sam no-op runs: {', '.join(f'{r.seconds:.2f}s' for r in sam.noop)}; "
+          f"all 'Valid cache found': {all(r.cached for r in sam.noop)}")
+    overhead = lb.cold.seconds - lb.cold.steps
+    share = overhead / lb.cold.seconds
+    print(f"lambda-builder cold: wall {lb.cold.seconds:.2f}s, steps in container {lb.cold.steps:.2f}s, "
+          f"overhead {overhead:.2f}s = {share:.1%} of the cold build")
+    print("  per action (manifest timings): " + ", ".join(f"{k} {v:.2f}s" for k, v in lb.timings.items()))
+    # "steps" also counts lambda-builder's own execs (package-manager detection, library lookup,
+    # dpkg -S); counting only the recipe's work (system packages, sources, pip) as steps:
+    work = sum(v for k, v in lb.timings.items() if k in ("system packages", "pip install") or k.startswith("source "))
+    strict = (lb.cold.seconds - work) / lb.cold.seconds
+    print(f"  stricter: wall minus the recipe's own steps (system packages, sources, pip install {work:.2f}s) = "
+          f"{lb.cold.seconds - work:.2f}s = {strict:.1%}")
+    print("targets (issue 5):")
+    print(f"  no-op <= 0.5 s:                   {lb.noop_seconds:.2f}s  {verdict(lb.noop_seconds <= 0.5)}")
+    ratio = sam.noop_seconds / lb.noop_seconds
+    print(f"  no-op >= 20x faster than sam:     {ratio:.1f}x  {verdict(ratio >= 20)}")
+    print(f"  cold no slower than sam:          {lb.cold.seconds:.1f}s vs {sam.cold.seconds:.1f}s  "
+          f"{verdict(lb.cold.seconds <= sam.cold.seconds)}")
+    print(f"  overhead <= 15% of a cold build:  {share:.1%}  {verdict(share <= 0.15)}   "
+          f"(stricter measure: {strict:.1%} {verdict(strict <= 0.15)})")
+    if lb.noop_no_bytecode:
+        slow = statistics.median(r.seconds for r in lb.noop_no_bytecode)
+        print(f"  (no-op without bytecode cache, PYTHONDONTWRITEBYTECODE=1 as set here: {slow:.2f}s "
+              f"{verdict(slow <= 0.5)}; {sam.noop_seconds / slow:.1f}x faster than sam)")
+
+
+def leftover_containers(client: Any) -> list[Any]:
+    """Containers this benchmark started and did not remove (SAM's build containers, its import check);
+    others on the engine (parallel test runs) are left alone."""
+    mine = client.containers.list(all=True, filters={"ancestor": SAM_IMAGE})
+    mine += client.containers.list(all=True, filters={"label": "org.lambda-builder.purpose=sam-compare-import"})
+    return mine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--noop-runs", type=int, default=3, help="no-op rebuilds to take the median of")
+    parser.add_argument("--sam-version", default=None, help="install this aws-sam-cli version (default: reuse/latest)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (projects, zips, logs)")
+    args = parser.parse_args()
+    client = docker.from_env()
+    for image in (BUILD_IMAGE, RUNTIME_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            sys.exit(f"{image} is not on the engine: make it with `lambda-builder images build`")
+    sam, sam_version, lambda_builders = ensure_sam(args.sam_version)
+    say(f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}; building {SAM_IMAGE}")
+    image_seconds = ensure_sam_image(client, lambda_builders)
+    work = Path(tempfile.mkdtemp(prefix="lb-sam-compare-"))
+    say(f"work folder {work}")
+    try:
+        sam_side = run_sam(sam, work, args.noop_runs, client)
+        lb_side = run_lb(work, args.noop_runs)
+        report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
+               image_seconds, args.noop_runs)
+    finally:
+        left = leftover_containers(client)
+        for container in left:
+            container.remove(force=True)
+        if left:
+            say(f"removed {len(left)} leftover container(s)")
+        if args.keep:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
