@@ -8,6 +8,7 @@ when the artifact needs a newer glibc than its target allows.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,28 +23,71 @@ from builder.steps import PREFIX, BuildContext
 
 
 class ContainerResolver:
-    """Finds libraries in the build container the way its loader would, and copies them out."""
+    """Finds libraries in the build container the way its loader would, and copies them out.
+
+    Each library folder is listed once (one exec for all new folders), so resolving a closure of
+    dozens of libraries costs a few commands, not one per library and folder.
+    """
 
     def __init__(self, container: Container, dest: Path) -> None:
         self.container = container
         self.dest = dest
         self._sources: dict[Path, str] = {}
+        self._listings: dict[str, dict[str, str]] = {}
         self._count = 0
+
+    def _list(self, dirs: Sequence[str]) -> None:
+        new = [d for d in dirs if d not in self._listings]
+        if not new:
+            return
+        # name TAB symlink-target (empty for files): links resolve here, not with a command per library
+        script = "".join(
+            f"echo '@@ {d}'; [ -d {shlex.quote(d)} ] && find {shlex.quote(d)} -mindepth 1 -maxdepth 1 "
+            "-printf '%f\\t%l\\n' || true\n"
+            for d in new
+        )
+        current: str | None = None
+        entries: dict[str, dict[str, str]] = {d: {} for d in new}
+        output = self.container.run(script, step="list library folders", quiet=True, max_output=None)
+        for line in output.splitlines():
+            if line.startswith("@@ "):
+                current = line[3:]
+            elif current is not None and "\t" in line:
+                name, _, target = line.partition("\t")
+                entries[current][name] = target
+        self._listings.update(entries)
+
+    def _resolve(self, path: str) -> str | None:
+        """Follow symlinks through the listed folders; None when a link leaves them (ask the container)."""
+        for _ in range(40):
+            folder, _, name = path.rpartition("/")
+            listing = self._listings.get(folder)
+            if listing is None or name not in listing:
+                return None
+            target = listing[name]
+            if not target:
+                return path
+            path = posixpath.normpath(target if target.startswith("/") else f"{folder}/{target}")
+            self._list([path.rpartition("/")[0]])
+        return None
 
     def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None:
         dirs = [d for d in dict.fromkeys([*search_dirs, *default_lib_dirs(arch)]) if d.startswith("/")]
-        script = (
-            f"for d in {' '.join(shlex.quote(d) for d in dirs)}; do "
-            f'[ -e "$d/{soname}" ] && readlink -f "$d/{soname}"; done; true'
-        )
-        output = self.container.run(script, step=f"find {soname}", quiet=True)
-        for real in dict.fromkeys(line.strip() for line in output.splitlines() if line.startswith("/")):
+        self._list(dirs)
+        candidates = [f"{d}/{soname}" for d in dirs if soname in self._listings[d]]
+        reals: list[str] = []
+        for candidate in candidates:
+            real = self._resolve(candidate)
+            if real is None:
+                answer = self.container.run(f"readlink -f {shlex.quote(candidate)}", step=f"find {soname}", quiet=True)
+                real = answer.strip().splitlines()[-1] if answer.strip() else None
+            if real and real not in reals:
+                reals.append(real)
+        for real in reals:
             self._count += 1
             folder = self.dest / str(self._count)
             copied = self.container.copy_out(real, folder)
-            if not elf.is_elf(copied):
-                continue
-            if elf.read_elf(copied).arch != arch:
+            if elf_machine(copied) != arch:
                 continue
             named = folder / soname
             if copied != named:
@@ -56,6 +100,16 @@ class ContainerResolver:
         return self._sources.get(host_path, str(host_path))
 
 
+def elf_machine(path: Path) -> str | None:
+    """The architecture from the ELF header alone (a full parse costs ~50 ms on big libraries)."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return {62: "x86_64", 183: "arm64"}.get(machine, str(machine))
+
+
 def target_policy(ctx: BuildContext) -> Policy:
     """Audit against what the build image really is: Debian for the local family, else Lambda's."""
     if ctx.image.debian:
@@ -64,19 +118,38 @@ def target_policy(ctx: BuildContext) -> Policy:
 
 
 def owning_packages(container: Container, paths: Sequence[str]) -> dict[str, str]:
-    """Which distribution package each bundled file came from (dpkg or rpm), for the manifest."""
+    """Which distribution package each bundled file came from (dpkg or rpm), for the manifest.
+
+    One query for all files: dpkg answers `pkg:arch: /path`, rpm one line per file in order.
+    """
     if not paths:
         return {}
     quoted = " ".join(shlex.quote(p) for p in paths)
+    # merged-/usr: a file may be registered under /lib or /usr/lib whichever path we found it by
+    canonical = container.run(f"readlink -f {quoted}", step="owning packages", quiet=True, max_output=None)
+    aliases = dict(zip(canonical.split(), paths, strict=False))
+    for alias, original in list(aliases.items()):
+        for a, b in (("/usr/lib/", "/lib/"), ("/lib/", "/usr/lib/")):
+            if alias.startswith(a):
+                aliases.setdefault(b + alias[len(a) :], original)
+        aliases.setdefault(original, original)
+    quoted = " ".join(shlex.quote(p) for p in aliases)
     script = (
-        f"for f in {quoted}; do p=''; "
-        'if command -v dpkg >/dev/null 2>&1; then p=$(dpkg -S "$f" 2>/dev/null | head -1 | cut -d: -f1); '
-        'elif command -v rpm >/dev/null 2>&1; then p=$(rpm -qf "$f" 2>/dev/null | head -1); fi; '
-        'echo "$f=${p:-}"; done'
+        f"if command -v dpkg >/dev/null 2>&1; then dpkg -S {quoted} 2>/dev/null || true; "
+        f"elif command -v rpm >/dev/null 2>&1; then echo '@@rpm'; rpm -qf {quoted} 2>/dev/null || true; fi"
     )
-    out = container.run(script, step="owning packages", quiet=True)
-    pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return {path: (pkg if pkg and not pkg.startswith("dpkg-query") else "") for path, pkg in pairs}
+    lines = container.run(script, step="owning packages", quiet=True, max_output=None).splitlines()
+    found: dict[str, str] = {}
+    if lines and lines[0] == "@@rpm":
+        for path, line in zip(aliases.values(), lines[1:], strict=False):
+            if "not owned" not in line:
+                found[path] = line.strip()
+        return found
+    for line in lines:
+        package, sep, path = line.partition(": ")
+        if sep and path.strip() in aliases:
+            found.setdefault(aliases[path.strip()], package.split(":")[0].split(",")[0].strip())
+    return found
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="Folder for the zips and manifests.",
 )
 @click.option("--image", default=None, help="Build image to use instead of the default family.")
-@click.option("--no-cache", is_flag=True, help="Rebuild even if an identical artifact is cached.")
+@click.option("--no-cache", is_flag=True, help="Build from scratch: read no cache (results are still stored).")
 @click.option(
     "--mode",
     type=click.Choice(["auto", "emulate", "cross"]),

@@ -9,6 +9,7 @@ process that was killed outright (SIGKILL, power loss), recognised by their labe
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -198,10 +199,11 @@ class Container:
         env: Mapping[str, str] | None = None,
         workdir: str = "/",
         quiet: bool = False,
+        max_output: int | None = TAIL_LINES * 50,
     ) -> str:
         """Run a shell script; stream its output prefixed by the step; raise BuildFailed on non-zero.
 
-        Returns the output (capped to the last lines) so callers can read small answers.
+        Returns the output (its last `max_output` lines; None keeps all) so callers can read answers.
         """
         api = engine.client().api
         environment = {**self.base_env, **(env or {})}
@@ -214,14 +216,14 @@ class Container:
             stdout=True,
             stderr=True,
         )["Id"]
-        tail: list[str] = []
+        tail: collections.deque[str] = collections.deque(maxlen=max_output)
         pending = b""
         for chunk in api.exec_start(exec_id, stream=True):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
                 line = raw.decode("utf-8", "replace").rstrip("\r")
-                tail = [*tail[-(TAIL_LINES * 50) :], line]
+                tail.append(line)
                 if not quiet:
                     self.log(f"[{step}] {line}")
         if pending:
@@ -234,9 +236,15 @@ class Container:
         if code != 0:
             raise BuildFailed(
                 f"step '{step}' failed with exit code {code} in {self.purpose}",
-                tail="\n".join(tail[-TAIL_LINES:]),
+                tail="\n".join(list(tail)[-TAIL_LINES:]),
             )
         return "\n".join(tail)
+
+    def commit(self, tag: str, labels: Mapping[str, str]) -> str:
+        """Keep the container's filesystem as an image (caches volumes are not part of it)."""
+        repo, _, name = tag.rpartition(":")
+        image = self._container.commit(repository=repo, tag=name, conf={"Labels": dict(labels)})
+        return str(image.id)
 
     # --- files ---------------------------------------------------------------------------------
 

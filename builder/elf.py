@@ -7,7 +7,9 @@ way `ldd` would.
 
 from __future__ import annotations
 
+import array
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,13 +138,18 @@ def _required_versions(elf: ELFFile) -> tuple[dict[str, str], dict[str, str], di
         None,
     )
     if versym is not None and dynsym is not None:
-        for index in range(min(versym.num_symbols(), dynsym.num_symbols())):
-            ndx = versym.get_symbol(index)["ndx"]
-            if not isinstance(ndx, int):  # VER_NDX_LOCAL / VER_NDX_GLOBAL
-                continue
-            hit = by_index.get(ndx & 0x7FFF)
-            if hit and hit[1] == highest[hit[0]] and hit[0] not in symbols:
+        # .gnu.version is a plain array of 16-bit indexes: read it whole rather than through
+        # pyelftools' per-symbol parsing (tens of thousands of calls for a library like libicu)
+        indexes = array.array("H", versym.data())
+        if elf.little_endian != (sys.byteorder == "little"):
+            indexes.byteswap()
+        wanted = {i: pv for i, pv in by_index.items() if pv[1] == highest[pv[0]]}
+        for index in range(min(len(indexes), dynsym.num_symbols())):
+            hit = wanted.get(indexes[index] & 0x7FFF)
+            if hit and hit[0] not in symbols:
                 symbols[hit[0]] = dynsym.get_symbol(index).name
+                if len(symbols) == len({p for p, _ in wanted.values()}):
+                    break
     ordered = {p: highest[p] for p in VERSION_PREFIXES if p in highest}
     all_versions = {p: tuple(sorted(seen[p], key=version_key)) for p in VERSION_PREFIXES if p in seen}
     return ordered, symbols, all_versions

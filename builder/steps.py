@@ -104,6 +104,7 @@ def build_env(recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, st
     return env
 
 
+SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
 CACHE = "/lb/cache"  # a named volume per arch: pip's and ccache's caches survive between builds
 # the prefix's tools first; then Debian's ccache masquerade folder, so cc/gcc/g++ go through ccache
 PATH_PREFIX = f'export PATH="{PREFIX}/bin:/usr/lib/ccache:$PATH"\n'
@@ -124,6 +125,10 @@ def cache_env() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class SystemPackages:
+    """Install the recipe's packages; then keep the result as an image (`snapshot`) so the next
+    build with the same image and packages starts from it instead of running apt/dnf again."""
+
+    snapshot: str | None = None  # tag to commit the container to afterwards
     name: str = "system packages"
 
     def run(self, ctx: BuildContext) -> None:
@@ -152,11 +157,14 @@ class SystemPackages:
         if key == "apt":
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
-                f"apt-get install -y -qq --no-install-recommends {names}"
+                f"apt-get install -y -qq --no-install-recommends {names}\nrm -rf /var/lib/apt/lists/*"
             )
         else:
-            script = f"{manager} install -y {names}"
+            script = f"{manager} install -y {names}\n{manager} clean all >/dev/null 2>&1 || true"
         ctx.container.run(script, step=self.name)
+        if self.snapshot:
+            ctx.container.commit(self.snapshot, {SNAPSHOT_LABEL: ctx.image.id})
+            ctx.log(f"kept the installed packages as {self.snapshot} for the next build")
 
 
 @dataclass(frozen=True)
@@ -389,9 +397,16 @@ class SavePrefix:
             ctx.log(f"warning: could not keep the built sources for reuse: {exc}")
 
 
-def native_actions(recipe: Recipe, prefix: RestorePrefix | SavePrefix | None = None) -> list[Action]:
-    """The build's actions; with a prefix hit the sources are not built again."""
-    actions: list[Action] = [SystemPackages()]
+def native_actions(
+    recipe: Recipe,
+    prefix: RestorePrefix | SavePrefix | None = None,
+    *,
+    packages_ready: bool = False,
+    snapshot: str | None = None,
+) -> list[Action]:
+    """The build's actions; with a prefix hit the sources are not built again, and in an image
+    that already has the recipe's system packages they are not installed again."""
+    actions: list[Action] = [SystemPackages(snapshot)] if not packages_ready else []
     if isinstance(prefix, RestorePrefix):
         actions.append(prefix)
     else:
