@@ -229,13 +229,22 @@ def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[st
 
 def effective_mode(recipe: Recipe, arch: str, requested: str) -> str:
     """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
-    where it is sound: every source allows it and no Python package must be built from source."""
+    where it is sound: every source allows it, no Python package must be built from source, and
+    nothing comes from the build image's own packages."""
     if arch == engine.engine_arch() and requested != "cross":
         return "native"
     if requested in ("cross", "emulate"):
         return requested
     local_projects = any(Path(r).is_absolute() for r in recipe.python.requirements)
-    sound = all(s.cross for s in recipe.sources) and not recipe.python.build_from_source and not local_projects
+    # system packages and binaries come from the build image: in the x86_64 cross image they
+    # would be x86_64 builds, so those recipes need the arm64 image (emulation)
+    from_image = bool(recipe.system_packages) or bool(recipe.binaries)
+    sound = (
+        all(s.cross for s in recipe.sources)
+        and not recipe.python.build_from_source
+        and not local_projects
+        and not from_image
+    )
     return "cross" if sound else "emulate"
 
 
