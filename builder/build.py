@@ -41,7 +41,7 @@ class BuildOptions:
     out: Path = Path("dist")
     image: str | None = None  # --image override of the build image
     use_cache: bool = True
-    mode: str = "auto"
+    mode: str | None = None  # None: each recipe's own `mode:` (default auto)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
     started = time.monotonic()
     runtime = runtime_of(runtime_name)
-    mode = effective_mode(recipe, arch, options.mode)
+    mode = effective_mode(recipe, arch, options.mode or recipe.mode)
     overlay: dict[str, str] = {}
     pip_env: dict[str, str] = {}
     if mode == "cross":

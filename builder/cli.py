@@ -153,10 +153,7 @@ def build(
         for rt in runtimes or recipe.runtimes:
             for arch in parse_arches(arches, recipe.architectures):
                 targets.append(Target(recipe, rt, arch))
-    modes = {t.recipe.mode for t in targets}
-    options = BuildOptions(
-        out=out, image=image, use_cache=not no_cache, mode=mode or (modes.pop() if len(modes) == 1 else "auto")
-    )
+    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode)
     if len(targets) == 1:
         t = targets[0]
         log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo

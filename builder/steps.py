@@ -154,6 +154,18 @@ class SystemPackages:
                 hint=f"add system_packages.{key} with the {key} names of those packages",
             )
         names = " ".join(shlex.quote(p) for p in packages)
+        check = (
+            f"dpkg-query -W -f='${{Status}}\\n' {names} 2>/dev/null | grep -vq '^install ok installed$' && exit 1; "
+            f"[ $(dpkg-query -W {names} 2>/dev/null | wc -l) -eq {len(packages)} ]"
+            if key == "apt"
+            else f"rpm -q {names} >/dev/null 2>&1"
+        )
+        try:
+            ctx.container.run(check, step="check installed packages", quiet=True)
+            ctx.log(f"system packages already in {ctx.image.name}: {' '.join(packages)}")
+            return
+        except BuildFailed:
+            pass  # something is missing: install
         if key == "apt":
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
