@@ -18,7 +18,7 @@ from typing import Any
 from builder import __version__, cache, cross, engine, images, package, paths, sources
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
-from builder.runtimes import DEBIAN, GNU_TRIPLE
+from builder.runtimes import DEBIAN
 from builder.steps import (
     CACHE,
     NO_CACHE_ENV,
@@ -71,21 +71,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     pip_env: dict[str, str] = {}
     if mode == "cross":
         image = images.resolve(runtime_name, engine.engine_arch(), "cross", override=options.image, progress=log)
-        overlay = cross.cross_environment(arch, runtime.glibc, runtime.python, "zig", prefix=PREFIX)
-        # zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours: say it with flags
-        overlay["LDFLAGS"] = f"-L{PREFIX}/lib -L{PREFIX}/lib64"
-        overlay["CFLAGS"] = f"-idirafter {cross.CROSS_ROOT}/include -I{PREFIX}/include"
-        # configure scripts recognise gcc by name (and only then add -fPIC, -soname, ...): zig cc is
-        # gcc-compatible, so call it by a gcc name; LDSHARED is for Python builds only (zlib honours it)
-        triple = GNU_TRIPLE[arch]
-        overlay["CC"], overlay["CXX"] = f"{cross.CROSS_BIN}/{triple}-gcc", f"{cross.CROSS_BIN}/{triple}-g++"
-        pip_env = {
-            k: overlay.pop(k)
-            .replace(f"{cross.CROSS_BIN}/cc", overlay["CC"])
-            .replace(f"{cross.CROSS_BIN}/c++", overlay["CXX"])
-            for k in ("LDSHARED", "LDCXXSHARED")
-            if k in overlay
-        }
+        overlay, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX)
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
@@ -125,18 +111,8 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         )
         ctx.manifest["mode"] = mode
         if mode == "cross":
-            scripts = cross.cross_wrapper_scripts(arch, runtime.glibc, "zig", prefix=PREFIX)
-            # Debian's pyconfig.h includes <TRIPLE/pythonX.Y/pyconfig.h>; zig (no /usr/include) finds it here
-            triple = GNU_TRIPLE[arch]
-            links = {
-                f"{cross.CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}",
-                f"{cross.CROSS_BIN}/{triple}-gcc": f"{cross.CROSS_BIN}/cc",
-                f"{cross.CROSS_BIN}/{triple}-g++": f"{cross.CROSS_BIN}/c++",
-            }
-            if image.debian:
-                py = DEBIAN[image.debian].python
-                links[cross.ZIG_BINARY] = f"{cross.CROSS_ROOT}/venv/lib/python{py}/site-packages/ziglang/zig"
-            container.put_tar("/", cross.scripts_tar(scripts, links))
+            python = DEBIAN[image.debian].python if image.debian else None
+            container.put_tar("/", cross.container_files(arch, runtime.glibc, python, PREFIX))
         prefix = _prefix_step(ctx, mode, reuse=options.use_cache)
         from builder.bundling import RepairAndAudit  # pyelftools: only when something is built
 

@@ -187,3 +187,40 @@ def scripts_tar(scripts: Mapping[str, str], links: Mapping[str, str] | None = No
             info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
     return buffer.getvalue()
+
+
+def pipeline_environment(
+    target_arch: str, glibc: str, python: str | None, prefix: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The cross environment as the build pipeline uses it: (every step's env, Python builds' env).
+
+    zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours, so the prefix is given as
+    flags; configure scripts recognise gcc by name (and only then add -fPIC, -soname, ...), so
+    zig cc is called by a gcc name; LDSHARED is for Python builds only (zlib's configure honours
+    it and would then link without a SONAME).
+    """
+    env = cross_environment(target_arch, glibc, python, "zig", prefix=prefix)
+    env["LDFLAGS"] = f"-L{prefix}/lib -L{prefix}/lib64"
+    env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include -I{prefix}/include"
+    triple = GNU_TRIPLE[target_arch]
+    env["CC"], env["CXX"] = f"{CROSS_BIN}/{triple}-gcc", f"{CROSS_BIN}/{triple}-g++"
+    python_env: dict[str, str] = {
+        k: env.pop(k).replace(f"{CROSS_BIN}/cc", env["CC"]).replace(f"{CROSS_BIN}/c++", env["CXX"])
+        for k in ("LDSHARED", "LDCXXSHARED")
+        if k in env
+    }
+    return env, python_env
+
+
+def container_files(target_arch: str, glibc: str, image_python: str | None, prefix: str) -> bytes:
+    """The wrappers, links and CMake file to unpack at / in the cross container before building."""
+    triple = GNU_TRIPLE[target_arch]
+    links = {
+        # Debian's pyconfig.h includes <TRIPLE/pythonX.Y/pyconfig.h>; zig has no /usr/include
+        f"{CROSS_ROOT}/include/{triple}": f"/usr/include/{triple}",
+        f"{CROSS_BIN}/{triple}-gcc": f"{CROSS_BIN}/cc",
+        f"{CROSS_BIN}/{triple}-g++": f"{CROSS_BIN}/c++",
+    }
+    if image_python:
+        links[ZIG_BINARY] = f"{CROSS_ROOT}/venv/lib/python{image_python}/site-packages/ziglang/zig"
+    return scripts_tar(cross_wrapper_scripts(target_arch, glibc, "zig", prefix=prefix), links)
