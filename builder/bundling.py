@@ -111,8 +111,9 @@ def elf_machine(path: Path) -> str | None:
 
 
 def target_policy(ctx: BuildContext) -> Policy:
-    """Audit against what the build image really is: Debian for the local family, else Lambda's."""
-    if ctx.image.debian:
+    """Audit against what the build image really is (Debian for the local family, else Lambda's),
+    or against the Lambda runtime whatever the image when the recipe asks (bundle.policy: lambda)."""
+    if ctx.image.debian and ctx.recipe.bundle.policy == "image":
         return policy_for_debian(ctx.image.debian, ctx.arch)
     return policy_for_runtime(ctx.runtime.name, ctx.arch)
 
@@ -190,9 +191,9 @@ class RepairAndAudit:
                 for b in sorted(plan.bundled, key=lambda b: b.soname)
             ] + [
                 # libraries the recipe's own sources built, collected into lib/ before repair
-                {"soname": soname, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
-                for soname, rel in plan.in_stage
-                if rel.startswith("lib/")
+                {"soname": lib.name, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
+                for lib in sorted((ctx.stage / "lib").glob("*"))
+                if lib.name not in plan.bundled_sonames and lib.is_file() and elf.is_elf(lib)
             ]
             elfs = list(plan.elfs)
             bundled = plan.bundled_sonames

@@ -55,6 +55,9 @@ class Bundle:
     dlopen: tuple[str, ...] = ()  # sonames loaded with dlopen(), invisible in ELF headers
     exclude: tuple[str, ...] = ()  # sonames never to bundle (the user provides them, e.g. in a layer)
     allow_glibc: str | None = None  # highest GLIBC_ version accepted even if the runtime's is lower
+    # what the build is audited against: "image" (what the build image really is: the Debian
+    # policy for the local family, Lambda's for official images) or "lambda" (always Lambda's)
+    policy: str = "image"
 
 
 @dataclass(frozen=True)

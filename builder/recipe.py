@@ -316,6 +316,7 @@ def load(path: Path) -> Recipe:
             dlopen=_tuple(data.get("bundle", {}).get("dlopen")),
             exclude=_tuple(data.get("bundle", {}).get("exclude")),
             allow_glibc=data.get("bundle", {}).get("allow_glibc"),
+            policy=data.get("bundle", {}).get("policy", "image"),
         ),
         binaries=_tuple(data.get("binaries")),
         tests=Tests(

@@ -179,3 +179,28 @@ def test_interrupt_removes_container_and_writes_nothing(
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert set(our_containers()) - before == set()
     assert not out.exists() or not list(out.glob("*.zip"))
+
+
+def test_too_new_glibc_fails_the_build_naming_file_and_symbol(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    shutil.copytree(FIXTURES / "newglibc", tmp_path / "newglibc")
+    recipe = tmp_path / "newglibc" / "recipe.yaml"
+    out = tmp_path / "dist"
+    result = run_cli("build", str(recipe), "--out", str(out), "--no-cache")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "lib/libmemfd.so.1 needs GLIBC_2.27 (symbol memfd_create); al2 allows 2.26" in result.stderr
+    assert "Traceback" not in result.stderr and not list(out.glob("*.zip"))
+
+    recipe.write_text(recipe.read_text().replace("  policy: lambda\n", "  policy: lambda\n  allow_glibc: \"2.27\"\n"))
+    allowed = run_cli("build", str(recipe), "--out", str(out), "--no-cache", "-q")
+    assert allowed.returncode == 0, allowed.stderr
+    zip_path = out / "newglibc-1.0.0-python3.11-x86_64.zip"
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "lib/libz.so.1" in names, "the dlopen-listed library is bundled although nothing links it"
+    assert "lib/libc.so.6" not in names
+    manifest = json.loads(zip_path.with_name("newglibc-1.0.0-python3.11-x86_64.manifest.json").read_text())
+    assert {b["soname"] for b in manifest["bundled_libraries"]} >= {"libz.so.1", "libmemfd.so.1"}
+    assert run_cli("test", str(zip_path)).returncode == 0
+    audit = run_cli("audit", str(zip_path), "--runtime", "python3.11")
+    assert audit.returncode == 1 and "needs GLIBC_2.27 (memfd_create)" in audit.stdout
