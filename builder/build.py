@@ -76,7 +76,8 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
-    key = _cache_key(recipe, runtime_name, arch, mode, image, log)
+    digests = source_digests(recipe, log)
+    key = _cache_key(recipe, digests, runtime_name, arch, mode, image)
     if options.use_cache:
         hit = _from_cache(key, options.out, stem, log)
         if hit is not None:
@@ -106,6 +107,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             log=log,
             downloads=downloads_dir(),
             env=build_env(recipe, runtime, arch, {**overlay, **({} if options.use_cache else NO_CACHE_ENV)}),
+            source_digests=dict(digests),
             cross=mode == "cross",
             pip_env=pip_env,
         )
@@ -134,12 +136,21 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds)
 
 
-def _cache_key(recipe: Recipe, runtime_name: str, arch: str, mode: str, image: images.ImageRef, log: Log) -> str:
-    """Everything the artifact's bytes depend on; sources are fetched (from the download cache) to hash them."""
+def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
+    """Each source's content digest, in recipe order: fetched once (from the download cache) and
+    hashed once per build, then used by the artifact key, the prefix key and the manifest."""
     digests = {}
     for src in recipe.sources:
         fetched = sources.fetch_source(src, downloads_dir(), progress=log, recipe_dir=recipe.folder)
+        # a verified archive's digest is its pinned sha256: no need to read it again
         digests[src.name] = src.sha256 if src.sha256 and not fetched.is_dir() else sources.source_digest(src, fetched)
+    return digests
+
+
+def _cache_key(
+    recipe: Recipe, digests: dict[str, str], runtime_name: str, arch: str, mode: str, image: images.ImageRef
+) -> str:
+    """Everything the artifact's bytes depend on."""
     return cache.cache_key(
         recipe_canonical=recipe.canonical,
         source_digests=digests,
@@ -172,10 +183,7 @@ def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix 
     recipe = ctx.recipe
     if not recipe.sources:
         return None
-    digests = []
-    for src in recipe.sources:
-        fetched = sources.fetch_source(src, ctx.downloads, progress=ctx.log, recipe_dir=recipe.folder)
-        digests.append((src.name, sources.source_digest(src, fetched)))
+    digests = [(src.name, ctx.source_digests[src.name]) for src in recipe.sources]
     key = cache.prefix_key(
         recipe_sources_part=cache.sources_canonical(recipe),
         source_digests_in_order=[d for _, d in digests],

@@ -187,7 +187,6 @@ class BuildSource:
     def run(self, ctx: BuildContext) -> None:
         src = ctx.recipe.sources[self.index]
         fetched = sources.fetch_source(src, ctx.downloads, progress=ctx.log, recipe_dir=ctx.recipe.folder)
-        ctx.source_digests[src.name] = sources.source_digest(src, fetched)
         with sources.source_tar(src, fetched, src.name) as stream:
             ctx.container.put_tar(SRC, stream.read())
         for number, command in enumerate(src.build, 1):

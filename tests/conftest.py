@@ -55,6 +55,17 @@ def local_images(engine: None) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(scope="session")
+def arm64_images(engine: None) -> None:
+    """arm64 emulation on, and the arm64 build and runtime images (bootstrapped under qemu if missing)."""
+    from builder import emulation, images
+
+    if not emulation.binfmt_status().ok:
+        emulation.enable_arm64_emulation()
+    for kind in ("build", "runtime"):
+        images.ensure_local(kind, "bookworm", "arm64")  # type: ignore[arg-type]
+
+
 @pytest.fixture()
 def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private cache per test, so cache hits in one test never hide work in another."""

@@ -15,16 +15,6 @@ from tests.conftest import FIXTURES, run_cli
 pytestmark = [pytest.mark.docker, pytest.mark.arm64]
 
 
-@pytest.fixture(scope="module")
-def arm64_images(engine: None) -> None:
-    if not emulation.binfmt_status().ok:
-        emulation.enable_arm64_emulation()
-    from builder import images
-
-    for kind in ("build", "runtime"):
-        images.ensure_local(kind, "bookworm", "arm64")  # type: ignore[arg-type]
-
-
 def _elf_arches(zip_path: Path, dest: Path) -> set[str]:
     zipfile.ZipFile(zip_path).extractall(dest)
     return {elf.read_elf(p).arch for p in dest.rglob("*") if p.is_file() and elf.is_elf(p)}

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from builder import elf, emulation
+from builder import elf
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.docker
@@ -70,25 +70,29 @@ class Built:
             return Path(zf.extract(member, dest))
 
 
-@pytest.fixture(scope="module")
-def build_recipe(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Built]:
-    """recipe name -> its x86_64 python3.11 build, made on first use and reused for the module."""
+def _lazy_builds(arch: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Built]:
+    """recipe name -> its python3.11 build for `arch` (the recipe's own mode), made on first use."""
     built: dict[str, Built] = {}
 
     def get(name: str) -> Built:
         if name not in built:
-            out = tmp_path_factory.mktemp(f"dist-{name}")
+            out = tmp_path_factory.mktemp(f"dist-{name}-{arch}")
             started = time.monotonic()
             result = run_cli(
-                "build", str(RECIPES / f"{name}.yaml"), "--arch", "x86_64", "--out", str(out), "--no-cache", "-q"
+                "build", str(RECIPES / f"{name}.yaml"), "--arch", arch, "--out", str(out), "--no-cache", "-q"
             )
             assert result.returncode == 0, result.stdout + result.stderr
-            (zip_path,) = out.glob(f"{name}-*-python3.11-x86_64.zip")
+            (zip_path,) = out.glob(f"{name}-*-python3.11-{arch}.zip")
             manifest = json.loads(zip_path.with_name(zip_path.stem + ".manifest.json").read_text())
             built[name] = Built(zip_path, manifest, time.monotonic() - started)
         return built[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def build_recipe(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Built]:
+    return _lazy_builds("x86_64", tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -185,34 +189,8 @@ ARM64 = ("pg-dump",)
 
 
 @pytest.fixture(scope="module")
-def arm64_images(engine: None) -> None:
-    if not emulation.binfmt_status().ok:
-        emulation.enable_arm64_emulation()
-    from builder import images
-
-    for kind in ("build", "runtime"):
-        images.ensure_local(kind, "bookworm", "arm64")  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
 def build_arm64(arm64_images: None, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Built]:
-    """recipe name -> its arm64 python3.11 build with the recipe's own mode, made on first use."""
-    built: dict[str, Built] = {}
-
-    def get(name: str) -> Built:
-        if name not in built:
-            out = tmp_path_factory.mktemp(f"dist-{name}-arm64")
-            started = time.monotonic()
-            result = run_cli(
-                "build", str(RECIPES / f"{name}.yaml"), "--arch", "arm64", "--out", str(out), "--no-cache", "-q"
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-            (zip_path,) = out.glob(f"{name}-*-python3.11-arm64.zip")
-            manifest = json.loads(zip_path.with_name(zip_path.stem + ".manifest.json").read_text())
-            built[name] = Built(zip_path, manifest, time.monotonic() - started)
-        return built[name]
-
-    return get
+    return _lazy_builds("arm64", tmp_path_factory)
 
 
 @pytest.mark.arm64
