@@ -171,9 +171,18 @@ def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tupl
         return image, False, None
     spec = json.dumps({"image": image.id, "packages": recipe.system_packages}, sort_keys=True)
     tag = f"{images.LOCAL_REPO}/packages:{hashlib.sha256(spec.encode()).hexdigest()[:24]}"
-    found = engine.inspect_image(tag) if reuse else None
+    found = engine.inspect_image(tag)
+    if found is not None and not reuse:
+        return image, False, None  # --no-cache: install afresh; the snapshot is already there
     if found is None:
-        return image, False, tag
+        # committing costs seconds (6 s for libpq-dev on this engine's storage driver), so snapshot
+        # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it
+        seen = paths.cache_dir() / "package-sets" / tag.rpartition(":")[2]
+        if seen.exists():
+            return image, False, tag
+        seen.parent.mkdir(parents=True, exist_ok=True)
+        seen.touch()
+        return image, False, None
     ready = images.ImageRef(tag, str(found["Id"]), image.arch, image.family, image.debian)
     return ready, True, None
 

@@ -175,7 +175,8 @@ class SystemPackages:
             script = f"{manager} install -y {names}\n{manager} clean all >/dev/null 2>&1 || true"
         ctx.container.run(script, step=self.name)
         if self.snapshot:
-            ctx.container.commit(self.snapshot, {SNAPSHOT_LABEL: ctx.image.id})
+            labels = {SNAPSHOT_LABEL: ctx.image.id, "org.lambda-builder.packages": " ".join(packages)}
+            ctx.container.commit(self.snapshot, labels)
             ctx.log(f"kept the installed packages as {self.snapshot} for the next build")
 
 

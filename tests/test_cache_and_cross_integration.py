@@ -6,6 +6,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,30 @@ def test_requirement_change_reuses_built_sources(local_images: dict[str, str], t
     names = zipfile.ZipFile(out / "greet-1.0.0-python3.11-x86_64.zip").namelist()
     assert "six.py" in names and "lib/libgreet.so.1" in names
     assert run_cli("test", str(out / "greet-1.0.0-python3.11-x86_64.zip")).returncode == 0
+
+
+def test_system_packages_snapshot_from_the_second_build_on(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path, client: Any
+) -> None:
+    for image in client.images.list(name="lambda-builder/packages"):
+        if "libyaml-dev" in image.labels.get("org.lambda-builder.packages", ""):
+            client.images.remove(image.id, force=True)
+    recipe = tmp_path / "r.yaml"
+    text = "name: pkgs\nversion: 'V'\nruntimes: [python3.11]\nsystem_packages: {apt: [libyaml-dev]}\n"
+    text += "binaries: [/usr/bin/pkg-config]\n"
+
+    def build(version: str, *flags: str) -> str:
+        recipe.write_text(text.replace("V", version))
+        result = run_cli("build", str(recipe), "--out", str(tmp_path / version), *flags)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = build("1")
+    assert "[system packages]" in first and "kept the installed packages" not in first  # one-off: no snapshot
+    second = build("2")
+    assert "[system packages]" in second and "kept the installed packages as lambda-builder/packages:" in second
+    third = build("3")
+    assert "[system packages]" not in third  # started from the snapshot: no apt-get at all
+    assert "==> system packages" not in third
+    fresh = build("4", "--no-cache")
+    assert "[system packages]" in fresh and "kept the installed packages" not in fresh
