@@ -9,14 +9,11 @@ from the zip itself, so the image holds exactly the bytes the manifest describes
 from __future__ import annotations
 
 import base64
-import calendar
 import io
 import re
-import stat
 import tarfile
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,6 +24,7 @@ from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.limits import Manifest, load_manifest, verify_zip
 from builder.publish import CLIENT_CONFIG, aws_errors
 from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
+from builder.tarsafe import add_zip_entries
 
 TARGET = {"function": "/var/task", "layer": "/opt"}
 LABEL_PREFIX = "io.lambda-builder"
@@ -71,13 +69,6 @@ def default_tag(m: Manifest) -> str:
     return f"lambda-builder/{m.name.lower()}:{m.version}-{m.runtime}-{m.arch}".replace("+", "_")
 
 
-def _safe_member(name: str, zip_name: str) -> str:
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or not name.strip("/"):
-        raise UserError(f"{zip_name}: entry {name!r} would land outside {TARGET['function']}")
-    return name.rstrip("/")
-
-
 def build_context(m: Manifest, base_image: str, handler: str | None = None) -> io.BytesIO:
     """A tar holding the Dockerfile and the zip's entries under content/, with their modes and links."""
     target = TARGET[m.layout]
@@ -86,28 +77,14 @@ def build_context(m: Manifest, base_image: str, handler: str | None = None) -> i
         lines.append(f'CMD ["{handler}"]')
     dockerfile = ("\n".join(lines) + "\n").encode()
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar, zipfile.ZipFile(m.zip_path) as zf:
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         top = tarfile.TarInfo("Dockerfile")
         top.size, top.mode = len(dockerfile), 0o644
         tar.addfile(top, io.BytesIO(dockerfile))
         root = tarfile.TarInfo("content")
         root.type, root.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(root)
-        for info in zf.infolist():
-            rel = _safe_member(info.filename, m.label)
-            entry = tarfile.TarInfo(f"content/{rel}")
-            mode = info.external_attr >> 16
-            entry.mtime = calendar.timegm((*info.date_time, 0, 0, 0))
-            if info.is_dir():
-                entry.type, entry.mode = tarfile.DIRTYPE, stat.S_IMODE(mode) or 0o755
-                tar.addfile(entry)
-            elif stat.S_ISLNK(mode):
-                entry.type, entry.linkname = tarfile.SYMTYPE, zf.read(info).decode()
-                tar.addfile(entry)
-            else:
-                data = zf.read(info)
-                entry.size, entry.mode = len(data), stat.S_IMODE(mode) or 0o644
-                tar.addfile(entry, io.BytesIO(data))
+        add_zip_entries(tar, m.zip_path, prefix="content/", zip_label=m.label, dest_label=TARGET["function"])
     buf.seek(0)
     return buf
 

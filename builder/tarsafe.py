@@ -11,6 +11,7 @@ Nothing is ever chowned: files on the host belong to the invoking user, not to t
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import io
 import lzma
@@ -325,3 +326,26 @@ def _walk(root: Path, exclude: Collection[str]) -> Iterator[tuple[Path, str]]:
         if entry.is_dir(follow_symlinks=False):
             for sub, sub_rel in _walk(path, exclude):
                 yield sub, f"{rel}/{sub_rel}"
+
+
+def add_zip_entries(tar: tarfile.TarFile, zip_path: Path, *, prefix: str, zip_label: str, dest_label: str) -> None:
+    """Copy a deployment zip's entries into `tar` under `prefix`, keeping each file's mode (the
+    executable bit matters) and symlinks; an entry that would land outside `dest_label` is refused."""
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            path = PurePosixPath(info.filename)
+            if path.is_absolute() or ".." in path.parts or not info.filename.strip("/"):
+                raise UserError(f"{zip_label}: entry {info.filename!r} would land outside {dest_label}")
+            mode = info.external_attr >> 16
+            entry = tarfile.TarInfo(f"{prefix}{info.filename.rstrip('/')}")
+            entry.mtime = calendar.timegm((*info.date_time, 0, 0, 0))
+            if info.is_dir():
+                entry.type, entry.mode = tarfile.DIRTYPE, stat.S_IMODE(mode) or 0o755
+                tar.addfile(entry)
+            elif stat.S_ISLNK(mode):
+                entry.type, entry.linkname = tarfile.SYMTYPE, zf.read(info).decode()
+                tar.addfile(entry)
+            else:
+                entry.size, entry.mode = info.file_size, stat.S_IMODE(mode) or 0o644
+                with zf.open(info) as data:
+                    tar.addfile(entry, data)

@@ -8,10 +8,8 @@ and the recipe's tests (recorded in the manifest) run there.
 from __future__ import annotations
 
 import shlex
-import stat
 import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +18,7 @@ from builder import images, package
 from builder.container import Container
 from builder.errors import UserError
 from builder.runtimes import RUNTIMES
+from builder.tarsafe import add_zip_entries
 
 Log = Callable[[str], None]
 
@@ -45,26 +44,11 @@ def lambda_env(python: str | None) -> dict[str, str]:
     return env
 
 
-def zip_to_tar(zip_path: Path) -> BinaryIO:
-    """The zip's entries as a tar stream, keeping each file's mode (the executable bit matters)."""
+def zip_to_tar(zip_path: Path, root: str) -> BinaryIO:
+    """The zip's entries as a tar stream to unpack at `root`, modes and links kept."""
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned to the caller
-    with zipfile.ZipFile(zip_path) as zf, tarfile.open(fileobj=spool, mode="w") as tar:
-        for info in zf.infolist():
-            mode = (info.external_attr >> 16) & 0o7777 or (0o755 if info.is_dir() else 0o644)
-            member = tarfile.TarInfo(info.filename.rstrip("/"))
-            member.mode = mode
-            if info.is_dir():
-                member.type = tarfile.DIRTYPE
-                tar.addfile(member)
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                member.type = tarfile.SYMTYPE
-                member.linkname = zf.read(info).decode()
-                tar.addfile(member)
-                continue
-            member.size = info.file_size
-            with zf.open(info) as data:
-                tar.addfile(member, data)
+    with tarfile.open(fileobj=spool, mode="w") as tar:
+        add_zip_entries(tar, zip_path, prefix="", zip_label=zip_path.name, dest_label=root)
     spool.seek(0)
     return spool  # type: ignore[return-value]
 
@@ -81,9 +65,7 @@ def runtime_image(manifest: dict[str, Any], override: str | None, log: Log) -> i
     return images.resolve(runtime, arch, "runtime", progress=log)
 
 
-def test_zip(
-    zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print
-) -> None:
+def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print) -> None:
     """Run the manifest's tests (or `command`) in a clean runtime container; BuildFailed if they fail."""
     manifest = package.read_manifest(zip_path)
     runtime = RUNTIMES.get(manifest.get("runtime", ""))
@@ -103,14 +85,12 @@ def test_zip(
     with Container(
         ref, purpose=f"test-{manifest['name']}-{manifest['arch']}", log=log, arch=manifest["arch"]
     ) as container:
-        with zip_to_tar(zip_path) as stream:
+        with zip_to_tar(zip_path, root) as stream:
             container.put_tar(root, stream)
         py = f"python{runtime.python}"
         for module in imports:
             code = f"import importlib; m = importlib.import_module({module!r}); print('imported', m.__name__)"
-            container.run(
-                f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task"
-            )
+            container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
         for cmd in commands:
             container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
     log(f"{zip_path.name}: tests passed in {ref.name}")
