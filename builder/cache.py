@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from builder import paths
 from builder.model import Recipe, Source
+from builder.package import file_sha256
 from builder.package import manifest_path as package_manifest_path
 
 SCHEMA = 1  # bump when the entry layout or key recipe changes; old entries then never match
@@ -88,16 +89,19 @@ def cache_key(
     - mode: emulated and cross-compiled builds use different toolchains;
     - tool_version: lambda-builder's own steps (repair, prune, zip format) shape the output.
     """
-    return _digest("build", {
-        "recipe": recipe_canonical,
-        "sources": dict(source_digests),
-        "local_requirements": dict(local_requirement_digests),
-        "image": image_id,
-        "runtime": runtime,
-        "arch": arch,
-        "mode": mode,
-        "tool": tool_version,
-    })
+    return _digest(
+        "build",
+        {
+            "recipe": recipe_canonical,
+            "sources": dict(source_digests),
+            "local_requirements": dict(local_requirement_digests),
+            "image": image_id,
+            "runtime": runtime,
+            "arch": arch,
+            "mode": mode,
+            "tool": tool_version,
+        },
+    )
 
 
 def prefix_key(
@@ -119,16 +123,19 @@ def prefix_key(
     runtime's $PYTHON) change what configure finds; image, arch, mode and tool version as in
     `cache_key`. `recipe_sources_part` is `sources_canonical(recipe)`: sources and build steps.
     """
-    return _digest("prefix", {
-        "sources": recipe_sources_part,
-        "source_digests": list(source_digests_in_order),
-        "system_packages": {k: list(v) for k, v in system_packages.items()},
-        "environment": {k: v for k, v in environment.items() if k not in ENV_NOT_IN_KEY},
-        "image": image_id,
-        "arch": arch,
-        "mode": mode,
-        "tool": tool_version,
-    })
+    return _digest(
+        "prefix",
+        {
+            "sources": recipe_sources_part,
+            "source_digests": list(source_digests_in_order),
+            "system_packages": {k: list(v) for k, v in system_packages.items()},
+            "environment": {k: v for k, v in environment.items() if k not in ENV_NOT_IN_KEY},
+            "image": image_id,
+            "arch": arch,
+            "mode": mode,
+            "tool": tool_version,
+        },
+    )
 
 
 def sources_canonical(recipe: Recipe) -> str:
@@ -137,10 +144,19 @@ def sources_canonical(recipe: Recipe) -> str:
     Local paths are made relative to the recipe folder so moving a checkout keeps the key;
     their content is covered by the source digests.
     """
+
     def one(src: Source) -> dict[str, Any]:
         path = None if src.path is None else os.path.relpath(src.path, recipe.folder)
-        return {"name": src.name, "build": list(src.build), "path": path, "url": src.url,
-                "sha256": src.sha256, "pypi": src.pypi, "subdir": src.subdir, "cross": src.cross}
+        return {
+            "name": src.name,
+            "build": list(src.build),
+            "path": path,
+            "url": src.url,
+            "sha256": src.sha256,
+            "pypi": src.pypi,
+            "subdir": src.subdir,
+            "cross": src.cross,
+        }
 
     return json.dumps([one(s) for s in recipe.sources], sort_keys=True, separators=(",", ":"))
 
@@ -165,14 +181,6 @@ def _check_key(key: str) -> str:
     if not _KEY.match(key):
         raise ValueError(f"not a cache key (64 lowercase hex): {key!r}")
     return key
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -330,7 +338,7 @@ class _Store:
             path = self.root / name
             if not name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 continue
-            maybe_key = name[len(TMP_PREFIX):len(TMP_PREFIX) + 64] if name.startswith(TMP_PREFIX) else ""
+            maybe_key = name[len(TMP_PREFIX) : len(TMP_PREFIX) + 64] if name.startswith(TMP_PREFIX) else ""
             lock = self._lock(maybe_key) if _KEY.match(maybe_key) else contextlib.nullcontext()
             with lock:
                 if not path.exists():
@@ -420,13 +428,24 @@ class BuildCache(_Store):
             used = folder.stat().st_mtime
         except (OSError, ValueError):
             return None
-        if (not isinstance(meta, dict) or meta.get("schema") != SCHEMA or meta.get("key") != key
-                or not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str)
-                or manifest.get("zipped_size") != zip_st.st_size):
+        if (
+            not isinstance(meta, dict)
+            or meta.get("schema") != SCHEMA
+            or meta.get("key") != key
+            or not isinstance(manifest, dict)
+            or not isinstance(manifest.get("sha256"), str)
+            or manifest.get("zipped_size") != zip_st.st_size
+        ):
             return None
-        return CacheEntry(key=key, folder=folder, zip_path=folder / ZIP_NAME, manifest=manifest,
-                          created=float(meta.get("created", used)), last_used=used,
-                          size=disk_usage(folder))
+        return CacheEntry(
+            key=key,
+            folder=folder,
+            zip_path=folder / ZIP_NAME,
+            manifest=manifest,
+            created=float(meta.get("created", used)),
+            last_used=used,
+            size=disk_usage(folder),
+        )
 
     def _readable(self, key: str) -> bool:
         return self._read(key) is not None
@@ -553,8 +572,9 @@ class BuildCache(_Store):
         entries = [e for e in (self._read(k) for k in self._keys()) if e is not None]
         return sorted(entries, key=lambda e: e.last_used, reverse=True)
 
-    def prune(self, *, older_than_days: float | None = None, max_bytes: int | None = None,
-              all: bool = False) -> PruneResult:
+    def prune(
+        self, *, older_than_days: float | None = None, max_bytes: int | None = None, all: bool = False
+    ) -> PruneResult:
         """Remove entries unused for `older_than_days`, then least recently used ones until the
         store fits `max_bytes`, or everything with `all`; always removes crash debris."""
         return self._prune(older_than_days=older_than_days, max_bytes=max_bytes, all=all)
@@ -578,8 +598,13 @@ class PrefixCache(_Store):
             size = (folder / PREFIX_TAR_NAME).stat().st_size
         except (OSError, ValueError):
             return None
-        if (not isinstance(meta, dict) or meta.get("schema") != SCHEMA or meta.get("key") != key
-                or meta.get("size") != size or not isinstance(meta.get("sha256"), str)):
+        if (
+            not isinstance(meta, dict)
+            or meta.get("schema") != SCHEMA
+            or meta.get("key") != key
+            or meta.get("size") != size
+            or not isinstance(meta.get("sha256"), str)
+        ):
             return None
         return meta
 
@@ -627,14 +652,20 @@ class PrefixCache(_Store):
                         size += len(chunk)
                     out.flush()
                     os.fsync(out.fileno())
-                meta = {"schema": SCHEMA, "key": key, "created": time.time(),
-                        "sha256": digest.hexdigest(), "size": size}
+                meta = {
+                    "schema": SCHEMA,
+                    "key": key,
+                    "created": time.time(),
+                    "sha256": digest.hexdigest(),
+                    "size": size,
+                }
                 _write_durable(tmp / META_NAME, json.dumps(meta, sort_keys=True).encode())
 
             self._commit(key, fill)
         return self._entry_dir(key) / PREFIX_TAR_NAME
 
-    def prune(self, *, older_than_days: float | None = None, max_bytes: int | None = None,
-              all: bool = False) -> PruneResult:
+    def prune(
+        self, *, older_than_days: float | None = None, max_bytes: int | None = None, all: bool = False
+    ) -> PruneResult:
         """As `BuildCache.prune`, for built prefixes."""
         return self._prune(older_than_days=older_than_days, max_bytes=max_bytes, all=all)

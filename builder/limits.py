@@ -7,22 +7,19 @@ CodeSizeZipped / CodeSizeUnzipped; a rejected layer says "Unzipped size must be 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import UserError
+from builder.package import MANIFEST_SCHEMA, MANIFEST_SUFFIX, file_sha256, load_manifest_json, manifest_path
 from builder.runtimes import ARCHES, RUNTIMES
 
 MB = 1024 * 1024
 DIRECT_UPLOAD_MAX = 50 * MB  # 52428800: zipped, uploaded in the API request itself
 UNZIPPED_MAX = 250 * MB  # 262144000: function + all its layers, extracted
 MAX_LAYERS = 5  # layers attached to one function
-MANIFEST_SCHEMA = 1
-MANIFEST_SUFFIX = ".manifest.json"
 
 Level = Literal["error", "warning"]
 
@@ -70,9 +67,7 @@ class LimitFinding:
 
 def manifest_path_for(zip_path: Path) -> Path:
     """dist/X.zip -> dist/X.manifest.json; a manifest path is returned as it is."""
-    if zip_path.name.endswith(MANIFEST_SUFFIX):
-        return zip_path
-    return zip_path.with_name(zip_path.name.removesuffix(".zip") + MANIFEST_SUFFIX)
+    return zip_path if zip_path.name.endswith(MANIFEST_SUFFIX) else manifest_path(zip_path)
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: Path) -> Any:
@@ -89,21 +84,7 @@ def load_manifest(zip_path: Path | str) -> Manifest:
     """Read and check the manifest beside `zip_path`; a UserError names the file when it is wrong."""
     zip_path = Path(zip_path)
     mpath = manifest_path_for(zip_path)
-    try:
-        raw = mpath.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(
-            f"no manifest beside {zip_path}: expected {mpath}",
-            hint="publish zips made by `lambda-builder build`; it writes NAME.manifest.json next to NAME.zip",
-        ) from None
-    except OSError as exc:
-        raise UserError(f"cannot read manifest {mpath}: {exc.strerror}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{mpath}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{mpath}: expected a JSON object")
+    data = load_manifest_json(mpath, zip_path)
     if data.get("schema") != MANIFEST_SCHEMA:
         raise UserError(f"{mpath}: unsupported manifest schema {data.get('schema')!r} (this tool reads 1)")
     runtime = _field(data, "runtime", str, mpath)
@@ -151,18 +132,10 @@ def load_manifest(zip_path: Path | str) -> Manifest:
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_zip(m: Manifest) -> None:
     """The zip is the one the manifest describes; a stale or edited zip must never ship."""
     try:
-        digest = sha256_of(m.zip_path)
+        digest = file_sha256(m.zip_path)
     except FileNotFoundError:
         raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
     if digest != m.sha256:

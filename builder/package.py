@@ -35,17 +35,19 @@ def artifact_stem(name: str, version: str, runtime: str, arch: str) -> str:
     return f"{name}-{version}-{runtime}-{arch}"
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def manifest_path(zip_path: Path) -> Path:
-    return zip_path.with_name(zip_path.name.removesuffix(".zip") + ".manifest.json")
+    """dist/X.zip -> dist/X.manifest.json"""
+    return zip_path.with_name(zip_path.name.removesuffix(".zip") + MANIFEST_SUFFIX)
 
 
 def _matches(path: str, globs: Sequence[str]) -> bool:
     """A glob matches a path, or any of its parent folders (so `tests/**` and `tests` both work)."""
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(
-        fnmatch.fnmatchcase(p, g) or fnmatch.fnmatchcase(p, g.rstrip("/*")) for g in globs for p in prefixes
-    )
+    return any(fnmatch.fnmatchcase(p, g) or fnmatch.fnmatchcase(p, g.rstrip("/*")) for g in globs for p in prefixes)
 
 
 def collect(stage: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Entry]:
@@ -94,7 +96,8 @@ def write_zip(entries: Sequence[Entry], dest: Path) -> None:
                     out.write(chunk)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (zips and archives can be hundreds of MB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -108,7 +111,7 @@ def contents(entries: Sequence[Entry]) -> list[dict[str, Any]]:
             "path": e.path,
             "size": e.source.stat().st_size,
             "mode": "0755" if e.executable else "0644",
-            "sha256": _sha256(e.source),
+            "sha256": file_sha256(e.source),
         }
         for e in entries
     ]
@@ -145,7 +148,7 @@ def package(
             "schema": MANIFEST_SCHEMA,
             **meta,
             "zip": zip_path.name,
-            "sha256": _sha256(tmp_zip),
+            "sha256": file_sha256(tmp_zip),
             "zipped_size": tmp_zip.stat().st_size,
             "unzipped_size": sum(item["size"] for item in listing),
             "contents": listing,
@@ -165,19 +168,31 @@ def package(
     return zip_path, manifest
 
 
+def load_manifest_json(manifest: Path, zip_path: Path) -> dict[str, Any]:
+    """The manifest's JSON object; a UserError names the file when it is missing or malformed."""
+    from builder.errors import UserError
+
+    try:
+        raw = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(
+            f"no manifest beside {zip_path}: expected {manifest}",
+            hint="use zips made by `lambda-builder build`; it writes NAME.manifest.json next to NAME.zip",
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read manifest {manifest}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{manifest}: expected a JSON object")
+    return data
+
+
 def read_manifest(zip_path: Path) -> dict[str, Any]:
     from builder.errors import UserError
 
-    path = manifest_path(zip_path)
     if not zip_path.is_file():
         raise UserError(f"{zip_path}: no such zip")
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{zip_path}: its manifest {path.name} is missing beside it",
-            hint="build the zip with lambda-builder build, which writes both",
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable manifest: {exc}") from None
-    return data
+    return load_manifest_json(manifest_path(zip_path), zip_path)

@@ -29,6 +29,7 @@ from typing import IO, Any, BinaryIO, cast
 from builder import __version__
 from builder.errors import UserError
 from builder.model import Source
+from builder.package import file_sha256
 from builder.tarsafe import extract_tar, extract_zip, safe_relpath, tar_from_dir
 
 Progress = Callable[[str], None]
@@ -40,9 +41,7 @@ SKIP_NAMES = frozenset({".git", "__pycache__"})  # never part of a folder source
 USER_AGENT = f"lambda-builder/{__version__}"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_PIN = re.compile(
-    r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$"
-)
+_PIN = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
 _CHUNK = 1024 * 1024
 
 
@@ -85,7 +84,7 @@ def source_digest(src: Source, fetched: Path) -> str:
     carries, so a checkout with another umask or mtime hashes the same); archives hash as files.
     """
     if not fetched.is_dir():
-        return _file_sha256(fetched)
+        return file_sha256(fetched)
     digest = hashlib.sha256()
     for path, rel in _walk_tree(fetched):
         st = path.lstat()
@@ -164,14 +163,6 @@ def _field(digest: Any, *parts: bytes) -> None:
         digest.update(part)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        while chunk := data.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_sha(src: Source, value: str) -> str:
     sha = value.strip().lower()
     if not _SHA256.match(sha):
@@ -198,7 +189,7 @@ def _fetch_local(src: Source, path: Path, download_dir: Path, recipe_dir: Path |
             f"source {src.name!r}: {_shown(path, recipe_dir)} is neither a folder nor an archive",
             hint="supported archives: .tar.gz .tgz .tar.xz .tar.bz2 .tar .zip",
         )
-    actual = _file_sha256(path)
+    actual = file_sha256(path)
     if src.sha256 and _check_sha(src, src.sha256) != actual:
         raise UserError(
             f"source {src.name!r}: sha256 mismatch for {_shown(path, recipe_dir)}: "
