@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import os
 import socket
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +24,7 @@ from builder import engine
 from builder.errors import BuildFailed, EnvironmentProblem
 from builder.images import ImageRef
 from builder.runtimes import DOCKER_PLATFORM
+from builder.tarsafe import tar_bytes
 
 Log = Callable[[str], None]
 LABEL = "org.lambda-builder.container"
@@ -78,19 +77,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def tar_bytes(files: Mapping[str, tuple[bytes, int]]) -> bytes:
-    """A tar of {name: (content, mode)}, for small files such as scripts and CA bundles."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, (data, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size = len(data)
-            info.mode = mode
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Container:

@@ -26,6 +26,7 @@ from builder import engine, paths
 from builder.emulation import import_rootfs
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
+from builder.tarsafe import tar_bytes
 
 Kind = Literal["build", "runtime", "cross"]
 Source = Literal["auto", "official", "local"]
@@ -225,16 +226,9 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
 
 def _context(dockerfile: str) -> io.BytesIO:
     """The build context: the Dockerfile and the host CA bundle, for builds behind a TLS proxy."""
-    buf = io.BytesIO()
     ca = engine.host_ca_bundle()
-    files = {"Dockerfile": dockerfile.encode(), "lb-ca.crt": ca.read_bytes() if ca else b""}
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for fname, data in files.items():
-            info = tarfile.TarInfo(fname)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
+    files = {"Dockerfile": (dockerfile.encode(), 0o644), "lb-ca.crt": (ca.read_bytes() if ca else b"", 0o644)}
+    return io.BytesIO(tar_bytes(files))
 
 
 def _dockerfile(kind: str) -> str:

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
@@ -349,3 +349,17 @@ def add_zip_entries(tar: tarfile.TarFile, zip_path: Path, *, prefix: str, zip_la
                 entry.size, entry.mode = info.file_size, stat.S_IMODE(mode) or 0o644
                 with zf.open(info) as data:
                     tar.addfile(entry, data)
+
+
+def tar_bytes(files: Mapping[str, tuple[bytes, int]]) -> bytes:
+    """A tar of {name: (content, mode)}, for small files such as scripts, CA bundles, build contexts."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, (data, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
