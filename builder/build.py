@@ -192,10 +192,9 @@ def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix 
     recipe = ctx.recipe
     if not recipe.sources:
         return None
-    digests = [(src.name, ctx.source_digests[src.name]) for src in recipe.sources]
     key = cache.prefix_key(
         recipe_sources_part=cache.sources_canonical(recipe),
-        source_digests_in_order=[d for _, d in digests],
+        source_digests_in_order=[ctx.source_digests[src.name] for src in recipe.sources],
         system_packages=recipe.system_packages,
         environment=ctx.env,
         image_id=ctx.image.id,
@@ -204,7 +203,7 @@ def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix 
         tool_version=__version__,
     )
     tar = cache.PrefixCache().get(key) if reuse else None
-    return RestorePrefix(tar, tuple(digests)) if tar is not None else SavePrefix(key)
+    return RestorePrefix(tar) if tar is not None else SavePrefix(key)
 
 
 def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[str, Any]] | None:

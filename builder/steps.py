@@ -385,14 +385,12 @@ class RestorePrefix:
     """Step reuse: the sources were built before with the same inputs; put that $PREFIX back."""
 
     tar: Path
-    digests: tuple[tuple[str, str], ...]
     name: str = "reuse built sources"
 
     def run(self, ctx: BuildContext) -> None:
         with open(self.tar, "rb") as stream:
             ctx.container.put_tar(str(Path(PREFIX).parent), stream)
-        ctx.source_digests.update(dict(self.digests))
-        ctx.log(f"reused $PREFIX built earlier for {', '.join(n for n, _ in self.digests)}")
+        ctx.log(f"reused $PREFIX built earlier for {', '.join(s.name for s in ctx.recipe.sources)}")
 
 
 @dataclass(frozen=True)
