@@ -60,6 +60,7 @@ REPO = HERE.parent
 RECIPE = HERE / "psycopg2-pyyaml.yaml"
 BENCH_CACHE = platformdirs.user_cache_path("lambda-builder-bench")
 SAM_VENV = BENCH_CACHE / "sam-venv"
+LB_VENV = BENCH_CACHE / "lb-venv"
 BUILD_IMAGE = "lambda-builder/build:bookworm-x86_64"
 RUNTIME_IMAGE = "lambda-builder/runtime:bookworm-x86_64"
 SAM_IMAGE = "lambda-builder-bench/sam-build:python3.11-x86_64"
@@ -133,7 +134,6 @@ class Side:
     cold: Run | None = None
     first_cached: Run | None = None
     noop: list[Run] = field(default_factory=list)
-    noop_no_bytecode: list[Run] = field(default_factory=list)
     changed: Run | None = None
     zip_size: int = 0
     unzipped_size: int = 0
@@ -264,24 +264,36 @@ def import_in_runtime(client: Any, folder: Path) -> tuple[bool, str]:
 _BUILT = re.compile(r"built (?P<zip>\S+) in (?P<s>[0-9.]+)s \(steps (?P<steps>[0-9.]+)s\)(?P<cached> \[cached\])?")
 
 
-def lb_env(cache_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
-    """lambda-builder's environment; with `bytecode`, compiled modules are cached (as in any installed
-    tool: pip writes .pyc at install) under the benchmark's cache, even where PYTHONDONTWRITEBYTECODE
-    is set, without writing into the repository or the system Python."""
-    env = {**os.environ, "LAMBDA_BUILDER_CACHE_DIR": str(cache_dir), "LAMBDA_BUILDER_IMAGES": "local"}
-    if bytecode:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(BENCH_CACHE / "pycache")
-    return env
+def ensure_lb() -> Path:
+    """lambda-builder installed from this checkout into its own venv, as a user installs it (not
+    editable: pip byte-compiles it at install), beside SAM's; returns its `lambda-builder` command."""
+    python = LB_VENV / "bin" / "python"
+    if not python.exists():
+        say(f"creating {LB_VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(LB_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    say(f"pip install {REPO} (into {LB_VENV})")
+    with tempfile.TemporaryDirectory(prefix="lb-bench-src-") as tmp:
+        # from a copy: building in place would leave build/ and *.egg-info in the checkout
+        src = Path(tmp) / "src"
+        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "dist", "__pycache__", "*.egg-info"))
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(src)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(src)],
+                       check=True)
+    return LB_VENV / "bin" / "lambda-builder"
+
+
+def lb_env(cache_dir: Path) -> dict[str, str]:
+    return {**os.environ, "LAMBDA_BUILDER_CACHE_DIR": str(cache_dir), "LAMBDA_BUILDER_IMAGES": "local"}
 
 
 def lb_build(
-    recipe: Path, out: Path, cache_dir: Path, log: Path, *, no_cache: bool = False, bytecode: bool = True
+    lb: Path, recipe: Path, out: Path, cache_dir: Path, log: Path, *, no_cache: bool = False
 ) -> tuple[Run, Path]:
-    command = [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out), "-q"]
+    command = [str(lb), "build", str(recipe), "--out", str(out), "-q"]
     if no_cache:
         command.append("--no-cache")
-    env = lb_env(cache_dir, bytecode=bytecode)
+    env = lb_env(cache_dir)
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
@@ -294,9 +306,9 @@ def lb_build(
     return run, Path(match["zip"]) if Path(match["zip"]).is_absolute() else REPO / match["zip"]
 
 
-def lb_test(zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
+def lb_test(lb: Path, zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "builder", "test", str(zip_path)],
+        [str(lb), "test", str(zip_path)],
         cwd=REPO, env=lb_env(cache_dir), capture_output=True, text=True, check=False,
     )
     return done.returncode == 0, tail(done.stdout + done.stderr, 3)
@@ -327,38 +339,29 @@ def run_sam(sam: Path, work: Path, noop_runs: int, client: Any) -> Side:
     return side
 
 
-def run_lb(work: Path, noop_runs: int) -> Side:
+def run_lb(lb: Path, work: Path, noop_runs: int) -> Side:
     side = Side("lambda-builder")
     cache_dir = work / "lb-cache"
     log = work / "lambda-builder.log"
     recipe = work / RECIPE.name
     recipe.write_text(RECIPE.read_text())
-    # compile lambda-builder's modules (and its dependencies') into the bytecode cache first, so the
-    # cold run does not pay a one-time compile no installed copy pays
-    subprocess.run([sys.executable, "-c", "import builder.cli, builder.build, builder.verify, builder.parallel"],
-                   cwd=REPO, env=lb_env(cache_dir), check=True)
     say("lambda-builder: cold build (fresh cache dir, --no-cache: no pip/ccache volume)")
-    side.cold, cold_zip = lb_build(recipe, work / "lb-cold", cache_dir, log, no_cache=True)
+    side.cold, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, log, no_cache=True)
     manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
     side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
     side.zip_size, side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
     say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
-    side.first_cached, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
+    side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
     for i in range(noop_runs):
         say(f"lambda-builder: no-op rebuild {i + 1}/{noop_runs}")
-        run, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
+        run, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
         side.noop.append(run)
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        for i in range(noop_runs):
-            say(f"lambda-builder: no-op rebuild without bytecode cache (PYTHONDONTWRITEBYTECODE) {i + 1}/{noop_runs}")
-            run, _ = lb_build(recipe, work / "lb-out", cache_dir, log, bytecode=False)
-            side.noop_no_bytecode.append(run)
     recipe.write_text(RECIPE.read_text().replace(f"- {CHANGED[0]}", f"- {CHANGED[1]}"))
     if CHANGED[1] not in recipe.read_text():
         sys.exit(f"could not change {CHANGED[0]} in {recipe}")
     say(f"lambda-builder: one requirement changed ({CHANGED[0]} -> {CHANGED[1]})")
-    side.changed, _ = lb_build(recipe, work / "lb-out", cache_dir, log)
-    side.imports, side.import_output = lb_test(cold_zip, cache_dir)
+    side.changed, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
+    side.imports, side.import_output = lb_test(lb, cold_zip, cache_dir)
     return side
 
 
@@ -410,10 +413,6 @@ def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: 
           f"{verdict(lb.cold.seconds <= sam.cold.seconds)}")
     print(f"  overhead <= 15% of a cold build:  {share:.1%}  {verdict(share <= 0.15)}   "
           f"(stricter measure: {strict:.1%} {verdict(strict <= 0.15)})")
-    if lb.noop_no_bytecode:
-        slow = statistics.median(r.seconds for r in lb.noop_no_bytecode)
-        print(f"  (no-op without bytecode cache, PYTHONDONTWRITEBYTECODE=1 as set here: {slow:.2f}s "
-              f"{verdict(slow <= 0.5)}; {sam.noop_seconds / slow:.1f}x faster than sam)")
 
 
 def leftover_containers(client: Any) -> list[Any]:
@@ -437,13 +436,14 @@ def main() -> None:
         except docker.errors.ImageNotFound:
             sys.exit(f"{image} is not on the engine: make it with `lambda-builder images build`")
     sam, sam_version, lambda_builders = ensure_sam(args.sam_version)
+    lb = ensure_lb()
     say(f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}; building {SAM_IMAGE}")
     image_seconds = ensure_sam_image(client, lambda_builders)
     work = Path(tempfile.mkdtemp(prefix="lb-sam-compare-"))
     say(f"work folder {work}")
     try:
         sam_side = run_sam(sam, work, args.noop_runs, client)
-        lb_side = run_lb(work, args.noop_runs)
+        lb_side = run_lb(lb, work, args.noop_runs)
         report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
                image_seconds, args.noop_runs)
     finally:

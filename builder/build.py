@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, cache, cross, engine, images, package, paths, sources
+from builder import __version__, cache, cross, engine, images, noop, package, paths, sources
 from builder.container import Container, sweep_orphans
 from builder.model import Recipe
 from builder.runtimes import DEBIAN
@@ -54,6 +54,7 @@ class BuildResult:
     seconds: float
     step_seconds: float  # time inside the container's commands (the compile itself)
     cached: bool = False
+    key: str = ""  # the build cache key
 
 
 def downloads_dir() -> Path:
@@ -82,7 +83,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         hit = _from_cache(key, options.out, stem, log)
         if hit is not None:
             return BuildResult(
-                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, cached=True
+                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, cached=True, key=key
             )
     sweep_orphans(log)
     log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
@@ -133,7 +134,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
-    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds)
+    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds, key=key)
 
 
 def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
@@ -215,7 +216,7 @@ def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[st
         zip_path = store.restore(entry, out, stem)
     except cache.CacheMiss:
         return None
-    log(f"{zip_path.name}: unchanged inputs, reused the cached build (key {key[:12]})")
+    log(noop.hit_line(zip_path.name, key))
     return zip_path, entry.manifest
 
 

@@ -12,13 +12,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from builder import __version__
+from builder import __version__, noop
 from builder.errors import LambdaBuilderError, UserError
 from builder.runtimes import ARCHES
+
+if TYPE_CHECKING:
+    from builder.build import BuildResult
+    from builder.model import Recipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +39,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        args = list(argv) if argv is not None else sys.argv[1:]
+        cli.main(args=args, standalone_mode=False, obj={"argv": args})
     except LambdaBuilderError as exc:
         _echo_err(f"error: {exc.render()}")
         sys.exit(exc.exit_code)
@@ -158,11 +163,10 @@ def build(
         t = targets[0]
         log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
         result = build_one(t.recipe, t.runtime, t.arch, options, log)
-        click.echo(
-            f"built {result.zip_path} in {result.seconds:.1f}s "
-            f"(steps {result.step_seconds:.1f}s){' [cached]' if result.cached else ''}"
-        )
-        _after_build([result.zip_path], fmt, push_uri)
+        click.echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
+        warnings = _after_build([result.zip_path], fmt, push_uri)
+        if fmt == "zip":
+            _stamp_noop(t.recipe, result, quiet=quiet, warnings=warnings)
         return
     console = Console()
     outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
@@ -175,13 +179,40 @@ def build(
     _after_build([o.result.zip_path for o in outcomes if o.result], fmt, push_uri)
 
 
-def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> None:
-    """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output."""
+def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
+    """Record this command's inputs and outputs so its next identical run is answered by noop."""
+    from builder import cache, engine, images, package
+
+    argv = (click.get_current_context().find_root().obj or {}).get("argv")
+    if argv is None:
+        return
+    local_requirements = [r for r in recipe.python.requirements if Path(r).is_absolute() and Path(r).exists()]
+    zip_path = result.zip_path.absolute()
+    noop.record(
+        argv,
+        recipes=[str(recipe.path)],
+        trees=[str(s.path) for s in recipe.sources if s.path is not None] + local_requirements,
+        images=engine.seen_images(),
+        pull_skip_until=images.pull_skip_until(),
+        outputs=[str(zip_path), str(package.manifest_path(zip_path))],
+        zip_path=str(result.zip_path),
+        key=result.key,
+        quiet=quiet,
+        warnings=warnings,
+        touch=str(cache.BuildCache().root / result.key) if result.key else None,
+    )
+
+
+def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[str]:
+    """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output.
+    Returns the warnings it printed."""
     from builder.limits import check_limits, load_manifest
 
+    warnings: list[str] = []
     for zip_path in zips:
         for finding in check_limits(load_manifest(zip_path)):
             _echo_err(f"{finding.level}: {finding.message}")
+            warnings.append(f"{finding.level}: {finding.message}")
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         if fmt == "image":
@@ -195,6 +226,7 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> None:
 
                 pushed = image_output.push_to_ecr(built.tag, push_uri, make_session())
                 click.echo(f"pushed {pushed.get('image')} {pushed.get('digest', '')}")
+    return warnings
 
 
 @cli.command("test")

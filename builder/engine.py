@@ -84,11 +84,21 @@ def api_get(path: str) -> Any | None:
     return json.loads(body)
 
 
+_seen_images: dict[str, str | None] = {}
+
+
 def inspect_image(name: str) -> dict[str, Any] | None:
     from urllib.parse import quote
 
     found = api_get(f"/images/{quote(name, safe='')}/json")
-    return found if isinstance(found, dict) else None
+    found = found if isinstance(found, dict) else None
+    _seen_images[name] = str(found["Id"]) if found else None
+    return found
+
+
+def seen_images() -> dict[str, str | None]:
+    """Every image this process looked up and what it last was: what a no-op stamp re-checks."""
+    return dict(_seen_images)
 
 
 def engine_arch() -> str:

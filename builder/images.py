@@ -102,10 +102,19 @@ def _unreachable_marker() -> Path:
     return paths.cache_dir() / "registry-unreachable"
 
 
+_pull_skip_until: list[float] = []
+
+
+def pull_skip_until() -> float | None:
+    """When this process's choices stop holding because a skipped pull would be tried again."""
+    return min(_pull_skip_until, default=None)
+
+
 def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
     """Pull an official image; remember a failure for a while so every build doesn't wait on it."""
     marker = _unreachable_marker()
     if marker.exists() and time.time() - marker.stat().st_mtime < UNREACHABLE_MARKER_TTL:
+        _pull_skip_until.append(marker.stat().st_mtime + UNREACHABLE_MARKER_TTL)
         return None
     import docker.errors
 
@@ -117,6 +126,7 @@ def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
     except docker.errors.APIError as exc:
         progress(f"cannot pull {name}: {str(exc.explanation or exc)[:160]}")
         marker.write_text(str(exc))
+        _pull_skip_until.append(marker.stat().st_mtime + UNREACHABLE_MARKER_TTL)
         return None
 
 

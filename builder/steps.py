@@ -167,9 +167,15 @@ class SystemPackages:
         except BuildFailed:
             pass  # something is missing: install
         if key == "apt":
+            # the package lists the image carries save an `apt-get update`; lists that went stale
+            # (a pool file gone: 404) or are missing get refreshed, then the install runs again
+            install = f"apt-get install -y -qq --no-install-recommends {names}"
             script = (
-                "export DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
-                f"apt-get install -y -qq --no-install-recommends {names}\nrm -rf /var/lib/apt/lists/*"
+                "export DEBIAN_FRONTEND=noninteractive\n"
+                f"if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || ! {install}; then\n"
+                "  echo 'refreshing the package lists (apt-get update)'\n"
+                f"  apt-get update -qq && {install}\n"
+                "fi"
             )
         else:
             script = f"{manager} install -y {names}\n{manager} clean all >/dev/null 2>&1 || true"

@@ -1,0 +1,16 @@
+"""The `lambda-builder` entry point: an unchanged build is answered before the CLI is loaded."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from builder import noop
+
+    code = noop.replay(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from builder.cli import main as cli_main
+
+    cli_main()

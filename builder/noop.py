@@ -1,0 +1,250 @@
+"""The no-op fast path: an unchanged `build` answered before the CLI is even loaded.
+
+A single-target `build` that succeeds leaves a stamp named by the command itself (its arguments,
+working folder and the environment variables that steer lambda-builder and the Docker client). The
+stamp holds what the build depended on: the recipe's bytes, the file stats of local source and
+requirement trees, the id of every image it looked up on the engine, the tool's own files, and
+the zip and manifest it left (by stat). Running the same command again checks all of that with
+the standard library and one request per image on the engine's local socket; when everything is
+as recorded, the outputs already are what a build would give, and it prints what a cache hit
+prints. Anything else falls through to the full CLI (whose build cache then answers): a stale,
+torn or foreign stamp can cost time, never correctness.
+
+Imports stay minimal on purpose (no pathlib, click, yaml or Docker SDK): they are the no-op's cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from builder import __version__
+
+STAMP_VERSION = 1
+ENV_PREFIXES = ("LAMBDA_BUILDER_", "DOCKER_")
+ENV_NAMES = ("HOME", "XDG_CACHE_HOME")
+# never part of a folder's identity: the same names as sources.SKIP_NAMES (a test keeps them equal)
+SKIP_NAMES = frozenset({".git", "__pycache__"})
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/@")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _Unsure(Exception):
+    """The stamp cannot be checked (engine unreachable, odd answer): take the full path."""
+
+
+def cache_root(env: Mapping[str, str]) -> str:
+    """paths.cache_dir() without pathlib and platformdirs (a test keeps the two equal)."""
+    explicit = env.get("LAMBDA_BUILDER_CACHE_DIR")
+    if explicit:
+        return explicit
+    if sys.platform.startswith("linux"):
+        xdg = env.get("XDG_CACHE_HOME", "").strip()
+        base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "lambda-builder")
+    import platformdirs  # elsewhere its rules are not ours to copy
+
+    return platformdirs.user_cache_dir("lambda-builder")
+
+
+def command_key(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
+    steering = {k: v for k, v in env.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
+    blob = json.dumps([STAMP_VERSION, __version__, list(argv), cwd, steering], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def stamp_path(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
+    return os.path.join(cache_root(env), "noop", command_key(argv, cwd, env)[:32] + ".json")
+
+
+# --- what is recorded -------------------------------------------------------------------------
+
+
+def file_state(path: str) -> list[int] | None:
+    """Size, mtime, ctime and inode: any rewrite, replace or `touch` changes one of them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def tree_state(root: str) -> str | None:
+    """A digest of every entry's path, type and stat under root (the way git's index sees edits)."""
+    if os.path.isfile(root):
+        return json.dumps(file_state(root))
+    if not os.path.isdir(root):
+        return None
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES)
+        for name in sorted(files):
+            if name in SKIP_NAMES:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None
+            target = os.readlink(path) if os.path.islink(path) else ""
+            rel = os.path.relpath(path, root)
+            line = f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{target}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))
+        digest.update(f"{os.path.relpath(folder, root)}/\0{sorted(dirs)}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def content_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def tool_state() -> str | None:
+    """The tool's own files, so an edited checkout (or an upgrade) never replays an old answer."""
+    return tree_state(_PACKAGE_DIR)
+
+
+# --- the engine, by hand: one HTTP/1.0 request per image on the local socket -------------------
+
+
+def _socket_path(env: Mapping[str, str]) -> str | None:
+    host = env.get("DOCKER_HOST", "")
+    if not host:
+        return "/var/run/docker.sock"
+    return host[len("unix://") :] if host.startswith("unix://") else None
+
+
+def image_id(name: str, env: Mapping[str, str]) -> str | None:
+    """The image's id on the engine, or None if it has none; _Unsure if that cannot be told."""
+    sock_path = _socket_path(env)
+    if sock_path is None or not name or not set(name) <= _NAME_CHARS:
+        raise _Unsure(name)
+    request = f"GET /images/{name.replace('/', '%2F')}/json HTTP/1.0\r\nHost: docker\r\n\r\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(sock_path)
+            sock.sendall(request.encode())
+            chunks = []
+            while data := sock.recv(1 << 16):
+                chunks.append(data)
+    except OSError as exc:
+        raise _Unsure(str(exc)) from None
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+    if status == 404:
+        return None
+    if status != 200 or b"transfer-encoding: chunked" in head.lower():
+        raise _Unsure(f"engine answered {status}")
+    try:
+        return str(json.loads(body)["Id"])
+    except (ValueError, KeyError, TypeError):
+        raise _Unsure("unreadable inspect") from None
+
+
+# --- record and replay ------------------------------------------------------------------------
+
+
+def hit_line(zip_name: str, key: str) -> str:
+    return f"{zip_name}: unchanged inputs, reused the cached build (key {key[:12]})"
+
+
+def built_line(zip_path: str, seconds: float, step_seconds: float, cached: bool) -> str:
+    return f"built {zip_path} in {seconds:.1f}s (steps {step_seconds:.1f}s){' [cached]' if cached else ''}"
+
+
+def record(
+    argv: Sequence[str],
+    *,
+    recipes: Iterable[str],
+    trees: Iterable[str],
+    images: Mapping[str, str | None],
+    pull_skip_until: float | None,
+    outputs: Iterable[str],
+    zip_path: str,
+    key: str,
+    quiet: bool,
+    warnings: Sequence[str],
+    touch: str | None,
+) -> None:
+    """Write the stamp for this command (atomically; a failure to write only costs the fast path)."""
+    env = os.environ
+    path = stamp_path(argv, os.getcwd(), env)
+    stamp: dict[str, Any] = {
+        "version": STAMP_VERSION,
+        "argv": list(argv),
+        "recipes": {p: content_digest(p) for p in recipes},
+        "trees": {p: tree_state(p) for p in trees},
+        "images": dict(images),
+        "pull_skip_until": pull_skip_until,
+        "tool": tool_state(),
+        "outputs": {p: file_state(p) for p in outputs},
+        "zip": zip_path,
+        "key": key,
+        "quiet": quiet,
+        "warnings": list(warnings),
+        "touch": touch,
+    }
+    if None in stamp["recipes"].values() or None in stamp["outputs"].values() or stamp["tool"] is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(stamp, handle)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no stamp: the next run takes the full path
+
+
+def _still_true(stamp: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    if stamp.get("version") != STAMP_VERSION or stamp.get("tool") != tool_state():
+        return False
+    if any(content_digest(p) != d for p, d in stamp["recipes"].items()):
+        return False
+    if any(tree_state(p) != d for p, d in stamp["trees"].items()):
+        return False
+    if any(file_state(p) != s for p, s in stamp["outputs"].items()):
+        return False
+    until = stamp.get("pull_skip_until")
+    if until is not None and time.time() >= until:
+        return False  # the full path would try the registry again
+    return all(image_id(name, env) == found for name, found in stamp["images"].items())
+
+
+def replay(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int | None:
+    """Answer an unchanged `build` from its stamp: the exit code, or None to run the full CLI."""
+    started = time.monotonic()
+    if not argv or argv[0] != "build":
+        return None
+    env = os.environ
+    try:
+        with open(stamp_path(argv, os.getcwd(), env)) as handle:
+            stamp = json.load(handle)
+        if not isinstance(stamp, dict) or stamp.get("argv") != list(argv) or not _still_true(stamp, env):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, _Unsure):
+        return None
+    out = out or sys.stdout
+    err = err or sys.stderr
+    touch = stamp.get("touch")
+    if touch:
+        with contextlib.suppress(OSError):
+            os.utime(touch)  # the cache entry was used: prune by age keeps it
+    if not stamp["quiet"]:
+        print(hit_line(os.path.basename(stamp["zip"]), stamp["key"]), file=out)
+    print(built_line(stamp["zip"], time.monotonic() - started, 0.0, True), file=out)
+    for line in stamp["warnings"]:
+        print(line, file=err)
+    return 0
