@@ -311,9 +311,31 @@ def _check_emulation(client: docker.DockerClient | None) -> Check:
     return Check("arm64 emulation", status.ok, status.details, status.fix)
 
 
+def _host_debian_arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def require_arch_test(debian_arch: str) -> None:
+    """mmdebstrap only Recommends arch-test, yet refuses a foreign architecture without it."""
+    if debian_arch != _host_debian_arch() and not shutil.which("arch-test"):
+        raise EnvironmentProblem(
+            f"bootstrapping a Debian {debian_arch} root filesystem on this {platform.machine()} machine: "
+            "mmdebstrap needs arch-test for a foreign architecture, and it is not on PATH",
+            hint="sudo apt-get install -y arch-test (./scripts/setup installs it)",
+        )
+
+
 def _check_bootstrap() -> Check:
     for tool in ("mmdebstrap", "debootstrap"):
         path = shutil.which(tool)
+        if path and tool == "mmdebstrap" and not shutil.which("arch-test"):
+            return Check(
+                "bootstrap tool",
+                False,
+                f"mmdebstrap at {path}, but without arch-test it cannot bootstrap the foreign-arch (arm64) images",
+                "sudo apt-get install -y arch-test",
+            )
         if path:
             return Check("bootstrap tool", True, f"{tool} at {path} (builds the local base images)")
     return Check(
@@ -380,6 +402,7 @@ def bootstrap_probe_image(
         raise EnvironmentProblem(
             "mmdebstrap is needed to make " + ref, hint="sudo apt-get install -y mmdebstrap"
         )
+    require_arch_test("arm64")
     repository, _, tag = ref.partition(":")
     with tempfile.TemporaryDirectory(prefix="lb-rootfs-") as tmp:
         tar = Path(tmp) / "rootfs.tar"

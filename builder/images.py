@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import engine, paths
-from builder.emulation import import_rootfs
+from builder.emulation import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
 from builder.tarsafe import tar_bytes
@@ -212,6 +212,8 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
     with tempfile.TemporaryDirectory(prefix="lambda-builder-rootfs-") as tmp:
         tarball = Path(tmp) / "rootfs.tar"
         argv = [*tool, f"--arch={DEBIAN_ARCH[arch]}"]
+        if tool[0] == "mmdebstrap":
+            require_arch_test(DEBIAN_ARCH[arch])
         if tool[0] == "mmdebstrap":
             argv += [codename, str(tarball)]
         else:

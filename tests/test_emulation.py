@@ -11,6 +11,7 @@ from typing import Any
 import docker
 import pytest
 
+from builder import emulation
 from builder.emulation import (
     BINFMT_DIR,
     PROBE_IMAGE,
@@ -214,3 +215,17 @@ def test_doctor_with_engine(client: Any) -> None:
     )
     for check in checks.values():
         assert check.ok or check.fix, f"{check.name} failed without a fix"
+
+
+def test_foreign_bootstrap_without_arch_test_is_a_clear_environment_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.errors import EnvironmentProblem
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no arch-test
+    emulation.require_arch_test(emulation._host_debian_arch())  # the host's own arch needs none
+    with pytest.raises(EnvironmentProblem) as raised:
+        emulation.require_arch_test("arm64" if emulation._host_debian_arch() != "arm64" else "amd64")
+    assert raised.value.exit_code == 3 and "arch-test" in raised.value.render()
+    check = emulation._check_bootstrap()
+    assert not check.ok
