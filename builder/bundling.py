@@ -8,6 +8,7 @@ when the artifact needs a newer glibc than its target allows.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 from collections.abc import Sequence
@@ -25,8 +26,9 @@ from builder.steps import PREFIX, BuildContext
 class ContainerResolver:
     """Finds libraries in the build container the way its loader would, and copies them out.
 
-    Each library folder is listed once (one exec for all new folders), so resolving a closure of
-    dozens of libraries costs a few commands, not one per library and folder.
+    Each library folder is listed once (one exec for all new folders), and the libraries of a
+    whole level of the walk are copied out together (one copy in the container, one tar out), so
+    a closure of dozens of libraries costs a few round trips, not one per library and folder.
     """
 
     def __init__(self, container: Container, dest: Path) -> None:
@@ -34,6 +36,7 @@ class ContainerResolver:
         self.dest = dest
         self._sources: dict[Path, str] = {}
         self._listings: dict[str, dict[str, str]] = {}
+        self._fetched: dict[str, Path] = {}  # image path -> host copy (prefetched)
         self._count = 0
 
     def _list(self, dirs: Sequence[str]) -> None:
@@ -71,9 +74,43 @@ class ContainerResolver:
             self._list([path.rpartition("/")[0]])
         return None
 
-    def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None:
+    def _dirs(self, search_dirs: Sequence[str], arch: str) -> list[str]:
         dirs = [d for d in dict.fromkeys([*search_dirs, *default_lib_dirs(arch)]) if d.startswith("/")]
         self._list(dirs)
+        return dirs
+
+    def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
+        """Copy out, in one go, every file the listings say these lookups may pick."""
+        reals: dict[str, None] = {}
+        for soname, search in wanted:
+            for d in self._dirs(search, arch):
+                real = self._resolve(f"{d}/{soname}") if soname in self._listings[d] else None
+                if real and real not in self._fetched:
+                    reals[real] = None
+        if not reals:
+            return
+        self._count += 1
+        batch = f"/lb/fetch/{self._count}"
+        quoted = " ".join(shlex.quote(r) for r in reals)
+        self.container.run(f"mkdir -p {batch} && cp -L --parents {quoted} {batch}/", step="copy libraries", quiet=True)
+        folder = self.container.copy_out(batch, self.dest / f"batch{self._count}")
+        for real in reals:
+            self._fetched[real] = folder / real.lstrip("/")
+
+    def _copy(self, real: str) -> Path:
+        """A host copy of the image file `real`, from the prefetch when there is one."""
+        self._count += 1
+        folder = self.dest / str(self._count)
+        fetched = self._fetched.get(real)
+        if fetched is None or not fetched.is_file():
+            return self.container.copy_out(real, folder)
+        folder.mkdir(parents=True)
+        copied = folder / fetched.name
+        os.link(fetched, copied)
+        return copied
+
+    def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None:
+        dirs = self._dirs(search_dirs, arch)
         candidates = [f"{d}/{soname}" for d in dirs if soname in self._listings[d]]
         reals: list[str] = []
         for candidate in candidates:
@@ -84,12 +121,10 @@ class ContainerResolver:
             if real and real not in reals:
                 reals.append(real)
         for real in reals:
-            self._count += 1
-            folder = self.dest / str(self._count)
-            copied = self.container.copy_out(real, folder)
+            copied = self._copy(real)
             if elf_machine(copied) != arch:
                 continue
-            named = folder / soname
+            named = copied.parent / soname
             if copied != named:
                 copied.rename(named)
             self._sources[named] = real

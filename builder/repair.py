@@ -58,6 +58,13 @@ class LibraryResolver(Protocol):
 
 
 @runtime_checkable
+class Prefetching(Protocol):
+    """Optional extra of a resolver: fetch many libraries at once (one round trip per walk level)."""
+
+    def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None: ...
+
+
+@runtime_checkable
 class SourceAware(Protocol):
     """Optional extra of a resolver: the image path a returned host copy came from."""
 
@@ -221,6 +228,15 @@ class _Bundle:
 _Walk = tuple[list[_Node], dict[str, list[_Bundle]], dict[str, set[str]], set[str]]
 
 
+@dataclass
+class _WalkState:
+    queue: deque[_Node]
+    all_nodes: list[_Node]
+    bundles: dict[str, list[_Bundle]] = field(default_factory=dict)
+    missing: dict[str, set[str]] = field(default_factory=dict)
+    provided: set[str] = field(default_factory=set)
+
+
 class _Planner:
     def __init__(self, stage: Path, policy: Policy, resolver: LibraryResolver, lib_dir: str,
                  exclude: Collection[str], extra_dirs: Sequence[str]) -> None:  # fmt: skip
@@ -271,52 +287,76 @@ class _Planner:
             pseudo = ElfInfo(self.lib_root / DLOPEN, arch, None, tuple(dlopen), (), (), {}, {}, False, None)
             queue.append(_Node(pseudo.path, pseudo, str(self.lib_root), False))
             all_nodes.append(queue[-1])
-        bundles: dict[str, list[_Bundle]] = {}
-        missing: dict[str, set[str]] = {}
-        provided: set[str] = set()
+        walk = _WalkState(queue, all_nodes)
         while queue:
-            node = queue.popleft()
-            requester = node.info.path.name if node.final.name == DLOPEN else self._rel(node.final)
+            level = list(queue)  # level by level (the same order as one by one), so the resolver
+            queue.clear()  # can fetch a whole level's libraries in one go
+            if isinstance(self.resolver, Prefetching):
+                self.resolver.prefetch(self._to_look_up(level, upgrade), self.policy.arch)
+            for node in level:
+                self._visit(node, upgrade, walk)
+        return walk.all_nodes, walk.bundles, walk.missing, walk.provided
+
+    def _provided(self, soname: str, upgrade: frozenset[str]) -> bool:
+        return (soname in self.policy.provided and soname not in upgrade) or soname in self.exclude
+
+    def _image_dirs(self, dirs: Sequence[str]) -> tuple[str, ...]:
+        return tuple(d for d in dirs if d.startswith("/") and not _within(Path(d), self.stage))
+
+    def _to_look_up(self, level: Sequence[_Node], upgrade: frozenset[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """What `_visit` will ask the resolver for, for these nodes."""
+        wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+        for node in level:
             dirs = self._search_dirs(node)
             for soname in node.info.needed:
-                if (soname in self.policy.provided and soname not in upgrade) or soname in self.exclude:
+                key = (soname, self._image_dirs(dirs))
+                looked_up = key in self.cache or self._provided(soname, upgrade)
+                if not looked_up and self._in_stage(soname, node, dirs) is None:
+                    wanted[key] = None
+        return list(wanted)
+
+    def _visit(self, node: _Node, upgrade: frozenset[str], walk: _WalkState) -> None:
+        """Resolve one node's needs: provided, in the stage, bundled (its needs queued) or missing."""
+        provided, missing, bundles = walk.provided, walk.missing, walk.bundles
+        requester = node.info.path.name if node.final.name == DLOPEN else self._rel(node.final)
+        dirs = self._search_dirs(node)
+        for soname in node.info.needed:
+            if self._provided(soname, upgrade):
+                provided.add(soname)
+                continue
+            local = self._in_stage(soname, node, dirs)
+            if local is not None:
+                node.dep_dirs.append(local.parent)
+                continue
+            key = (soname, self._image_dirs(dirs))
+            if key not in self.cache:
+                self.cache[key] = self.resolver.find(soname, key[1], self.policy.arch)
+            host = self.cache[key]
+            if host is None:
+                if soname in upgrade:  # no newer copy to bundle: leave it to the runtime
                     provided.add(soname)
-                    continue
-                local = self._in_stage(soname, node, dirs)
-                if local is not None:
-                    node.dep_dirs.append(local.parent)
-                    continue
-                image_dirs = tuple(d for d in dirs if d.startswith("/") and not _within(Path(d), self.stage))
-                key = (soname, image_dirs)
-                if key not in self.cache:
-                    self.cache[key] = self.resolver.find(soname, image_dirs, self.policy.arch)
-                host = self.cache[key]
-                if host is None:
-                    if soname in upgrade:  # no newer copy to bundle: leave it to the runtime
-                        provided.add(soname)
-                    else:
-                        missing.setdefault(soname, set()).add(requester)
-                    continue
-                node.dep_dirs.append(self.lib_root)
-                entries = bundles.setdefault(soname, [])
-                same = next(
-                    (b for b in entries if b.host_path == host or filecmp.cmp(b.host_path, host, False)), None
-                )
-                if same is not None:
-                    same.needed_by.append(requester)
-                    continue
-                source = (
-                    self.resolver.source_path(host) if isinstance(self.resolver, SourceAware) else str(host)
-                )
-                entries.append(_Bundle(soname, source, host, [requester]))
-                if len(entries) == 1:  # a clashing second copy is reported, not walked
-                    info = read_elf(host)
-                    inherited = (*node.info.rpath, *node.inherited_rpath) if not node.info.runpath else ()
-                    child = _Node(self.lib_root / soname, info, str(Path(source).parent), False,
-                                  tuple(expand_origin(d, node.origin) for d in inherited))  # fmt: skip
-                    all_nodes.append(child)
-                    queue.append(child)
-        return all_nodes, bundles, missing, provided
+                else:
+                    missing.setdefault(soname, set()).add(requester)
+                continue
+            node.dep_dirs.append(self.lib_root)
+            entries = bundles.setdefault(soname, [])
+            same = next(
+                (b for b in entries if b.host_path == host or filecmp.cmp(b.host_path, host, False)), None
+            )
+            if same is not None:
+                same.needed_by.append(requester)
+                continue
+            source = (
+                self.resolver.source_path(host) if isinstance(self.resolver, SourceAware) else str(host)
+            )
+            entries.append(_Bundle(soname, source, host, [requester]))
+            if len(entries) == 1:  # a clashing second copy is reported, not walked
+                info = read_elf(host)
+                inherited = (*node.info.rpath, *node.inherited_rpath) if not node.info.runpath else ()
+                child = _Node(self.lib_root / soname, info, str(Path(source).parent), False,
+                              tuple(expand_origin(d, node.origin) for d in inherited))  # fmt: skip
+                walk.all_nodes.append(child)
+                walk.queue.append(child)
 
 
 def _upgrades(nodes: Iterable[_Node], policy: Policy) -> frozenset[str]:
