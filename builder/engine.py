@@ -36,51 +36,33 @@ def client() -> Any:
     return c
 
 
-def _socket_path() -> str | None:
-    host = os.environ.get("DOCKER_HOST", "")
-    if not host:
-        return "/var/run/docker.sock"
-    return host.removeprefix("unix://") if host.startswith("unix://") else None
-
-
 def api_get(path: str) -> Any | None:
     """GET on the engine's API: parsed JSON, or None for 404. A plain HTTP request over the local
     socket costs milliseconds where importing the SDK costs a third of a second; remote engines
     (tcp://, ssh://) go through the SDK."""
-    sock_path = _socket_path()
-    if sock_path is None:
+    import json
+
+    from builder import socketapi
+
+    sock_path = socketapi.socket_path(os.environ)
+    try:
+        if sock_path is None:
+            raise ValueError("a remote engine")
+        status, body = socketapi.get(sock_path, path)
+    except OSError:
+        client()  # raises the EnvironmentProblem that explains a missing engine
+        raise
+    except ValueError:  # not a plain local reply: the SDK's own (authenticated) session
         api = client().api
-        response = api._get(api._url(path))  # the SDK's own authenticated session
+        response = api._get(api._url(path))
         if response.status_code == 404:
             return None
         response.raise_for_status()
         return response.json()
-    import http.client
-    import json
-    import socket
-
-    unix_path: str = sock_path
-
-    class _Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(30)
-            self.sock.connect(unix_path)
-
-    conn = _Conn("localhost")
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-    except OSError:
-        client()  # raises the EnvironmentProblem that explains a missing engine
-        raise
-    finally:
-        conn.close()
-    if response.status == 404:
+    if status == 404:
         return None
-    if response.status >= 400:
-        raise EnvironmentProblem(f"the Docker engine answered {response.status} to GET {path}: {body[:200]!r}")
+    if status >= 400:
+        raise EnvironmentProblem(f"the Docker engine answered {status} to GET {path}: {body[:200]!r}")
     return json.loads(body)
 
 
@@ -102,9 +84,10 @@ def seen_images() -> dict[str, str | None]:
 
 
 def engine_arch() -> str:
-    """The engine's own architecture (a remote engine may differ from this machine)."""
-    info = api_get("/info") or {}
-    return "arm64" if str(info.get("Architecture", "")) in ("aarch64", "arm64") else "x86_64"
+    """The engine's own architecture (a remote engine may differ from this machine). /version
+    answers in a millisecond where /info gathers the whole engine's state."""
+    version = api_get("/version") or {}
+    return "arm64" if str(version.get("Arch", "")) in ("aarch64", "arm64") else "x86_64"
 
 
 def host_ca_bundle() -> Path | None:

@@ -19,13 +19,12 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from builder import __version__
+from builder import __version__, socketapi
 
 STAMP_VERSION = 1
 ENV_PREFIXES = ("LAMBDA_BUILDER_", "DOCKER_")
@@ -114,43 +113,22 @@ def tool_state() -> str | None:
     return tree_state(_PACKAGE_DIR)
 
 
-# --- the engine, by hand: one HTTP/1.0 request per image on the local socket -------------------
-
-
-def _socket_path(env: Mapping[str, str]) -> str | None:
-    host = env.get("DOCKER_HOST", "")
-    if not host:
-        return "/var/run/docker.sock"
-    return host[len("unix://") :] if host.startswith("unix://") else None
 
 
 def image_id(name: str, env: Mapping[str, str]) -> str | None:
     """The image's id on the engine, or None if it has none; _Unsure if that cannot be told."""
-    sock_path = _socket_path(env)
+    sock_path = socketapi.socket_path(env)
     if sock_path is None or not name or not set(name) <= _NAME_CHARS:
         raise _Unsure(name)
-    request = f"GET /images/{name.replace('/', '%2F')}/json HTTP/1.0\r\nHost: docker\r\n\r\n"
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(10)
-            sock.connect(sock_path)
-            sock.sendall(request.encode())
-            chunks = []
-            while data := sock.recv(1 << 16):
-                chunks.append(data)
-    except OSError as exc:
-        raise _Unsure(str(exc)) from None
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
-    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
-    if status == 404:
-        return None
-    if status != 200 or b"transfer-encoding: chunked" in head.lower():
-        raise _Unsure(f"engine answered {status}")
-    try:
+        status, body = socketapi.get(sock_path, f"/images/{name.replace('/', '%2F')}/json", timeout=10)
+        if status == 404:
+            return None
+        if status != 200:
+            raise _Unsure(f"engine answered {status}")
         return str(json.loads(body)["Id"])
-    except (ValueError, KeyError, TypeError):
-        raise _Unsure("unreadable inspect") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unsure(str(exc)) from None
 
 
 # --- record and replay ------------------------------------------------------------------------

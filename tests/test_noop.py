@@ -230,3 +230,25 @@ def test_failed_build_keeps_no_stamp_and_matrix_builds_never_replay(
             "--out", str(tmp_path / "both"), "-q"]
     assert run_cli(*both).returncode == 0
     assert not _stamp(both).exists()
+
+
+def test_socketapi_reads_the_engine_and_names_a_missing_one(tmp_path: Path) -> None:
+    from builder import socketapi
+
+    assert socketapi.socket_path({}) == "/var/run/docker.sock"
+    assert socketapi.socket_path({"DOCKER_HOST": "unix:///run/user/1/docker.sock"}) == "/run/user/1/docker.sock"
+    assert socketapi.socket_path({"DOCKER_HOST": "ssh://me@host"}) is None
+    with pytest.raises(OSError):
+        socketapi.get(str(tmp_path / "no.sock"), "/version")
+
+
+@pytest.mark.docker
+def test_socketapi_get_matches_the_sdk(client: object) -> None:
+    from builder import engine, socketapi
+
+    sock = socketapi.socket_path(os.environ)
+    assert sock is not None
+    status, body = socketapi.get(sock, "/version")
+    assert status == 200 and json.loads(body)["ApiVersion"] == client.version()["ApiVersion"]  # type: ignore[attr-defined]
+    assert socketapi.get(sock, "/images/lambda-builder%2Fno-such:never/json")[0] == 404
+    assert engine.engine_arch() == ("arm64" if client.version()["Arch"] == "arm64" else "x86_64")  # type: ignore[attr-defined]
