@@ -134,6 +134,7 @@ class Side:
     cold: Run | None = None
     first_cached: Run | None = None
     noop: list[Run] = field(default_factory=list)
+    cold_all: list[Run] = field(default_factory=list)
     changed: Run | None = None
     zip_size: int = 0
     unzipped_size: int = 0
@@ -317,14 +318,22 @@ def lb_test(lb: Path, zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
 # ------------------------------------------------------------------------------------------ main
 
 
-def run_sam(sam: Path, work: Path, noop_runs: int, client: Any) -> Side:
+def median_run(runs: Sequence[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+
+
+def run_sam(sam: Path, work: Path, noop_runs: int, client: Any, cold_runs: int = 1) -> Side:
     side = Side("sam")
     project = work / "sam-project"
     log = work / "sam.log"
     write_sam_project(project, REQUIREMENTS)
-    shutil.rmtree(project / ".aws-sam", ignore_errors=True)
-    say("sam: cold build (fresh .aws-sam)")
-    side.cold = sam_build(sam, project, log)
+    colds = []
+    for i in range(cold_runs):
+        shutil.rmtree(project / ".aws-sam", ignore_errors=True)
+        say(f"sam: cold build (fresh .aws-sam) {i + 1}/{cold_runs}")
+        colds.append(sam_build(sam, project, log))
+    side.cold = median_run(colds)
+    side.cold_all = colds
     build_dir = project / ".aws-sam" / "build" / FUNCTION
     cold_copy = work / "sam-cold-build"
     shutil.copytree(build_dir, cold_copy, symlinks=True)
@@ -339,14 +348,19 @@ def run_sam(sam: Path, work: Path, noop_runs: int, client: Any) -> Side:
     return side
 
 
-def run_lb(lb: Path, work: Path, noop_runs: int) -> Side:
+def run_lb(lb: Path, work: Path, noop_runs: int, cold_runs: int = 1) -> Side:
     side = Side("lambda-builder")
     cache_dir = work / "lb-cache"
     log = work / "lambda-builder.log"
     recipe = work / RECIPE.name
     recipe.write_text(RECIPE.read_text())
-    say("lambda-builder: cold build (fresh cache dir, --no-cache: no pip/ccache volume)")
-    side.cold, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, log, no_cache=True)
+    colds = []
+    for i in range(cold_runs):
+        say(f"lambda-builder: cold build (fresh cache dir, --no-cache: no pip/ccache volume) {i + 1}/{cold_runs}")
+        run, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, log, no_cache=True)
+        colds.append(run)
+    side.cold = median_run(colds)
+    side.cold_all = colds
     manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
     side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
     side.zip_size, side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
@@ -388,6 +402,8 @@ def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: 
     print(f"{'imports in clean runtime':<28}{'yes' if sam.imports else 'NO':>12}{'yes' if lb.imports else 'NO':>16}")
     print(f"  sam:            {sam.import_output.splitlines()[-1] if sam.import_output else ''}")
     print(f"  lambda-builder: {lb.import_output.splitlines()[-1] if lb.import_output else ''}")
+    print(f"cold runs (median shown above): sam {', '.join(f'{r.seconds:.2f}s' for r in sam.cold_all)}; "
+          f"lambda-builder {', '.join(f'{r.seconds:.2f}s' for r in lb.cold_all)}")
     print(f"lambda-builder first cached build (after --no-cache; warm pip/ccache volume): "
           f"{lb.first_cached.seconds:.2f}s")
     print(f"lambda-builder no-op runs: {', '.join(f'{r.seconds:.2f}s ({r.detail})' for r in lb.noop)}; "
@@ -426,6 +442,7 @@ def leftover_containers(client: Any) -> list[Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op rebuilds to take the median of")
+    parser.add_argument("--cold-runs", type=int, default=1, help="cold builds (each tool) to take the median of")
     parser.add_argument("--sam-version", default=None, help="install this aws-sam-cli version (default: reuse/latest)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (projects, zips, logs)")
     args = parser.parse_args()
@@ -442,8 +459,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lb-sam-compare-"))
     say(f"work folder {work}")
     try:
-        sam_side = run_sam(sam, work, args.noop_runs, client)
-        lb_side = run_lb(lb, work, args.noop_runs)
+        sam_side = run_sam(sam, work, args.noop_runs, client, args.cold_runs)
+        lb_side = run_lb(lb, work, args.noop_runs, args.cold_runs)
         report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
                image_seconds, args.noop_runs)
     finally:
