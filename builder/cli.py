@@ -165,7 +165,7 @@ def build(
         result = build_one(t.recipe, t.runtime, t.arch, options, log)
         click.echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
         warnings = _after_build([result.zip_path], fmt, push_uri)
-        if fmt == "zip":
+        if fmt == "zip" and not no_cache:  # --no-cache asks for a real build every time
             _stamp_noop(t.recipe, result, quiet=quiet, warnings=warnings)
         return
     console = Console()

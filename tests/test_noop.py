@@ -167,6 +167,12 @@ def test_unchanged_build_is_replayed_without_loading_the_cli(
     assert _cli_loaded(args)[1]
     assert not _cli_loaded(args)[1]
 
+    # --no-cache is never answered from a stamp: it builds every time
+    for _ in range(2):
+        fresh, loaded = _cli_loaded([*args, "--no-cache"])
+        assert fresh.returncode == 0 and loaded and "[cached]" not in fresh.stdout
+    assert not _stamp([*args, "--no-cache"]).exists()
+
     # other arguments, or another environment, make another command
     other_args, loaded = _cli_loaded([*args, "--runtime", "python3.11"])
     assert other_args.returncode == 0 and loaded
