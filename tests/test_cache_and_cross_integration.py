@@ -109,6 +109,7 @@ def test_system_packages_snapshot_from_the_second_build_on(
 
     first = build("1")
     assert "[system packages]" in first and "kept the installed packages" not in first  # one-off: no snapshot
+    assert "refreshing the package lists" not in first  # the build image's own lists served
     second = build("2")
     assert "[system packages]" in second and "kept the installed packages as lambda-builder/packages:" in second
     third = build("3")
@@ -116,3 +117,26 @@ def test_system_packages_snapshot_from_the_second_build_on(
     assert "==> system packages" not in third
     fresh = build("4", "--no-cache")
     assert "[system packages]" in fresh and "kept the installed packages" not in fresh
+
+
+def test_stale_package_lists_are_refreshed_and_the_install_retried(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path, client: Any
+) -> None:
+    import io
+
+    # lists whose libyaml-dev points at a pool file that is gone, and whose Release files are older
+    # than the mirror's (here: missing, so the first install also refuses them as unauthenticated)
+    dockerfile = (
+        f"FROM {local_images['build']}\n"
+        "RUN sed -i 's#^Filename: pool/main/liby/libyaml/libyaml-dev_#Filename: pool/main/liby/libyaml/gone-#' "
+        "/var/lib/apt/lists/*_Packages && rm -f /var/cache/apt/*.bin /var/lib/apt/lists/*Release\n"
+    )
+    stale = "lambda-builder-test/stale-lists:bookworm-x86_64"
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=stale, rm=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: stale\nversion: '1'\nruntimes: [python3.11]\nsystem_packages: {apt: [libyaml-dev]}\n"
+                      "binaries: [/usr/bin/pkg-config]\nbundle: {allow_glibc: '2.36'}\n")
+    result = run_cli("build", str(recipe), "--image", stale, "--out", str(tmp_path / "dist"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "refreshing the package lists (apt-get update)" in result.stdout
+    assert (tmp_path / "dist" / "stale-1-python3.11-x86_64.zip").is_file()
