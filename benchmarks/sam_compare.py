@@ -16,7 +16,8 @@ same local image, lambda-builder/build:bookworm-x86_64:
   installed samcli depends on, plus libpq-dev for psycopg2. SAM is pointed at it with
   `--build-image IMAGE --skip-pull-image` (no registry here: without --skip-pull-image SAM tries a pull).
 * lambda-builder: benchmarks/psycopg2-pyyaml.yaml, through the real command, with
-  LAMBDA_BUILDER_IMAGES=local (no registry reachable) and a fresh LAMBDA_BUILDER_CACHE_DIR.
+  LAMBDA_BUILDER_IMAGES=local (no registry reachable) and a fresh LAMBDA_BUILDER_CACHE_DIR, run
+  by the `lambda-builder` command of a venv it is installed into (not editable), as SAM's is.
 
 Timed wall clock, each as a subprocess: cold, no-op (nothing changed) and one requirement changed
 (pyyaml 6.0.2 -> 6.0.1). SAM's runs all pass --cached; its cold run starts from a fresh .aws-sam.
@@ -26,7 +27,7 @@ cache-filling build ("first cached") runs before the no-op one; it is timed and 
 
 Then each cold output is zipped (SAM's .aws-sam/build/<Function> with zipfile) and imported in the
 clean runtime image lambda-builder/runtime:bookworm-x86_64 (Python only, no libpq): lambda-builder's
-with `python -m builder test ZIP`, SAM's in a container the build folder is copied into at
+with `lambda-builder test ZIP`, SAM's in a container the build folder is copied into at
 /var/task (put_archive), with Lambda's LD_LIBRARY_PATH. Targets (issue 5): no-op <= 0.5 s and
 >= 20x faster than `sam build --cached`; cold no slower than SAM's; lambda-builder's own overhead
 (wall minus the time of the steps inside the container) <= 15% of its cold build.
