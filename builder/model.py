@@ -32,6 +32,7 @@ class Source:
 class PythonSpec:
     requirements: tuple[str, ...] = ()  # pip requirement strings; local paths already absolute
     build_from_source: tuple[str, ...] = ()  # package names, or (":all:",)
+    build_isolation: bool = True  # False: pip --no-build-isolation (build deps from the image)
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
 

@@ -303,6 +303,7 @@ def load(path: Path) -> Recipe:
         python=PythonSpec(
             requirements=requirements,
             build_from_source=_tuple(python.get("build_from_source")),
+            build_isolation=bool(python.get("build_isolation", True)),
             index_url=python.get("index_url"),
             extra_index_urls=_tuple(python.get("extra_index_urls")),
         ),

@@ -236,6 +236,8 @@ class PipInstall:
         if spec.build_from_source:
             # --use-pep517: Debian's pip would otherwise fall back to the deprecated `setup.py install`
             options += ["--no-binary=" + ",".join(spec.build_from_source), "--use-pep517"]
+        if not spec.build_isolation:
+            options.append("--no-build-isolation")
         if spec.index_url:
             options += ["--index-url", spec.index_url]
         for url in spec.extra_index_urls:

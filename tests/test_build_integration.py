@@ -204,3 +204,22 @@ def test_too_new_glibc_fails_the_build_naming_file_and_symbol(
     assert run_cli("test", str(zip_path)).returncode == 0
     audit = run_cli("audit", str(zip_path), "--runtime", "python3.11")
     assert audit.returncode == 1 and "needs GLIBC_2.27 (memfd_create)" in audit.stdout
+
+
+def test_sdist_built_without_isolation_uses_the_image_setuptools(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: noiso\nversion: '1'\nruntimes: [python3.11]\n"
+        "python:\n  requirements: [markupsafe==2.1.5]\n  build_from_source: [markupsafe]\n  build_isolation: false\n"
+        "tests:\n  imports: [markupsafe._speedups]\n"
+    )
+    result = run_cli("build", str(recipe), "--out", str(tmp_path / "dist"), "--no-cache")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "Building wheel for markupsafe" in result.stdout
+    assert "Installing build dependencies" not in result.stdout  # no isolated environment was made
+    zip_path = tmp_path / "dist" / "noiso-1-python3.11-x86_64.zip"
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert any(n.startswith("markupsafe/_speedups.") and n.endswith(".so") for n in names)
+    assert run_cli("test", str(zip_path)).returncode == 0

@@ -70,6 +70,8 @@ tests:
         ("name: a\nname: b\nversion: '1'\nruntimes: [python3.11]\n", ":2: name: duplicate key"),
         ("name: a\nversion: '1'\n", "missing required key 'runtimes'"),
         ("name: a\nversion: '1'\nruntimes: python3.11\n", ":3: runtimes: expected array"),
+        ("name: a\nversion: '1'\nruntimes: [python3.11]\npython:\n  build_isolation: 'no'\n",
+         ":5: python.build_isolation: expected boolean"),
         ("name: a\nversion: '1'\nruntimes: [python3.11]\nsources:\n  - name: s\n    path: .\n    pypi: x==1\n"
          "    build: [make]\n", "exactly one of path, url, pypi (found path and pypi)"),
     ],
@@ -91,6 +93,13 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     missing = run_cli("validate", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "no such recipe file" in missing.stderr
+
+
+def test_build_isolation_defaults_on_and_can_be_turned_off(tmp_path: Path) -> None:
+    base = "name: a\nversion: '1'\nruntimes: [python3.11]\npython:\n  requirements: [psycopg2==2.9.10]\n"
+    assert recipe.load(write(tmp_path, base)).python.build_isolation is True
+    off = recipe.load(write(tmp_path, base + "  build_isolation: false\n"))
+    assert off.python.build_isolation is False and off.canonical != recipe.load(write(tmp_path, base)).canonical
 
 
 def test_canonical_hash_follows_content(tmp_path: Path) -> None:
