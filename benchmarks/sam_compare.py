@@ -323,61 +323,48 @@ def median_run(runs: Sequence[Run]) -> Run:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
 
-def run_sam(sam: Path, work: Path, noop_runs: int, client: Any, cold_runs: int = 1) -> Side:
-    side = Side("sam")
+def run_both(sam: Path, lb: Path, work: Path, noop_runs: int, cold_runs: int, client: Any) -> tuple[Side, Side]:
+    """Every measurement alternates SAM and lambda-builder (cold, cold, ..., no-op, no-op, ...), so
+    a machine that speeds up or slows down during the run (this one does, by 20% and more) weighs
+    on both alike rather than on whichever tool happens to run last."""
+    sam_side, lb_side = Side("sam"), Side("lambda-builder")
     project = work / "sam-project"
-    log = work / "sam.log"
+    sam_log, lb_log = work / "sam.log", work / "lambda-builder.log"
     write_sam_project(project, REQUIREMENTS)
-    colds = []
+    cache_dir = work / "lb-cache"
+    recipe = work / RECIPE.name
+    recipe.write_text(RECIPE.read_text())
+    cold_zip = Path()
     for i in range(cold_runs):
         shutil.rmtree(project / ".aws-sam", ignore_errors=True)
         say(f"sam: cold build (fresh .aws-sam) {i + 1}/{cold_runs}")
-        colds.append(sam_build(sam, project, log))
-    side.cold = median_run(colds)
-    side.cold_all = colds
-    build_dir = project / ".aws-sam" / "build" / FUNCTION
+        sam_side.cold_all.append(sam_build(sam, project, sam_log))
+        say(f"lambda-builder: cold build (--no-cache: no caches, no pip/ccache volume) {i + 1}/{cold_runs}")
+        run, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, lb_log, no_cache=True)
+        lb_side.cold_all.append(run)
+    sam_side.cold, lb_side.cold = median_run(sam_side.cold_all), median_run(lb_side.cold_all)
     cold_copy = work / "sam-cold-build"
-    shutil.copytree(build_dir, cold_copy, symlinks=True)
-    for i in range(noop_runs):
-        say(f"sam: no-op rebuild {i + 1}/{noop_runs}")
-        side.noop.append(sam_build(sam, project, log))
-    write_sam_project(project, [r if r != CHANGED[0] else CHANGED[1] for r in REQUIREMENTS])
-    say(f"sam: one requirement changed ({CHANGED[0]} -> {CHANGED[1]})")
-    side.changed = sam_build(sam, project, log)
-    side.zip_size, side.unzipped_size = zip_folder(cold_copy, work / "sam-cold.zip")
-    side.imports, side.import_output = import_in_runtime(client, cold_copy)
-    return side
-
-
-def run_lb(lb: Path, work: Path, noop_runs: int, cold_runs: int = 1) -> Side:
-    side = Side("lambda-builder")
-    cache_dir = work / "lb-cache"
-    log = work / "lambda-builder.log"
-    recipe = work / RECIPE.name
-    recipe.write_text(RECIPE.read_text())
-    colds = []
-    for i in range(cold_runs):
-        say(f"lambda-builder: cold build (fresh cache dir, --no-cache: no pip/ccache volume) {i + 1}/{cold_runs}")
-        run, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, log, no_cache=True)
-        colds.append(run)
-    side.cold = median_run(colds)
-    side.cold_all = colds
+    shutil.copytree(project / ".aws-sam" / "build" / FUNCTION, cold_copy, symlinks=True)
     manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
-    side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
-    side.zip_size, side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
+    lb_side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
+    lb_side.zip_size, lb_side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
     say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
-    side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
+    lb_side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
     for i in range(noop_runs):
-        say(f"lambda-builder: no-op rebuild {i + 1}/{noop_runs}")
-        run, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
-        side.noop.append(run)
+        say(f"no-op rebuilds {i + 1}/{noop_runs}: sam, lambda-builder")
+        sam_side.noop.append(sam_build(sam, project, sam_log))
+        lb_side.noop.append(lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)[0])
+    write_sam_project(project, [r if r != CHANGED[0] else CHANGED[1] for r in REQUIREMENTS])
     recipe.write_text(RECIPE.read_text().replace(f"- {CHANGED[0]}", f"- {CHANGED[1]}"))
     if CHANGED[1] not in recipe.read_text():
         sys.exit(f"could not change {CHANGED[0]} in {recipe}")
-    say(f"lambda-builder: one requirement changed ({CHANGED[0]} -> {CHANGED[1]})")
-    side.changed, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, log)
-    side.imports, side.import_output = lb_test(lb, cold_zip, cache_dir)
-    return side
+    say(f"one requirement changed ({CHANGED[0]} -> {CHANGED[1]}): sam, lambda-builder")
+    sam_side.changed = sam_build(sam, project, sam_log)
+    lb_side.changed, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
+    sam_side.zip_size, sam_side.unzipped_size = zip_folder(cold_copy, work / "sam-cold.zip")
+    sam_side.imports, sam_side.import_output = import_in_runtime(client, cold_copy)
+    lb_side.imports, lb_side.import_output = lb_test(lb, cold_zip, cache_dir)
+    return sam_side, lb_side
 
 
 def verdict(ok: bool) -> str:
@@ -442,8 +429,8 @@ def leftover_containers(client: Any) -> list[Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--noop-runs", type=int, default=3, help="no-op rebuilds to take the median of")
-    parser.add_argument("--cold-runs", type=int, default=1, help="cold builds (each tool) to take the median of")
+    parser.add_argument("--noop-runs", type=int, default=5, help="no-op rebuilds to take the median of")
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold builds (each tool) to take the median of")
     parser.add_argument("--sam-version", default=None, help="install this aws-sam-cli version (default: reuse/latest)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (projects, zips, logs)")
     args = parser.parse_args()
@@ -460,8 +447,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lb-sam-compare-"))
     say(f"work folder {work}")
     try:
-        sam_side = run_sam(sam, work, args.noop_runs, client, args.cold_runs)
-        lb_side = run_lb(lb, work, args.noop_runs, args.cold_runs)
+        sam_side, lb_side = run_both(sam, lb, work, args.noop_runs, args.cold_runs, client)
         report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
                image_seconds, args.noop_runs)
     finally:
