@@ -127,6 +127,7 @@ class Run:
     steps: float | None = None  # lambda-builder: time inside the build container (CLI's "steps")
     cached: bool = False
     detail: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # lambda-builder: the manifest's, per action
 
 
 @dataclass
@@ -304,8 +305,12 @@ def lb_build(
     match = _BUILT.search(done.stdout)
     if done.returncode != 0 or match is None:
         sys.exit(f"lambda-builder build failed (exit {done.returncode}), log {log}:\n{tail(done.stdout + done.stderr)}")
-    run = Run(seconds, steps=float(match["steps"]), cached=bool(match["cached"]), detail=f"cli {match['s']}s")
-    return run, Path(match["zip"]) if Path(match["zip"]).is_absolute() else REPO / match["zip"]
+    zip_path = Path(match["zip"]) if Path(match["zip"]).is_absolute() else REPO / match["zip"]
+    manifest = json.loads(zip_path.with_name(zip_path.name[: -len(".zip")] + ".manifest.json").read_text())
+    timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
+    run = Run(seconds, steps=float(match["steps"]), cached=bool(match["cached"]), detail=f"cli {match['s']}s",
+              timings=timings)
+    return run, zip_path
 
 
 def lb_test(lb: Path, zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
@@ -346,7 +351,7 @@ def run_both(sam: Path, lb: Path, work: Path, noop_runs: int, cold_runs: int, cl
     cold_copy = work / "sam-cold-build"
     shutil.copytree(project / ".aws-sam" / "build" / FUNCTION, cold_copy, symlinks=True)
     manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
-    lb_side.timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
+    lb_side.timings = lb_side.cold.timings  # of the median run, like its wall and steps
     lb_side.zip_size, lb_side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
     say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
     lb_side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
