@@ -329,13 +329,11 @@ def require_arch_test(debian_arch: str) -> None:
 def _check_bootstrap() -> Check:
     for tool in ("mmdebstrap", "debootstrap"):
         path = shutil.which(tool)
-        if path and tool == "mmdebstrap" and not shutil.which("arch-test"):
-            return Check(
-                "bootstrap tool",
-                False,
-                f"mmdebstrap at {path}, but without arch-test it cannot bootstrap the foreign-arch (arm64) images",
-                "sudo apt-get install -y arch-test",
-            )
+        if path and tool == "mmdebstrap":
+            try:
+                require_arch_test("arm64")
+            except EnvironmentProblem as exc:
+                return Check("bootstrap tool", False, f"mmdebstrap at {path}, but {exc.message}", exc.hint or "")
         if path:
             return Check("bootstrap tool", True, f"{tool} at {path} (builds the local base images)")
     return Check(

@@ -45,25 +45,30 @@ def api_get(path: str) -> Any | None:
     from builder import socketapi
 
     sock_path = socketapi.socket_path(os.environ)
+    if sock_path is None:
+        return _sdk_get(path)
     try:
-        if sock_path is None:
-            raise ValueError("a remote engine")
         status, body = socketapi.get(sock_path, path)
     except OSError:
         client()  # raises the EnvironmentProblem that explains a missing engine
         raise
-    except ValueError:  # not a plain local reply: the SDK's own (authenticated) session
-        api = client().api
-        response = api._get(api._url(path))
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return response.json()
+    except ValueError:  # not a plain reply
+        return _sdk_get(path)
     if status == 404:
         return None
     if status >= 400:
         raise EnvironmentProblem(f"the Docker engine answered {status} to GET {path}: {body[:200]!r}")
     return json.loads(body)
+
+
+def _sdk_get(path: str) -> Any | None:
+    """The same GET through the SDK's own (authenticated, remote-capable) session."""
+    api = client().api
+    response = api._get(api._url(path))
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
 
 
 _seen_images: dict[str, str | None] = {}

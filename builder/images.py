@@ -113,8 +113,9 @@ def pull_skip_until() -> float | None:
 def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
     """Pull an official image; remember a failure for a while so every build doesn't wait on it."""
     marker = _unreachable_marker()
-    if marker.exists() and time.time() - marker.stat().st_mtime < UNREACHABLE_MARKER_TTL:
-        _pull_skip_until.append(marker.stat().st_mtime + UNREACHABLE_MARKER_TTL)
+    skip_until = marker.stat().st_mtime + UNREACHABLE_MARKER_TTL if marker.exists() else 0.0
+    if time.time() < skip_until:
+        _pull_skip_until.append(skip_until)
         return None
     import docker.errors
 
@@ -214,7 +215,6 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
         argv = [*tool, f"--arch={DEBIAN_ARCH[arch]}"]
         if tool[0] == "mmdebstrap":
             require_arch_test(DEBIAN_ARCH[arch])
-        if tool[0] == "mmdebstrap":
             argv += [codename, str(tarball)]
         else:
             argv += [codename, str(Path(tmp) / "root")]
