@@ -74,17 +74,18 @@ class ContainerResolver:
             self._list([path.rpartition("/")[0]])
         return None
 
-    def _dirs(self, search_dirs: Sequence[str], arch: str) -> list[str]:
+    def _candidates(self, soname: str, search_dirs: Sequence[str], arch: str) -> list[str]:
+        """`soname` in each folder the loader searches that has it, in search order."""
         dirs = [d for d in dict.fromkeys([*search_dirs, *default_lib_dirs(arch)]) if d.startswith("/")]
         self._list(dirs)
-        return dirs
+        return [f"{d}/{soname}" for d in dirs if soname in self._listings[d]]
 
     def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
         """Copy out, in one go, every file the listings say these lookups may pick."""
         reals: dict[str, None] = {}
         for soname, search in wanted:
-            for d in self._dirs(search, arch):
-                real = self._resolve(f"{d}/{soname}") if soname in self._listings[d] else None
+            for candidate in self._candidates(soname, search, arch):
+                real = self._resolve(candidate)
                 if real and real not in self._fetched:
                     reals[real] = None
         if not reals:
@@ -110,10 +111,8 @@ class ContainerResolver:
         return copied
 
     def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None:
-        dirs = self._dirs(search_dirs, arch)
-        candidates = [f"{d}/{soname}" for d in dirs if soname in self._listings[d]]
         reals: list[str] = []
-        for candidate in candidates:
+        for candidate in self._candidates(soname, search_dirs, arch):
             real = self._resolve(candidate)
             if real is None:
                 answer = self.container.run(f"readlink -f {shlex.quote(candidate)}", step=f"find {soname}", quiet=True)

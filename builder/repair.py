@@ -57,11 +57,14 @@ class LibraryResolver(Protocol):
     def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None: ...
 
 
+_Key = tuple[str, tuple[str, ...]]  # (soname, image folders to search): one resolver lookup
+
+
 @runtime_checkable
 class Prefetching(Protocol):
     """Optional extra of a resolver: fetch many libraries at once (one round trip per walk level)."""
 
-    def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None: ...
+    def prefetch(self, wanted: Sequence[_Key], arch: str) -> None: ...
 
 
 @runtime_checkable
@@ -228,6 +231,9 @@ class _Bundle:
 _Walk = tuple[list[_Node], dict[str, list[_Bundle]], dict[str, set[str]], set[str]]
 
 
+_Need = tuple[str, Path | None, _Key | None]  # (soname, copy in the stage, lookup key)
+
+
 @dataclass
 class _WalkState:
     queue: deque[_Node]
@@ -246,7 +252,7 @@ class _Planner:
         self.lib_root = stage / lib_dir
         self.exclude = frozenset(exclude)
         self.extra_dirs = tuple(extra_dirs)
-        self.cache: dict[tuple[str, tuple[str, ...]], Path | None] = {}
+        self.cache: dict[_Key, Path | None] = {}
         self.files = stage_elfs(stage)
         self.index: dict[str, list[Path]] = {}
         for info in self.files:
@@ -289,46 +295,45 @@ class _Planner:
             all_nodes.append(queue[-1])
         walk = _WalkState(queue, all_nodes)
         while queue:
-            level = list(queue)  # level by level (the same order as one by one), so the resolver
-            queue.clear()  # can fetch a whole level's libraries in one go
+            # level by level (the same order as one by one), so the resolver can fetch a whole
+            # level's libraries in one go
+            level = [(node, self._needs(node, upgrade)) for node in queue]
+            queue.clear()
             if isinstance(self.resolver, Prefetching):
-                self.resolver.prefetch(self._to_look_up(level, upgrade), self.policy.arch)
-            for node in level:
-                self._visit(node, upgrade, walk)
+                wanted = {key: None for _, needs in level for _, _, key in needs if key and key not in self.cache}
+                self.resolver.prefetch(list(wanted), self.policy.arch)
+            for node, needs in level:
+                self._visit(node, needs, upgrade, walk)
         return walk.all_nodes, walk.bundles, walk.missing, walk.provided
 
     def _provided(self, soname: str, upgrade: frozenset[str]) -> bool:
         return (soname in self.policy.provided and soname not in upgrade) or soname in self.exclude
 
-    def _image_dirs(self, dirs: Sequence[str]) -> tuple[str, ...]:
-        return tuple(d for d in dirs if d.startswith("/") and not _within(Path(d), self.stage))
+    def _needs(self, node: _Node, upgrade: frozenset[str]) -> list[_Need]:
+        """Where each soname the node needs comes from: the runtime (neither), the stage (its copy
+        there) or the image (the resolver lookup key)."""
+        dirs = self._search_dirs(node)
+        image_dirs = tuple(d for d in dirs if d.startswith("/") and not _within(Path(d), self.stage))
+        needs: list[_Need] = []
+        for soname in node.info.needed:
+            if self._provided(soname, upgrade):
+                needs.append((soname, None, None))
+                continue
+            local = self._in_stage(soname, node, dirs)
+            needs.append((soname, local, None if local is not None else (soname, image_dirs)))
+        return needs
 
-    def _to_look_up(self, level: Sequence[_Node], upgrade: frozenset[str]) -> list[tuple[str, tuple[str, ...]]]:
-        """What `_visit` will ask the resolver for, for these nodes."""
-        wanted: dict[tuple[str, tuple[str, ...]], None] = {}
-        for node in level:
-            dirs = self._search_dirs(node)
-            for soname in node.info.needed:
-                key = (soname, self._image_dirs(dirs))
-                looked_up = key in self.cache or self._provided(soname, upgrade)
-                if not looked_up and self._in_stage(soname, node, dirs) is None:
-                    wanted[key] = None
-        return list(wanted)
-
-    def _visit(self, node: _Node, upgrade: frozenset[str], walk: _WalkState) -> None:
+    def _visit(self, node: _Node, needs: Sequence[_Need], upgrade: frozenset[str], walk: _WalkState) -> None:
         """Resolve one node's needs: provided, in the stage, bundled (its needs queued) or missing."""
         provided, missing, bundles = walk.provided, walk.missing, walk.bundles
         requester = node.info.path.name if node.final.name == DLOPEN else self._rel(node.final)
-        dirs = self._search_dirs(node)
-        for soname in node.info.needed:
-            if self._provided(soname, upgrade):
-                provided.add(soname)
-                continue
-            local = self._in_stage(soname, node, dirs)
+        for soname, local, key in needs:
             if local is not None:
                 node.dep_dirs.append(local.parent)
                 continue
-            key = (soname, self._image_dirs(dirs))
+            if key is None:
+                provided.add(soname)
+                continue
             if key not in self.cache:
                 self.cache[key] = self.resolver.find(soname, key[1], self.policy.arch)
             host = self.cache[key]
