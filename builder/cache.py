@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder import paths
-from builder.model import Recipe, Source
+from builder.model import Recipe, Source, is_local_project
 from builder.package import file_sha256
 from builder.package import manifest_path as package_manifest_path
 
@@ -167,9 +167,8 @@ def local_requirement_digests(requirements: Sequence[str]) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for req in requirements:
-        local = Path(req)
-        if local.is_absolute() and local.exists():
-            out[req] = sources.source_digest(Source(name=req, build=()), local)
+        if is_local_project(req):
+            out[req] = sources.source_digest(Source(name=req, build=()), Path(req))
     return out
 
 
@@ -277,7 +276,8 @@ class _Store:
     def _lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         return paths.locked(f"{self.kind}-{key[:2]}")
 
-    def _entry_dir(self, key: str) -> Path:
+    def entry_dir(self, key: str) -> Path:
+        """Where the entry for `key` lives (whether or not it exists)."""
         return self.root / _check_key(key)
 
     def _commit(self, key: str, fill: Callable[[Path], None]) -> None:
@@ -286,7 +286,7 @@ class _Store:
         try:
             fill(tmp)
             _fsync_dir(tmp)
-            final = self._entry_dir(key)
+            final = self.entry_dir(key)
             if final.exists():  # an unreadable leftover; the caller decided it is not valid
                 self._remove(final)
             os.rename(tmp, final)
@@ -311,7 +311,7 @@ class _Store:
         """Remove a corrupt entry, re-checked under the lock so a fresh good one is never removed."""
         with self._lock(key):
             if still_bad():
-                self._remove(self._entry_dir(key))
+                self._remove(self.entry_dir(key))
 
     def _touch(self, folder: Path) -> None:
         with contextlib.suppress(OSError):  # a read-only cache still serves hits
@@ -360,7 +360,7 @@ class _Store:
         removed = 0
         entries: list[tuple[float, str, int]] = []  # (last used, key, size)
         for key in self._keys():
-            folder = self._entry_dir(key)
+            folder = self.entry_dir(key)
             if not self._readable(key):  # torn by hand or by a foreign tool: never useful
                 with self._lock(key):
                     if not self._readable(key):
@@ -381,7 +381,7 @@ class _Store:
             if not (all or too_old or too_big):
                 continue
             with self._lock(key):
-                freed += self._remove(self._entry_dir(key))
+                freed += self._remove(self.entry_dir(key))
             keep_bytes -= size
             removed += 1
         return PruneResult(removed=removed, bytes=freed, debris=debris)
@@ -420,7 +420,7 @@ class BuildCache(_Store):
 
     def _read(self, key: str) -> CacheEntry | None:
         """The entry as recorded, without hashing the zip (cheap: for listing)."""
-        folder = self._entry_dir(key)
+        folder = self.entry_dir(key)
         try:
             meta = json.loads((folder / META_NAME).read_text())
             manifest = json.loads((folder / MANIFEST_NAME).read_text())
@@ -463,7 +463,7 @@ class BuildCache(_Store):
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The verified entry for `key`, or None. A torn or corrupted entry is removed (a miss)."""
-        folder = self._entry_dir(key)
+        folder = self.entry_dir(key)
         if not folder.is_dir():
             return None
         entry = self._valid(key)
@@ -592,7 +592,7 @@ class PrefixCache(_Store):
         super().__init__(root, "prefixes")
 
     def _meta(self, key: str) -> dict[str, Any] | None:
-        folder = self._entry_dir(key)
+        folder = self.entry_dir(key)
         try:
             meta = json.loads((folder / META_NAME).read_text())
             size = (folder / PREFIX_TAR_NAME).stat().st_size
@@ -616,13 +616,13 @@ class PrefixCache(_Store):
         if meta is None:
             return False
         try:
-            return file_sha256(self._entry_dir(key) / PREFIX_TAR_NAME) == str(meta["sha256"])
+            return file_sha256(self.entry_dir(key) / PREFIX_TAR_NAME) == str(meta["sha256"])
         except OSError:
             return False
 
     def get(self, key: str) -> Path | None:
         """The verified tar for `key`, or None; a corrupted entry is removed (a miss)."""
-        folder = self._entry_dir(key)
+        folder = self.entry_dir(key)
         if not folder.is_dir():
             return None
         if not self._valid(key):
@@ -640,7 +640,7 @@ class PrefixCache(_Store):
         _check_key(key)
         with self._lock(key):
             if self._valid(key):
-                return self._entry_dir(key) / PREFIX_TAR_NAME
+                return self.entry_dir(key) / PREFIX_TAR_NAME
 
             def fill(tmp: Path) -> None:
                 digest = hashlib.sha256()
@@ -662,7 +662,7 @@ class PrefixCache(_Store):
                 _write_durable(tmp / META_NAME, json.dumps(meta, sort_keys=True).encode())
 
             self._commit(key, fill)
-        return self._entry_dir(key) / PREFIX_TAR_NAME
+        return self.entry_dir(key) / PREFIX_TAR_NAME
 
     def prune(
         self, *, older_than_days: float | None = None, max_bytes: int | None = None, all: bool = False

@@ -182,11 +182,12 @@ def build(
 def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
     """Record this command's inputs and outputs so its next identical run is answered by noop."""
     from builder import cache, engine, images, package
+    from builder.model import is_local_project
 
     argv = (click.get_current_context().find_root().obj or {}).get("argv")
     if argv is None:
         return
-    local_requirements = [r for r in recipe.python.requirements if Path(r).is_absolute() and Path(r).exists()]
+    local_requirements = [r for r in recipe.python.requirements if is_local_project(r)]
     zip_path = result.zip_path.absolute()
     noop.record(
         argv,
@@ -199,7 +200,7 @@ def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: S
         key=result.key,
         quiet=quiet,
         warnings=warnings,
-        touch=str(cache.BuildCache().root / result.key) if result.key else None,
+        touch=str(cache.BuildCache().entry_dir(result.key)) if result.key else None,
     )
 
 
@@ -211,8 +212,8 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[s
     warnings: list[str] = []
     for zip_path in zips:
         for finding in check_limits(load_manifest(zip_path)):
-            _echo_err(f"{finding.level}: {finding.message}")
             warnings.append(f"{finding.level}: {finding.message}")
+            _echo_err(warnings[-1])
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         if fmt == "image":

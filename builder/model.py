@@ -6,6 +6,7 @@ that produce it, so a stage can never change what an earlier stage decided.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,11 @@ class Source:
     pypi: str | None = None  # "name==version": the sdist of that release
     subdir: str | None = None  # folder inside the unpacked source to build in
     cross: bool = True  # may be cross-compiled (zig/gcc cross) instead of emulated
+
+
+def is_local_project(requirement: str) -> bool:
+    """A requirement naming a local folder or file (the recipe made ./paths absolute), not a package."""
+    return os.path.isabs(requirement) and os.path.exists(requirement)
 
 
 @dataclass(frozen=True)

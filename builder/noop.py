@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,7 +93,7 @@ def tree_state(root: str) -> str | None:
                 st = os.lstat(path)
             except OSError:
                 return None
-            target = os.readlink(path) if os.path.islink(path) else ""
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
             rel = os.path.relpath(path, root)
             line = f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{target}\n"
             digest.update(line.encode("utf-8", "surrogateescape"))
@@ -111,8 +112,6 @@ def content_digest(path: str) -> str | None:
 def tool_state() -> str | None:
     """The tool's own files, so an edited checkout (or an upgrade) never replays an old answer."""
     return tree_state(_PACKAGE_DIR)
-
-
 
 
 def image_id(name: str, env: Mapping[str, str]) -> str | None:

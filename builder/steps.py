@@ -21,7 +21,7 @@ from builder import __version__, sources
 from builder.container import Container
 from builder.errors import BuildFailed, UserError
 from builder.images import ImageRef
-from builder.model import Recipe
+from builder.model import Recipe, is_local_project
 from builder.recipe import recipe_sha256
 from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
 from builder.tarsafe import tar_from_dir
@@ -220,10 +220,9 @@ class PipInstall:
             )
         args: list[str] = []
         for i, req in enumerate(spec.requirements):
-            local = Path(req)
-            if local.is_absolute() and local.exists():
+            if is_local_project(req):
                 dest = f"{PYSRC}/{i}"
-                tar = tar_from_dir(local, str(i), exclude=sources.SKIP_NAMES)
+                tar = tar_from_dir(Path(req), str(i), exclude=sources.SKIP_NAMES)
                 with tar:
                     ctx.container.put_tar(PYSRC, tar.read())
                 args.append(dest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,6 +73,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("LAMBDA_BUILDER_CACHE_DIR", str(path))
     return path
+
+
+def copy_greet(tmp_path: Path) -> Path:
+    """A private copy of the greet fixture (tests edit its sources); returns its recipe."""
+    dest = tmp_path / "greet"
+    shutil.copytree(FIXTURES / "greet", dest)
+    return dest / "recipe.yaml"
 
 
 def run_cli(

@@ -19,16 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, ROOT, our_containers, run_cli
+from tests.conftest import FIXTURES, ROOT, copy_greet, our_containers, run_cli
 
 pytestmark = pytest.mark.docker
 GREET = FIXTURES / "greet"
-
-
-def _copy_fixture(tmp_path: Path) -> Path:
-    dest = tmp_path / "greet"
-    shutil.copytree(GREET, dest)
-    return dest / "recipe.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def test_two_builds_are_byte_identical(greet_build: Path, tmp_path: Path) -> Non
 def test_failing_step_reports_tail_writes_nothing_and_keeps_last_good_zip(
     local_images: dict[str, str], tmp_path: Path, no_leftover_containers: None
 ) -> None:
-    recipe = _copy_fixture(tmp_path)
+    recipe = copy_greet(tmp_path)
     text = recipe.read_text().replace(
         '- make install PREFIX="$PREFIX"', "- echo compiler-said-something-useful; exit 7"
     )
@@ -127,7 +121,7 @@ def test_url_source_with_sha256(
         tar.add(GREET / "libgreet", arcname="libgreet-1.0")
     (root / "libgreet-1.0.tar.gz").write_bytes(buf.getvalue())
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
-    recipe = _copy_fixture(tmp_path)
+    recipe = copy_greet(tmp_path)
     recipe.write_text(
         recipe.read_text().replace(
             "    path: ./libgreet\n", f"    url: {base}/libgreet-1.0.tar.gz\n    sha256: {digest}\n"
@@ -162,7 +156,7 @@ def test_no_engine_is_one_clear_message(tmp_path: Path) -> None:
 def test_interrupt_removes_container_and_writes_nothing(
     local_images: dict[str, str], tmp_path: Path, sig: signal.Signals, cache_dir: Path
 ) -> None:
-    recipe = _copy_fixture(tmp_path)
+    recipe = copy_greet(tmp_path)
     recipe.write_text(recipe.read_text().replace('- make install PREFIX="$PREFIX"', "- sleep 120"))
     out = tmp_path / "dist"
     before = set(our_containers())

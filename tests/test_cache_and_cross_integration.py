@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from builder import elf
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, copy_greet, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.docker
 def test_unchanged_rebuild_is_a_cache_hit_and_a_change_rebuilds(
     local_images: dict[str, str], tmp_path: Path, cache_dir: Path
 ) -> None:
-    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
-    recipe = tmp_path / "greet" / "recipe.yaml"
+    recipe = copy_greet(tmp_path)
     out = tmp_path / "dist"
     first = run_cli("build", str(recipe), "--out", str(out), "-q")
     assert first.returncode == 0, first.stderr
@@ -75,8 +73,7 @@ def test_arch_all_builds_both_and_reports_a_summary(local_images: dict[str, str]
 
 def test_requirement_change_reuses_built_sources(local_images: dict[str, str], tmp_path: Path,
                                                  cache_dir: Path) -> None:
-    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
-    recipe = tmp_path / "greet" / "recipe.yaml"
+    recipe = copy_greet(tmp_path)
     out = tmp_path / "dist"
     first = run_cli("build", str(recipe), "--out", str(out))
     assert first.returncode == 0, first.stderr

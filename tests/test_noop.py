@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from builder import noop, paths, sources
-from tests.conftest import FIXTURES, ROOT, run_cli
+from tests.conftest import FIXTURES, ROOT, copy_greet, run_cli
 
 
 def _cli_loaded(args: list[str]) -> tuple[subprocess.CompletedProcess[str], bool]:
@@ -123,8 +122,7 @@ def test_image_id_matches_the_engine(local_images: dict[str, str]) -> None:
 def test_unchanged_build_is_replayed_without_loading_the_cli(
     local_images: dict[str, str], tmp_path: Path, cache_dir: Path
 ) -> None:
-    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
-    recipe = tmp_path / "greet" / "recipe.yaml"
+    recipe = copy_greet(tmp_path)
     out = tmp_path / "dist"
     args = ["build", str(recipe), "--out", str(out)]
     first, loaded = _cli_loaded(args)
@@ -224,8 +222,7 @@ def test_stamp_is_void_when_the_engine_or_the_registry_answer_may_differ(
 def test_failed_build_keeps_no_stamp_and_matrix_builds_never_replay(
     local_images: dict[str, str], tmp_path: Path, cache_dir: Path
 ) -> None:
-    shutil.copytree(FIXTURES / "greet", tmp_path / "greet")
-    recipe = tmp_path / "greet" / "recipe.yaml"
+    recipe = copy_greet(tmp_path)
     source = tmp_path / "greet" / "libgreet" / "greet.c"
     source.write_text(source.read_text() + "\n#error broken on purpose\n")
     args = ["build", str(recipe), "--out", str(tmp_path / "dist"), "-q"]
