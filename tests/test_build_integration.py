@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import itertools
 import json
 import shutil
 import signal
@@ -217,3 +218,54 @@ def test_sdist_built_without_isolation_uses_the_image_setuptools(
     names = zipfile.ZipFile(zip_path).namelist()
     assert any(n.startswith("markupsafe/_speedups.") and n.endswith(".so") for n in names)
     assert run_cli("test", str(zip_path)).returncode == 0
+
+
+def _compiles(zip_path: Path) -> list[tuple[float, float, str]]:
+    """The (start, end, argv) of each object slowcc.sh compiled, from the cc-log.txt in the zip."""
+    log = zipfile.ZipFile(zip_path).read("cc-log.txt").decode()
+    rows = [line.split(" ", 2) for line in log.splitlines()]
+    return sorted((float(start), float(end), argv) for start, end, argv in rows)
+
+
+@pytest.mark.parametrize(("jobs", "overlap"), [(None, True), ("1", False)])
+def test_extension_sources_compile_in_parallel_without_debug_info(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path, jobs: str | None, overlap: bool
+) -> None:
+    """parallel_cc, through pip's isolated build environment (the .pth runs there too): the four
+    one-second compiles of one extension overlap on two cores, and not with
+    LAMBDA_BUILDER_COMPILE_JOBS=1; each gets -g0 after Python's -g, as the artifact is stripped."""
+    project = tmp_path / "manyc"
+    shutil.copytree(FIXTURES / "manyc", project)
+    env = "environment:\n  CC: /lb/py/0/slowcc.sh\n" + (f"  LAMBDA_BUILDER_COMPILE_JOBS: '{jobs}'\n" if jobs else "")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: manyc\nversion: '1'\nruntimes: [python3.11]\n{env}"
+        "python:\n  requirements: [./manyc]\n"
+        "tests:\n  command: python3.11 -c 'import manyc; assert manyc.total() == 3'\n"
+    )
+    result = run_cli("build", str(recipe), "--out", str(tmp_path / "dist"), "--no-cache", "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    zip_path = tmp_path / "dist" / "manyc-1-python3.11-x86_64.zip"
+    compiles = _compiles(zip_path)
+    assert len(compiles) == 4, compiles
+    overlapped = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(compiles))
+    assert overlapped is overlap, compiles
+    for _, _, argv in compiles:
+        debug_flags = [a for a in argv.split() if a.startswith("-g")]
+        assert debug_flags[-1] == "-g0", argv
+    assert run_cli("test", str(zip_path)).returncode == 0
+
+
+def test_a_failing_parallel_compile_fails_the_build_with_the_compiler_error(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path, no_leftover_containers: None
+) -> None:
+    project = tmp_path / "manyc"
+    shutil.copytree(FIXTURES / "manyc", project)
+    (project / "csrc" / "b.c").write_text("int manyc_b(void) { return not_declared_anywhere; }\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: manyc\nversion: '1'\nruntimes: [python3.11]\npython:\n  requirements: [./manyc]\n")
+    out = tmp_path / "dist"
+    result = run_cli("build", str(recipe), "--out", str(out), "--no-cache")
+    assert result.returncode == 1  # BuildFailed
+    assert "not_declared_anywhere" in result.stdout + result.stderr
+    assert not out.exists() or not list(out.iterdir())
