@@ -13,12 +13,14 @@ import collections
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from builder import engine
 from builder.errors import BuildFailed, EnvironmentProblem
@@ -27,6 +29,7 @@ from builder.runtimes import DOCKER_PLATFORM
 from builder.tarsafe import tar_bytes
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 LABEL = "org.lambda-builder.container"
 CA_IN_CONTAINER = "/etc/lambda-builder/ca-bundle.crt"
 TAIL_LINES = 40
@@ -69,6 +72,21 @@ def sweep_orphans(log: Log | None = None) -> int:
     return removed
 
 
+def background(work: Callable[[], T]) -> Future[T]:
+    """Run `work` in a thread; its result or exception comes out of .result() (a bare thread
+    would print a traceback instead of letting the caller report the error)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=getattr(work, "__name__", "background")).start()
+    return future
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -99,6 +117,7 @@ class Container:
         self.base_env: dict[str, str] = {**engine.proxy_env(), **(env or {})}
         self.volumes = dict(volumes or {})  # named volume -> path: caches that outlive the container
         self._container: Any = None
+        self._removing: Future[None] | None = None
         self.exec_seconds = 0.0  # time spent inside execs, to tell the tool's own overhead
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -117,9 +136,7 @@ class Container:
         say what is missing and how to enable it before starting one."""
         from builder import emulation
 
-        machine = str(client.info().get("Architecture", ""))
-        native = {"x86_64": ("x86_64", "amd64"), "arm64": ("aarch64", "arm64")}[self.arch]
-        if machine in native or self.arch != "arm64" or emulation.engine_is_remote(client):
+        if self.arch != "arm64" or engine.engine_arch() == "arm64" or emulation.engine_is_remote(client):
             return
         status = emulation.binfmt_status()
         if not status.ok:
@@ -161,14 +178,28 @@ class Container:
             self.remove()
             raise
 
-    def remove(self) -> None:
+    def remove(self, *, wait: bool = True) -> None:
+        """Remove the container; with wait=False in a thread (a forced removal takes 0.1-0.2 s that
+        the caller can spend packaging), which `join` (or interpreter exit) waits for."""
         if self._container is None:
             return
         container, self._container = self._container, None
         import docker.errors  # the SDK loads only when a container is really used
 
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+        def remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+        if wait:
+            remove()
+        else:
+            self._removing = background(remove)
+
+    def join(self) -> None:
+        """Wait for a removal started with remove(wait=False); its error, if any, is raised here."""
+        removing, self._removing = self._removing, None
+        if removing is not None:
+            removing.result()
 
     @property
     def id(self) -> str:

@@ -104,6 +104,9 @@ def test_system_packages_snapshot_from_the_second_build_on(
         assert result.returncode == 0, result.stderr
         return result.stdout
 
+    for version in ("0a", "0b"):  # --no-cache builds neither count towards a snapshot nor take one
+        fresh = build(version, "--no-cache")
+        assert "[system packages]" in fresh and "kept the installed packages" not in fresh
     first = build("1")
     assert "[system packages]" in first and "kept the installed packages" not in first  # one-off: no snapshot
     assert "refreshing the package lists" not in first  # the build image's own lists served
@@ -112,7 +115,7 @@ def test_system_packages_snapshot_from_the_second_build_on(
     third = build("3")
     assert "[system packages]" not in third  # started from the snapshot: no apt-get at all
     assert "==> system packages" not in third
-    fresh = build("4", "--no-cache")
+    fresh = build("4", "--no-cache")  # from scratch: the snapshot is not read
     assert "[system packages]" in fresh and "kept the installed packages" not in fresh
 
 
