@@ -14,13 +14,13 @@ import json
 import os
 import stat
 import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+from builder.zipwrite import write_zip
+
 MANIFEST_SCHEMA = 1
 
 
@@ -73,29 +73,6 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def write_zip(entries: Sequence[Entry], dest: Path) -> None:
-    """Write the zip at `dest` with fixed metadata; the caller renames it into place."""
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        dirs: set[str] = set()
-        for entry in entries:
-            parts = entry.path.split("/")[:-1]
-            for i in range(len(parts)):
-                folder = "/".join(parts[: i + 1]) + "/"
-                if folder not in dirs:
-                    dirs.add(folder)
-                    info = zipfile.ZipInfo(folder, ZIP_EPOCH)
-                    info.external_attr = (stat.S_IFDIR | 0o755) << 16
-                    info.create_system = 3
-                    zf.writestr(info, b"")
-            info = zipfile.ZipInfo(entry.path, ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3
-            info.external_attr = (stat.S_IFREG | (0o755 if entry.executable else 0o644)) << 16
-            with open(entry.source, "rb") as src, zf.open(info, "w") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-
-
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, read in 1 MiB chunks (zips and archives can be hundreds of MB)."""
     digest = hashlib.sha256()
@@ -103,18 +80,6 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def contents(entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    return [
-        {
-            "path": e.path,
-            "size": e.source.stat().st_size,
-            "mode": "0755" if e.executable else "0644",
-            "sha256": file_sha256(e.source),
-        }
-        for e in entries
-    ]
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
@@ -142,15 +107,18 @@ def package(
     tmp_zip = Path(tmp_name)
     tmp_manifest: Path | None = None
     try:
-        write_zip(entries, tmp_zip)
-        listing = contents(entries)
+        written = write_zip(entries, tmp_zip)
+        listing = [
+            {"path": e.path, "size": size, "mode": "0755" if e.executable else "0644", "sha256": sha256}
+            for e, (size, sha256) in zip(entries, written.files, strict=True)
+        ]
         manifest = {
             "schema": MANIFEST_SCHEMA,
             **meta,
             "zip": zip_path.name,
-            "sha256": file_sha256(tmp_zip),
-            "zipped_size": tmp_zip.stat().st_size,
-            "unzipped_size": sum(item["size"] for item in listing),
+            "sha256": written.sha256,
+            "zipped_size": written.size,
+            "unzipped_size": sum(size for size, _ in written.files),
             "contents": listing,
         }
         tmp_manifest = _atomic_write_bytes(

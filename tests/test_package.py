@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import package
+from builder import package, zipwrite
 
 
 def make_stage(root: Path) -> Path:
@@ -67,7 +67,7 @@ def test_failure_keeps_previous_artifact_and_leaves_no_temp(tmp_path: Path) -> N
         (stage / "pkg" / "later").write_text("")
         real_write = package.write_zip
 
-        def failing(entries: list[package.Entry], dest: Path) -> None:
+        def failing(entries: list[package.Entry], dest: Path) -> zipwrite.Written:
             real_write(entries, dest)
             raise OSError("disk full")
 

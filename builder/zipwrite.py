@@ -1,0 +1,159 @@
+"""A deterministic zip, deflated on every core.
+
+zipfile deflates one member after another on one core: for a 16 MB psycopg2 artifact that is
+0.8 s of every build. Here a thread pool (zlib and hashlib release the GIL) deflates and hashes
+members a few ahead of the writer, which lays them down in order with fixed metadata: same files,
+same bytes. It writes the plain (not zip64) format, which caps a zip at 65,535 entries and 4 GiB,
+far above Lambda's 250 MB unzipped limit; anything bigger is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import zlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from builder.errors import BuildFailed
+
+DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest date a zip can hold
+DOS_TIME = 0
+MADE_BY = (3 << 8) | 20  # Unix, format 2.0
+DEFLATE, STORE = 8, 0
+UTF8_NAME = 0x800
+LIMIT = 0xFFFFFFFF
+TOO_BIG = "Lambda takes at most 250 MB unzipped; exclude what the function does not need"
+
+
+class Member(Protocol):
+    @property
+    def path(self) -> str: ...  # posix path inside the zip
+    @property
+    def source(self) -> Path: ...
+    @property
+    def executable(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the manifest needs, worked out while writing (no second read of files or zip)."""
+
+    sha256: str
+    size: int
+    files: tuple[tuple[int, str], ...]  # per member, in order: (size, sha256)
+
+
+@dataclass(frozen=True)
+class _Packed:
+    name: str
+    mode: int
+    crc: int
+    size: int
+    sha256: str
+    data: bytes
+    method: int
+
+
+def _pack(member: Member) -> _Packed:
+    raw = member.source.read_bytes()
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -15)  # zlib's default level, as zipfile's
+    data = deflater.compress(raw) + deflater.flush()
+    mode = stat.S_IFREG | (0o755 if member.executable else 0o644)
+    return _Packed(member.path, mode, zlib.crc32(raw), len(raw), hashlib.sha256(raw).hexdigest(), data, DEFLATE)
+
+
+def _folders(members: Sequence[Member]) -> Iterator[str]:
+    """Each folder entry ("a/", "a/b/") just before the first member inside it, as zipfile tools expect."""
+    seen: set[str] = set()
+    for member in members:
+        parts = member.path.split("/")[:-1]
+        for i in range(len(parts)):
+            folder = "/".join(parts[: i + 1]) + "/"
+            if folder not in seen:
+                seen.add(folder)
+                yield folder
+        yield ""  # the member itself
+
+
+def _in_order(members: Sequence[Member], jobs: int) -> Iterator[_Packed | str]:
+    """Folder names and packed members in zip order; at most 2*jobs members are held in memory."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque[Future[_Packed]] = deque()
+        upcoming = iter(members)
+
+        def refill() -> None:
+            while len(pending) < 2 * jobs and (member := next(upcoming, None)) is not None:
+                pending.append(pool.submit(_pack, member))
+
+        refill()
+        for folder in _folders(members):
+            if folder:
+                yield folder
+                continue
+            packed = pending.popleft().result()
+            refill()
+            yield packed
+
+
+class _HashingFile:
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.digest.update(data)
+        self.offset += len(data)
+
+
+def _headers(name: bytes, flags: int, method: int, crc: int, csize: int, size: int) -> tuple[bytes, bytes]:
+    """(local file header, the central directory record's fields up to its name length)."""
+    common = struct.pack("<HHHHHIIIH", 20, flags, method, DOS_TIME, DOS_DATE, crc, csize, size, len(name))
+    return b"PK\x03\x04" + common + struct.pack("<H", 0) + name, b"PK\x01\x02" + struct.pack("<H", MADE_BY) + common
+
+
+def write_zip(members: Sequence[Member], dest: Path, jobs: int | None = None) -> Written:
+    """Write `members` (sorted by the caller) to `dest`; the caller renames it into place."""
+    entries = sum(1 for _ in _folders(members))
+    if entries > 0xFFFF:
+        raise BuildFailed(
+            f"the artifact has {entries} zip entries (files and folders): more than a zip without zip64 holds",
+            hint=TOO_BIG,
+        )
+    central: list[bytes] = []
+    files: list[tuple[int, str]] = []
+    with dest.open("wb") as handle:
+        out = _HashingFile(handle)
+        for item in _in_order(members, jobs or os.cpu_count() or 1):
+            if isinstance(item, str):  # a folder; 0x10: the MS-DOS directory bit, as zipfile sets it
+                packed = _Packed(item, 0, 0, 0, "", b"", STORE)
+                attributes = (stat.S_IFDIR | 0o755) << 16 | 0x10
+            else:
+                packed, attributes = item, item.mode << 16
+                files.append((item.size, item.sha256))
+            if out.offset + len(packed.data) > LIMIT or packed.size > LIMIT:
+                raise BuildFailed(
+                    f"the artifact is over 4 GiB (at {packed.name}): more than a zip without zip64 holds",
+                    hint=TOO_BIG,
+                )
+            name = packed.name.encode()
+            flags = 0 if name.isascii() else UTF8_NAME
+            local, record = _headers(name, flags, packed.method, packed.crc, len(packed.data), packed.size)
+            offset = out.offset
+            out.write(local)
+            out.write(packed.data)
+            central.append(record + struct.pack("<HHHHII", 0, 0, 0, 0, attributes, offset) + name)
+        start = out.offset
+        for record in central:
+            out.write(record)
+        size_cd = out.offset - start
+        out.write(b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(central), len(central), size_cd, start, 0))
+    return Written(out.digest.hexdigest(), out.offset, tuple(files))
