@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +26,23 @@ from builder.steps import PREFIX, BuildContext
 class ContainerResolver:
     """Finds libraries in the build container the way its loader would, and copies them out.
 
-    Each library folder is listed once (one exec for all new folders), and the libraries of a
-    whole level of the walk are copied out together (one copy in the container, one tar out), so
-    a closure of dozens of libraries costs a few round trips, not one per library and folder.
+    Each library folder is listed once (one exec for all new folders). At the walk's first level
+    the container guesses the whole closure (`readelf -d`, the first folder that has each soname,
+    `skip`ping what the runtime provides) and copies it out in one tar; each later level copies
+    out only what that guess missed. So a closure of dozens of libraries, six levels deep for
+    libpq, costs three round trips, not one per level, library or folder. The guess only saves
+    trips: the walk on the host still decides, from the files, what is bundled.
     """
 
-    def __init__(self, container: Container, dest: Path) -> None:
+    def __init__(self, container: Container, dest: Path, skip: Collection[str] = ()) -> None:
         self.container = container
         self.dest = dest
+        self.skip = frozenset(skip)
         self._sources: dict[Path, str] = {}
         self._listings: dict[str, dict[str, str]] = {}
         self._fetched: dict[str, Path] = {}  # image path -> host copy (prefetched)
         self._count = 0
+        self._guessed = False
 
     def _list(self, dirs: Sequence[str]) -> None:
         new = [d for d in dirs if d not in self._listings]
@@ -81,13 +86,16 @@ class ContainerResolver:
         return [f"{d}/{soname}" for d in dirs if soname in self._listings[d]]
 
     def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
-        """Copy out, in one go, every file the listings say these lookups may pick."""
+        """Copy out, in one go, the file each of these lookups picks first (a later candidate,
+        needed only when the first is of another architecture, is copied when `find` gets to it)."""
+        if not self._guessed and wanted:
+            self._guessed = True
+            self._guess_closure(wanted, arch)
         reals: dict[str, None] = {}
         for soname, search in wanted:
-            for candidate in self._candidates(soname, search, arch):
-                real = self._resolve(candidate)
-                if real and real not in self._fetched:
-                    reals[real] = None
+            first = next(filter(None, map(self._resolve, self._candidates(soname, search, arch))), None)
+            if first and first not in self._fetched:
+                reals[first] = None
         if not reals:
             return
         self._count += 1
@@ -97,6 +105,28 @@ class ContainerResolver:
         folder = self.container.copy_out(batch, self.dest / f"batch{self._count}")
         for real in reals:
             self._fetched[real] = folder / real.lstrip("/")
+
+    def _guess_closure(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
+        """One exec walks DT_NEEDED in the container from these lookups and copies what it finds
+        (by the path it was found at, dereferenced) into a batch folder; one tar brings it out."""
+        dirs = list(dict.fromkeys(d for _, search in wanted for d in search))
+        self._list(dirs)
+        self._count += 1
+        batch = f"/lb/fetch/{self._count}"
+        script = CLOSURE.format(
+            batch=batch,
+            skip=shlex.quote(" " + " ".join(sorted(self.skip)) + " "),
+            dirs=" ".join(shlex.quote(d) for d in dirs),
+            queue=" ".join(shlex.quote(soname) for soname, _ in wanted),
+        )
+        found = self.container.run(script, step="guess library closure", quiet=True, max_output=None).split()
+        if not found:
+            return
+        folder = self.container.copy_out(batch, self.dest / f"batch{self._count}")
+        for candidate in found:
+            real = self._resolve(candidate)
+            if real and real not in self._fetched:
+                self._fetched[real] = folder / candidate.lstrip("/")
 
     def _copy(self, real: str) -> Path:
         """A host copy of the image file `real`, from the prefetch when there is one."""
@@ -132,6 +162,31 @@ class ContainerResolver:
 
     def source_path(self, host_path: Path) -> str:
         return self._sources.get(host_path, str(host_path))
+
+
+# The first folder of $dirs holding each soname, breadth first from $queue, not following $skip;
+# each level's finds are copied (dereferenced) under $batch and printed: three commands a level.
+# readelf only reads files, whatever their architecture, so this works in cross images too.
+CLOSURE = r"""
+batch={batch}; skip={skip}; seen=' '; queue='{queue}'
+mkdir -p "$batch"
+command -v readelf >/dev/null 2>&1 || exit 0
+while [ -n "$queue" ]; do
+  found=''
+  for so in $queue; do
+    case "$seen" in *" $so "*) continue ;; esac
+    seen="$seen$so "
+    case "$skip" in *" $so "*) continue ;; esac
+    for d in {dirs}; do
+      if [ -f "$d/$so" ]; then found="$found $d/$so"; break; fi
+    done
+  done
+  [ -n "$found" ] || break
+  cp -L --parents $found "$batch/" || break
+  printf '%s\n' $found
+  queue=$(readelf -d $found 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p')
+done
+"""
 
 
 def elf_machine(path: Path) -> str | None:
@@ -195,7 +250,8 @@ class RepairAndAudit:
         policy = target_policy(ctx)
         bundle = ctx.recipe.bundle
         if bundle.repair:
-            resolver = ContainerResolver(ctx.container, ctx.work / "resolved")
+            skip = policy.provided | set(bundle.exclude)
+            resolver = ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
             plan = plan_repair(
                 ctx.stage,
                 policy,
