@@ -29,8 +29,10 @@ from builder.steps import (
     RestorePrefix,
     SavePrefix,
     build_env,
+    container_files,
     manifest_meta,
     native_actions,
+    pending,
     run_actions,
     runtime_of,
 )
@@ -97,6 +99,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         log=log,
         # --no-cache means from scratch: no shared pip/ccache volume either
         volumes={f"lambda-builder-cache-{image.arch}": CACHE} if options.use_cache else {},
+        files=container_files(),
     )
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(sweeping.result)
@@ -125,12 +128,18 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
 
         actions = native_actions(recipe, prefix, packages_ready=packages_ready, snapshot=snapshot)
         timings = run_actions(ctx, [*actions, RepairAndAudit()])
-        container.remove(wait=False)  # the rest happens on the host, while the engine removes it
+        # the rest happens on the host, while the engine removes the container (once the manifest
+        # fields still asking it things are done)
+        container.remove(wait=False, after=pending(ctx))
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
-        meta = manifest_meta(ctx, runtime_image)
         zip_path, manifest = package.package(
-            ctx.stage, options.out, stem, meta, include=recipe.include, exclude=recipe.exclude
+            ctx.stage,
+            options.out,
+            stem,
+            functools.partial(manifest_meta, ctx, runtime_image),
+            include=recipe.include,
+            exclude=recipe.exclude,
         )
         step_seconds = container.exec_seconds
     try:
@@ -175,18 +184,15 @@ def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tupl
     Returns (image to run, packages already there, tag to snapshot to after installing)."""
     if not recipe.system_packages or image.family == "custom":
         return image, False, None
-    if not reuse:
-        # --no-cache: install afresh, and take no snapshot either: such builds never read one, and
-        # committing costs more than the install it would spare (2-6 s against 1.5-3 s)
-        return image, False, None
     spec = json.dumps({"image": image.id, "packages": recipe.system_packages}, sort_keys=True)
     tag = f"{images.LOCAL_REPO}/packages:{hashlib.sha256(spec.encode()).hexdigest()[:24]}"
-    found = engine.inspect_image(tag)
+    found = engine.inspect_image(tag) if reuse else None
     if found is None:
-        # committing costs seconds (6 s for libpq-dev on this engine's storage driver), so snapshot
-        # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it
+        # committing costs seconds (2-6 s for libpq-dev on this engine's storage driver), so snapshot
+        # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it,
+        # nor does a --no-cache build, which would never read the snapshot (it still counts as seen)
         seen = paths.cache_dir() / "package-sets" / tag.rpartition(":")[2]
-        if seen.exists():
+        if seen.exists() and reuse:
             return image, False, tag
         seen.parent.mkdir(parents=True, exist_ok=True)
         seen.touch()

@@ -14,9 +14,10 @@ import shlex
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder import elf
-from builder.container import Container
+from builder.container import Container, background
 from builder.errors import BuildFailed
 from builder.policy import Policy, policy_for_debian, policy_for_runtime
 from builder.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
@@ -270,21 +271,27 @@ class RepairAndAudit:
                     "bundle.exclude if another layer provides them",
                 )
             apply_repair(plan, ctx.stage)
-            packages = owning_packages(ctx.container, [b.source for b in plan.bundled])
-            ctx.manifest["bundled_libraries"] = [
-                {
-                    "soname": b.soname,
-                    "from": b.source,
-                    "package": packages.get(b.source, ""),
-                    "needed_by": list(b.needed_by),
-                }
-                for b in sorted(plan.bundled, key=lambda b: b.soname)
-            ] + [
-                # libraries the recipe's own sources built, collected into lib/ before repair
+            # libraries the recipe's own sources built, collected into lib/ before repair
+            from_sources = [
                 {"soname": lib.name, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
                 for lib in sorted((ctx.stage / "lib").glob("*"))
                 if lib.name not in plan.bundled_sonames and lib.is_file() and elf.is_elf(lib)
             ]
+
+            def bundled_libraries() -> list[dict[str, Any]]:
+                packages = owning_packages(ctx.container, [b.source for b in plan.bundled])
+                return [
+                    {
+                        "soname": b.soname,
+                        "from": b.source,
+                        "package": packages.get(b.source, ""),
+                        "needed_by": list(b.needed_by),
+                    }
+                    for b in sorted(plan.bundled, key=lambda b: b.soname)
+                ] + from_sources
+
+            # asking dpkg/rpm only fills the manifest: it runs while the zip is written
+            ctx.manifest["bundled_libraries"] = background(bundled_libraries)
             elfs = list(plan.elfs)
             bundled = plan.bundled_sonames
         else:

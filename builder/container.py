@@ -16,7 +16,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -109,8 +110,10 @@ class Container:
         env: Mapping[str, str] | None = None,
         arch: str | None = None,
         volumes: Mapping[str, str] | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> None:
         self.image = image
+        self.files = dict(files or {})  # path -> content, put in before anything runs (with the CA bundle)
         self.purpose = purpose
         self.log = log
         self.arch = arch or image.arch
@@ -119,6 +122,9 @@ class Container:
         self._container: Any = None
         self._removing: Future[None] | None = None
         self.exec_seconds = 0.0  # time spent inside execs, to tell the tool's own overhead
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -170,23 +176,33 @@ class Container:
         )
         try:
             self._container.start()
+            files = {path: (content, 0o644) for path, content in self.files.items()}
             ca = engine.host_ca_bundle()
             if ca is not None:
-                self.put_tar("/", tar_bytes({CA_IN_CONTAINER: (ca.read_bytes(), 0o644)}))
+                files[CA_IN_CONTAINER] = (ca.read_bytes(), 0o644)
                 self.base_env.update(_ca_env())
+            if files:
+                self.put_tar("/", tar_bytes(files))
         except BaseException:
             self.remove()
             raise
 
-    def remove(self, *, wait: bool = True) -> None:
+    def remove(self, *, wait: bool = True, after: Sequence[Future[Any]] = ()) -> None:
         """Remove the container; with wait=False in a thread (a forced removal takes 0.1-0.2 s that
-        the caller can spend packaging), which `join` (or interpreter exit) waits for."""
+        the caller can spend packaging), once the `after` work still using it is done; `join` (or
+        a later remove(), as on leaving the `with` block) waits for it."""
+        if self._removing is not None:  # already on its way out
+            if wait:
+                self.join()
+            return
         if self._container is None:
             return
-        container, self._container = self._container, None
+        container = self._container
         import docker.errors  # the SDK loads only when a container is really used
 
         def remove() -> None:
+            futures.wait(after)  # their errors are theirs to report
+            self._container = None
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
 
@@ -224,7 +240,35 @@ class Container:
         """
         api = engine.client().api
         environment = {**self.base_env, **(env or {})}
-        started = time.monotonic()
+        self._busy(+1)
+        try:
+            exec_id, tail = self._stream(api, script, step, environment, workdir, quiet, max_output)
+        finally:
+            self._busy(-1)
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        if code != 0:
+            raise BuildFailed(
+                f"step '{step}' failed with exit code {code} in {self.purpose}",
+                tail="\n".join(list(tail)[-TAIL_LINES:]),
+            )
+        return "\n".join(tail)
+
+    def _busy(self, change: int) -> None:
+        """Count exec time once however many run at a time (a manifest query runs beside the zip
+        while another may run): `exec_seconds` is the time at least one exec was in flight."""
+        with self._lock:
+            now = time.monotonic()
+            if change > 0 and self._in_flight == 0:
+                self._busy_since = now
+            self._in_flight += change
+            if change < 0 and self._in_flight == 0:
+                self.exec_seconds += now - self._busy_since
+
+    def _stream(
+        self, api: Any, script: str, step: str, environment: dict[str, str], workdir: str, quiet: bool,
+        max_output: int | None,
+    ) -> tuple[str, collections.deque[str]]:  # fmt: skip
+        """Start the script and pass its output on as it comes; returns (exec id, the output's tail)."""
         exec_id = api.exec_create(
             self.id,
             ["/bin/sh", "-c", f"set -e\n{script}"],
@@ -248,14 +292,7 @@ class Container:
             tail.append(line)
             if not quiet:
                 self.log(f"[{step}] {line}")
-        self.exec_seconds += time.monotonic() - started
-        code = api.exec_inspect(exec_id).get("ExitCode")
-        if code != 0:
-            raise BuildFailed(
-                f"step '{step}' failed with exit code {code} in {self.purpose}",
-                tail="\n".join(list(tail)[-TAIL_LINES:]),
-            )
-        return "\n".join(tail)
+        return exec_id, tail
 
     def commit(self, tag: str, labels: Mapping[str, str]) -> str:
         """Keep the container's filesystem as an image (caches volumes are not part of it)."""

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,15 +136,9 @@ class SystemPackages:
         wanted = ctx.recipe.system_packages
         if not wanted:
             return
-        manager = (
-            ctx.container.run(
-                "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && { echo $m; exit 0; }; done; echo none",
-                step="detect package manager",
-                quiet=True,
-            )
-            .strip()
-            .splitlines()[-1]
-        )
+        # one exec finds the package manager and whether the packages it needs are all there
+        found = ctx.container.run(_detect_and_check(wanted), step="check installed packages", quiet=True)
+        manager, _, state = found.strip().splitlines()[-1].partition(" ")
         key = {"apt-get": "apt"}.get(manager, manager)
         packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
         if packages is None:
@@ -153,19 +148,10 @@ class SystemPackages:
                 f"{ctx.image.name} uses {manager}",
                 hint=f"add system_packages.{key} with the {key} names of those packages",
             )
-        names = " ".join(shlex.quote(p) for p in packages)
-        check = (
-            f"dpkg-query -W -f='${{Status}}\\n' {names} 2>/dev/null | grep -vq '^install ok installed$' && exit 1; "
-            f"[ $(dpkg-query -W {names} 2>/dev/null | wc -l) -eq {len(packages)} ]"
-            if key == "apt"
-            else f"rpm -q {names} >/dev/null 2>&1"
-        )
-        try:
-            ctx.container.run(check, step="check installed packages", quiet=True)
+        if state == "installed":
             ctx.log(f"system packages already in {ctx.image.name}: {' '.join(packages)}")
             return
-        except BuildFailed:
-            pass  # something is missing: install
+        names = " ".join(shlex.quote(p) for p in packages)
         if key == "apt":
             # the package lists the image carries save an `apt-get update`; lists that went stale
             # (a pool file gone: 404) or are missing get refreshed, then the install runs again
@@ -184,6 +170,32 @@ class SystemPackages:
             labels = {SNAPSHOT_LABEL: ctx.image.id, "org.lambda-builder.packages": " ".join(packages)}
             ctx.container.commit(self.snapshot, labels)
             ctx.log(f"kept the installed packages as {self.snapshot} for the next build")
+
+
+def _detect_and_check(wanted: dict[str, tuple[str, ...]]) -> str:
+    """A script printing `MANAGER installed|missing` (or `none`): the first of apt-get, dnf, yum
+    found, and whether the recipe's packages for it are all installed."""
+    def names(key: str) -> str:
+        packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
+        return " ".join(shlex.quote(p) for p in packages or ())
+
+    apt, dnf, yum = names("apt"), names("dnf"), names("yum")
+    apt_check = (
+        f"! dpkg-query -W -f='${{Status}}\\n' {apt} 2>/dev/null | grep -vq '^install ok installed$' "
+        f"&& [ $(dpkg-query -W {apt} 2>/dev/null | wc -l) -eq {len(apt.split())} ]"
+        if apt
+        else "false"
+    )
+    rpm_check = {m: f"rpm -q {n} >/dev/null 2>&1" if n else "false" for m, n in (("dnf", dnf), ("yum", yum))}
+    return (
+        "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && break; m=none; done\n"
+        "case $m in\n"
+        f"  apt-get) if {apt_check}; then echo 'apt-get installed'; else echo 'apt-get missing'; fi ;;\n"
+        f"  dnf) if {rpm_check['dnf']}; then echo 'dnf installed'; else echo 'dnf missing'; fi ;;\n"
+        f"  yum) if {rpm_check['yum']}; then echo 'yum installed'; else echo 'yum missing'; fi ;;\n"
+        "  *) echo none ;;\n"
+        "esac"
+    )
 
 
 @dataclass(frozen=True)
@@ -228,7 +240,6 @@ class PipInstall:
                 args.append(dest)
             else:
                 args.append(req)
-        ctx.container.put_file(f"{HOOKS}/{PARALLEL_CC}.py", PARALLEL_CC_SOURCE)
         if ctx.cross:
             self._cross(ctx, args)
             return
@@ -293,7 +304,11 @@ class PipInstall:
 
 HOOKS = "/lb/hooks"
 PARALLEL_CC = "lambda_builder_parallel_cc"
-PARALLEL_CC_SOURCE = (Path(__file__).with_name("parallel_cc.py")).read_bytes()
+
+
+def container_files() -> dict[str, bytes]:
+    """Files every build container starts with (put in with the CA bundle, no extra round trip)."""
+    return {f"{HOOKS}/{PARALLEL_CC}.py": Path(__file__).with_name("parallel_cc.py").read_bytes()}
 
 
 def hook_script(python: str) -> str:
@@ -473,7 +488,14 @@ def run_actions(ctx: BuildContext, actions: Sequence[Action]) -> dict[str, float
     return timings
 
 
+def pending(ctx: BuildContext) -> list[Future[Any]]:
+    """Manifest fields still being worked out in the background (they may use the container)."""
+    return [value for value in ctx.manifest.values() if isinstance(value, Future)]
+
+
 def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any]:
+    """The manifest's fields (waiting for those still being worked out)."""
+    extra = {k: v.result() if isinstance(v, Future) else v for k, v in ctx.manifest.items()}
     return {
         "name": ctx.recipe.name,
         "version": ctx.recipe.version,
@@ -491,7 +513,7 @@ def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any
         },
         "sources": dict(sorted(ctx.source_digests.items())),
         "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
-        **ctx.manifest,
+        **extra,
     }
 
 
