@@ -143,11 +143,9 @@ def build(
     quiet: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
-    from rich.console import Console
-
     from builder import recipe as recipe_mod
     from builder.build import BuildOptions, build_one
-    from builder.parallel import Target, run_all, summary
+    from builder.model import Target
 
     targets: list[Target] = []
     for path in recipe_paths:
@@ -168,6 +166,10 @@ def build(
         if fmt == "zip" and not no_cache:  # --no-cache asks for a real build every time
             _stamp_noop(t.recipe, result, quiet=quiet, warnings=warnings)
         return
+    from rich.console import Console  # the live status of several builds; one build prints plain lines
+
+    from builder.parallel import run_all, summary
+
     console = Console()
     outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
     console.print(summary(outcomes))

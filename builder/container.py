@@ -88,6 +88,13 @@ def background(work: Callable[[], T]) -> Future[T]:
     return future
 
 
+def _force_remove(container: Any) -> None:
+    import docker.errors  # the SDK loads only when a container is really used
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.remove(force=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -121,6 +128,7 @@ class Container:
         self.volumes = dict(volumes or {})  # named volume -> path: caches that outlive the container
         self._container: Any = None
         self._removing: Future[None] | None = None
+        self._starting: Future[None] | None = None
         self.exec_seconds = 0.0  # time spent inside execs, to tell the tool's own overhead
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -129,8 +137,15 @@ class Container:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> Container:
-        self.start()
+        """Start the container in a thread: the engine takes 0.2-0.4 s to create and start it, which
+        the caller can spend on its own preparations; every use of the container waits for it."""
+        self._starting = background(self.start)
         return self
+
+    def _ready(self) -> None:
+        """Wait for a start begun by __enter__ (its error, such as no arm64 emulation, is raised here)."""
+        if self._starting is not None:
+            self._starting.result()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -182,9 +197,10 @@ class Container:
                 files[CA_IN_CONTAINER] = (ca.read_bytes(), 0o644)
                 self.base_env.update(_ca_env())
             if files:
-                self.put_tar("/", tar_bytes(files))
+                self._put("/", tar_bytes(files))
         except BaseException:
-            self.remove()
+            container, self._container = self._container, None
+            _force_remove(container)
             raise
 
     def remove(self, *, wait: bool = True, after: Sequence[Future[Any]] = ()) -> None:
@@ -195,16 +211,16 @@ class Container:
             if wait:
                 self.join()
             return
+        if self._starting is not None:  # never leave one behind that is still being created
+            futures.wait([self._starting])
         if self._container is None:
             return
         container = self._container
-        import docker.errors  # the SDK loads only when a container is really used
 
         def remove() -> None:
             futures.wait(after)  # their errors are theirs to report
             self._container = None
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+            _force_remove(container)
 
         if wait:
             remove()
@@ -219,6 +235,7 @@ class Container:
 
     @property
     def id(self) -> str:
+        self._ready()
         assert self._container is not None, "container not started"
         return str(self._container.id)
 
@@ -238,6 +255,7 @@ class Container:
 
         Returns the output (its last `max_output` lines; None keeps all) so callers can read answers.
         """
+        self._ready()  # before the clock starts, and before base_env is read (start adds the CA's)
         api = engine.client().api
         environment = {**self.base_env, **(env or {})}
         self._busy(+1)
@@ -297,6 +315,7 @@ class Container:
     def commit(self, tag: str, labels: Mapping[str, str]) -> str:
         """Keep the container's filesystem as an image (caches volumes are not part of it)."""
         repo, _, name = tag.rpartition(":")
+        self._ready()
         image = self._container.commit(repository=repo, tag=name, conf={"Labels": dict(labels)})
         return str(image.id)
 
@@ -306,6 +325,10 @@ class Container:
         """Unpack a tar stream at `dest` inside the container (created if missing)."""
         if dest != "/":
             self.run(f"mkdir -p '{dest}'", step="mkdir", quiet=True)
+        self._ready()
+        self._put(dest, data)
+
+    def _put(self, dest: str, data: bytes | Any) -> None:
         if not self._container.put_archive(dest, data):
             raise BuildFailed(f"copying files into the container at {dest} failed")
 
@@ -317,6 +340,7 @@ class Container:
         """The tar stream of `path` (its last component is the top folder of the stream)."""
         import docker.errors
 
+        self._ready()
         try:
             stream, _ = self._container.get_archive(path)
         except docker.errors.NotFound:

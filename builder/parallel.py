@@ -20,18 +20,7 @@ from rich.table import Table
 
 from builder.build import BuildOptions, BuildResult, build_one
 from builder.errors import LambdaBuilderError
-from builder.model import Recipe
-
-
-@dataclass(frozen=True)
-class Target:
-    recipe: Recipe
-    runtime: str
-    arch: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.recipe.name} {self.runtime} {self.arch}"
+from builder.model import Target
 
 
 @dataclass(frozen=True)
