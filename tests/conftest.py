@@ -99,10 +99,11 @@ def run_cli(
 def our_containers() -> list[str]:
     import docker
 
-    client = docker.from_env()
-    return [
-        c.name for c in client.containers.list(all=True, filters={"label": "org.lambda-builder.container"})
-    ]
+    # the plain listing: the SDK's containers.list inspects each one afterwards, which fails with
+    # NotFound when a build removes one in between (a sweep of orphans, a finished build)
+    api = docker.from_env().api
+    found = api.containers(all=True, filters={"label": "org.lambda-builder.container"})
+    return [str(c["Names"][0]).lstrip("/") for c in found]
 
 
 @pytest.fixture()
