@@ -124,9 +124,11 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             python = DEBIAN[image.debian].python if image.debian else None
             container.put_tar("/", cross.container_files(arch, runtime.glibc, python, PREFIX))
         prefix = _prefix_step(ctx, mode, reuse=options.use_cache)
-        from builder.bundling import RepairAndAudit  # pyelftools: only when something is built
+        from builder.bundling import GuessLibraries, RepairAndAudit  # pyelftools: only when something is built
 
-        actions = native_actions(recipe, prefix, packages_ready=packages_ready, snapshot=snapshot)
+        actions = native_actions(
+            recipe, prefix, packages_ready=packages_ready, snapshot=snapshot, guess=GuessLibraries()
+        )
         timings = run_actions(ctx, [*actions, RepairAndAudit()])
         # the rest happens on the host, while the engine removes the container (once the manifest
         # fields still asking it things are done)

@@ -8,10 +8,13 @@ when the artifact needs a newer glibc than its target allows.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import posixpath
 import shlex
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +24,19 @@ from builder.container import Container, background
 from builder.errors import BuildFailed
 from builder.policy import Policy, policy_for_debian, policy_for_runtime
 from builder.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
-from builder.steps import PREFIX, BuildContext
+from builder.steps import PREFIX, STAGE, BuildContext
+
+PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
 
 
 class ContainerResolver:
     """Finds libraries in the build container the way its loader would, and copies them out.
 
-    Each library folder is listed once (one exec for all new folders). At the walk's first level
-    the container guesses the whole closure (`readelf -d`, the first folder that has each soname,
-    `skip`ping what the runtime provides) and copies it out in one tar; each later level copies
-    out only what that guess missed. So a closure of dozens of libraries, six levels deep for
+    Each library folder is listed once (one exec for all new folders). The container guesses the
+    whole closure (`readelf -d`, the first folder that has each soname, `skip`ping what the
+    runtime provides) and copies it out in one tar: in a build from the stage's own files while
+    the stage is pruned, stripped and copied out (GuessLibraries), else at the walk's first level.
+    Each later level copies out only what that guess missed. So a closure of dozens of libraries, six levels deep for
     libpq, costs three round trips, not one per level, library or folder. The guess only saves
     trips: the walk on the host still decides, from the files, what is bundled.
     """
@@ -44,6 +50,15 @@ class ContainerResolver:
         self._fetched: dict[str, Path] = {}  # image path -> host copy (prefetched)
         self._count = 0
         self._guessed = False
+        self._guessing: Future[None] | None = None
+
+    def guess_from_stage(self, stage: str, dirs: Sequence[str], also: Sequence[str] = ()) -> None:
+        """Start the guess now, in a thread, from the NEEDED entries of the files in `stage` (in the
+        container) and the sonames `also`, so it runs beside the steps before repair (pruning,
+        stripping, copying the stage out); the walk's first prefetch waits for it."""
+        self._guessed = True
+        queue = STAGE_QUEUE.format(stage=shlex.quote(stage), also=" ".join(shlex.quote(s) for s in also))
+        self._guessing = background(functools.partial(self._guess, dirs, queue))
 
     def _list(self, dirs: Sequence[str]) -> None:
         new = [d for d in dirs if d not in self._listings]
@@ -89,9 +104,14 @@ class ContainerResolver:
     def prefetch(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
         """Copy out, in one go, the file each of these lookups picks first (a later candidate,
         needed only when the first is of another architecture, is copied when `find` gets to it)."""
+        if self._guessing is not None:
+            guessing, self._guessing = self._guessing, None
+            with contextlib.suppress(BuildFailed):  # only a shortcut: the levels still fetch the rest
+                guessing.result()
         if not self._guessed and wanted:
             self._guessed = True
-            self._guess_closure(wanted, arch)
+            dirs = list(dict.fromkeys(d for _, search in wanted for d in search))
+            self._guess(dirs, "queue=" + shlex.quote(" ".join(soname for soname, _ in wanted)))
         reals: dict[str, None] = {}
         for soname, search in wanted:
             first = next(filter(None, map(self._resolve, self._candidates(soname, search, arch))), None)
@@ -107,10 +127,10 @@ class ContainerResolver:
         for real in reals:
             self._fetched[real] = folder / real.lstrip("/")
 
-    def _guess_closure(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
-        """One exec walks DT_NEEDED in the container from these lookups and copies what it finds
-        (by the path it was found at, dereferenced) into a batch folder; one tar brings it out."""
-        dirs = list(dict.fromkeys(d for _, search in wanted for d in search))
+    def _guess(self, dirs: Sequence[str], queue: str) -> None:
+        """One exec walks DT_NEEDED in the container from the sonames the `queue` script sets, and
+        copies what it finds (by the path it was found at, dereferenced) into a batch folder; one
+        tar brings it out."""
         self._list(dirs)
         self._count += 1
         batch = f"/lb/fetch/{self._count}"
@@ -118,7 +138,7 @@ class ContainerResolver:
             batch=batch,
             skip=shlex.quote(" " + " ".join(sorted(self.skip)) + " "),
             dirs=" ".join(shlex.quote(d) for d in dirs),
-            queue=" ".join(shlex.quote(soname) for soname, _ in wanted),
+            queue=queue,
         )
         found = self.container.run(script, step="guess library closure", quiet=True, max_output=None).split()
         if not found:
@@ -169,9 +189,10 @@ class ContainerResolver:
 # each level's finds are copied (dereferenced) under $batch and printed: three commands a level.
 # readelf only reads files, whatever their architecture, so this works in cross images too.
 CLOSURE = r"""
-batch={batch}; skip={skip}; seen=' '; queue='{queue}'
-mkdir -p "$batch"
 command -v readelf >/dev/null 2>&1 || exit 0
+batch={batch}; skip={skip}; seen=' '
+mkdir -p "$batch"
+{queue}
 while [ -n "$queue" ]; do
   found=''
   for so in $queue; do
@@ -187,6 +208,14 @@ while [ -n "$queue" ]; do
   printf '%s\n' $found
   queue=$(readelf -d $found 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p')
 done
+"""
+
+
+# The queue from a folder of files: what its ELF files need, except what it holds itself (by name).
+STAGE_QUEUE = r"""
+skip="$skip$(find {stage} \( -type f -o -type l \) -printf '%f ' 2>/dev/null) "
+queue="{also} $(find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \) \
+  -exec readelf -d {{}} + 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p' | sort -u | tr '\n' ' ')"
 """
 
 
@@ -244,6 +273,24 @@ def owning_packages(container: Container, paths: Sequence[str]) -> dict[str, str
 
 
 @dataclass(frozen=True)
+class GuessLibraries:
+    """Start guessing the library closure as soon as the stage holds every ELF file (see
+    ContainerResolver.guess_from_stage); RepairAndAudit walks with the same resolver."""
+
+    name: str = "guess library closure"
+
+    def run(self, ctx: BuildContext) -> None:
+        bundle = ctx.recipe.bundle
+        if not bundle.repair:
+            return
+        resolver = ContainerResolver(
+            ctx.container, ctx.work / "resolved", skip=target_policy(ctx).provided | set(bundle.exclude)
+        )
+        resolver.guess_from_stage(STAGE, [*PREFIX_LIB_DIRS, *default_lib_dirs(ctx.arch)], also=bundle.dlopen)
+        ctx.resolver = resolver
+
+
+@dataclass(frozen=True)
 class RepairAndAudit:
     name: str = "bundle libraries and audit"
 
@@ -251,8 +298,10 @@ class RepairAndAudit:
         policy = target_policy(ctx)
         bundle = ctx.recipe.bundle
         if bundle.repair:
-            skip = policy.provided | set(bundle.exclude)
-            resolver = ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
+            resolver = ctx.resolver
+            if not isinstance(resolver, ContainerResolver):
+                skip = policy.provided | set(bundle.exclude)
+                resolver = ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
             plan = plan_repair(
                 ctx.stage,
                 policy,
@@ -260,7 +309,7 @@ class RepairAndAudit:
                 dlopen=bundle.dlopen,
                 exclude=bundle.exclude,
                 lib_dir="lib",
-                extra_search_dirs=(f"{PREFIX}/lib", f"{PREFIX}/lib64"),
+                extra_search_dirs=PREFIX_LIB_DIRS,
             )
             if plan.missing:
                 lines = [f"  {m.soname} (needed by {', '.join(m.needed_by)})" for m in plan.missing]

@@ -53,6 +53,7 @@ class BuildContext:
     source_digests: dict[str, str] = field(default_factory=dict)
     cross: bool = False  # compiling for `arch` in a container of another arch (zig/gcc cross)
     pip_env: dict[str, str] = field(default_factory=dict)  # only for Python builds (e.g. cross LDSHARED)
+    resolver: object = None  # bundling.ContainerResolver, started early by GuessLibraries
 
     @property
     def python(self) -> str:
@@ -463,6 +464,7 @@ def native_actions(
     *,
     packages_ready: bool = False,
     snapshot: str | None = None,
+    guess: Action | None = None,
 ) -> list[Action]:
     """The build's actions; with a prefix hit the sources are not built again, and in an image
     that already has the recipe's system packages they are not installed again."""
@@ -473,7 +475,8 @@ def native_actions(
         actions += [BuildSource(i, name=f"source {s.name}") for i, s in enumerate(recipe.sources)]
         if prefix is not None and recipe.sources:
             actions.append(prefix)
-    actions += [PipInstall(), CollectNative(), PruneAndStrip(), CopyOut()]
+    # `guess` (bundling's library guess) starts once every ELF file is in the stage
+    actions += [PipInstall(), CollectNative(), *([guess] if guess else []), PruneAndStrip(), CopyOut()]
     return actions
 
 

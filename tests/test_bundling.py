@@ -12,7 +12,7 @@ from builder import images
 from builder.bundling import ContainerResolver
 from builder.container import Container
 from builder.policy import policy_for_debian
-from builder.repair import RepairPlan, plan_repair
+from builder.repair import RepairPlan, default_lib_dirs, plan_repair
 
 pytestmark = pytest.mark.docker
 
@@ -30,14 +30,19 @@ class CountingContainer(Container):
 class LevelByLevel(ContainerResolver):
     """The resolver without its guess: one copy per level of the walk, as before the guess."""
 
-    def _guess_closure(self, wanted: Sequence[tuple[str, tuple[str, ...]]], arch: str) -> None:
+    def _guess(self, dirs: Sequence[str], queue: str) -> None:
         return None
 
 
-def _plan(container: CountingContainer, stage: Path, work: Path, resolver_type: type[ContainerResolver]) -> RepairPlan:
+def _plan(
+    container: CountingContainer, stage: Path, work: Path, resolver_type: type[ContainerResolver], early: str = ""
+) -> RepairPlan:
+    """The repair plan for `stage`; with `early`, the guess starts first from that container folder."""
     policy = policy_for_debian("bookworm", "x86_64")
     resolver = resolver_type(container, work, skip=policy.provided)
     container.steps = []
+    if early:
+        resolver.guess_from_stage(early, default_lib_dirs("x86_64"))
     return plan_repair(stage, policy, resolver, lib_dir="lib")
 
 
@@ -62,3 +67,21 @@ def test_a_deep_closure_costs_one_guess_and_the_same_plan(local_images: dict[str
     assert guessed_steps.count("guess library closure") == 1
     assert "copy libraries" not in guessed_steps  # nothing left for the levels to copy
     assert level_steps.count("copy libraries") >= 3  # what the guess saves: one per level
+
+
+def test_the_guess_can_start_from_the_stage_in_the_container(local_images: dict[str, str], tmp_path: Path) -> None:
+    """As a build does it (GuessLibraries, before pruning and copying out): the guess reads the
+    stage's own files in the container, skips what the stage holds, and spares the same trips."""
+    image = images.ensure_local("build", "bookworm", "x86_64", progress=lambda _l: None)
+    with CountingContainer(image, purpose="bundling-test", log=lambda _l: None) as container:
+        container.steps = []
+        container.run("mkdir -p /lb/t/bin && cp /usr/bin/apt /lb/t/bin/ && echo '#!/bin/sh' > /lb/t/bin/x && "
+                      "chmod +x /lb/t/bin/x", step="stage")  # a script among the files: readelf skips it
+        stage = tmp_path / "stage"
+        container.copy_out("/lb/t/bin", stage)
+        early = _plan(container, stage, tmp_path / "early", ContainerResolver, early="/lb/t")
+        early_steps = list(container.steps)
+        levels = _plan(container, stage, tmp_path / "levels", LevelByLevel)
+    assert "libapt-pkg.so.6.0" in {b.soname for b in early.bundled}
+    assert [(b.soname, b.source) for b in early.bundled] == [(b.soname, b.source) for b in levels.bundled]
+    assert early_steps.count("guess library closure") == 1 and "copy libraries" not in early_steps
