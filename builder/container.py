@@ -56,20 +56,24 @@ def sweep_orphans(log: Log | None = None) -> int:
 
     removed = 0
     host = socket.gethostname()
-    for container in engine.client().containers.list(all=True, filters={"label": LABEL}):
-        labels = container.labels
+    api = engine.client().api
+    # the plain listing, labels included: the SDK's containers.list inspects each container after
+    # listing, which fails when another build removes one in between (builds run side by side)
+    for container in api.containers(all=True, filters={"label": LABEL}):
+        labels = container.get("Labels") or {}
         if labels.get("org.lambda-builder.host") != host:
             continue
         pid = int(labels.get("org.lambda-builder.pid", "0") or 0)
         if pid and _alive(pid):
             continue
+        name = str((container.get("Names") or [container["Id"]])[0]).lstrip("/")
         try:
-            container.remove(force=True)
+            api.remove_container(container["Id"], force=True)
             removed += 1
             if log:
-                log(f"removed container {container.name} left by a killed run (pid {pid})")
+                log(f"removed container {name} left by a killed run (pid {pid})")
         except docker.errors.APIError:
-            pass
+            pass  # gone already, or being removed by its owner
     return removed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -17,6 +18,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,3 +271,28 @@ def test_a_failing_parallel_compile_fails_the_build_with_the_compiler_error(
     assert result.returncode == 1  # BuildFailed
     assert "not_declared_anywhere" in result.stdout + result.stderr
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_sweep_removes_containers_of_killed_runs_on_this_host_only(local_images: dict[str, str], client: Any) -> None:
+    """A run killed outright (SIGKILL) leaves its container; the next build's sweep removes it, by
+    its labels: this host, a pid that no longer exists. Another host's container is left alone."""
+    import socket
+
+    from builder.container import LABEL, sweep_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid no longer exists
+    made = []
+    for host, name in ((socket.gethostname(), "lb-test-orphan"), ("some-other-host", "lb-test-foreign")):
+        labels = {LABEL: "1", "org.lambda-builder.pid": str(dead.pid), "org.lambda-builder.host": host}
+        made.append(client.containers.create(local_images["build"], ["true"], name=name, labels=labels))
+    lines: list[str] = []
+    try:
+        assert sweep_orphans(lines.append) >= 1
+        names = [c.name for c in client.containers.list(all=True)]
+        assert "lb-test-orphan" not in names and "lb-test-foreign" in names
+        assert any("removed container lb-test-orphan left by a killed run" in line for line in lines)
+    finally:
+        for container in made:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
