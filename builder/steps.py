@@ -397,8 +397,10 @@ def prune_script(recipe: Recipe) -> str:
     return "\n".join(r.format(s=STAGE) for r in rules)
 
 
+# ELF files are shared objects (*.so, *.so.N) or executables: only those are looked at, so a
+# package of thousands of .py files does not cost a readelf each
 STRIP = r"""
-find {stage} -type f | while read -r f; do
+find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \) | while read -r f; do
   if readelf -h "$f" >/dev/null 2>&1; then ${{STRIP:-strip}} --strip-unneeded "$f" 2>/dev/null || true; fi
 done
 """
