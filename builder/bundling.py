@@ -51,6 +51,8 @@ class ContainerResolver:
         self._count = 0
         self._guessed = False
         self._guessing: Future[None] | None = None
+        self._owners: dict[str, str] = {}  # image path -> package
+        self._owners_asked: Future[dict[str, str]] | None = None  # for the guessed files, in the background
 
     def guess_from_stage(self, stage: str, dirs: Sequence[str], also: Sequence[str] = ()) -> None:
         """Start the guess now, in a thread, from the NEEDED entries of the files in `stage` (in the
@@ -58,7 +60,7 @@ class ContainerResolver:
         stripping, copying the stage out); the walk's first prefetch waits for it."""
         self._guessed = True
         queue = STAGE_QUEUE.format(stage=shlex.quote(stage), also=" ".join(shlex.quote(s) for s in also))
-        self._guessing = background(functools.partial(self._guess, dirs, queue))
+        self._guessing = background(functools.partial(self._guess, dirs, queue, owners=True))
 
     def _list(self, dirs: Sequence[str]) -> None:
         new = [d for d in dirs if d not in self._listings]
@@ -127,10 +129,10 @@ class ContainerResolver:
         for real in reals:
             self._fetched[real] = folder / real.lstrip("/")
 
-    def _guess(self, dirs: Sequence[str], queue: str) -> None:
+    def _guess(self, dirs: Sequence[str], queue: str, *, owners: bool = False) -> None:
         """One exec walks DT_NEEDED in the container from the sonames the `queue` script sets, and
         copies what it finds (by the path it was found at, dereferenced) into a batch folder; one
-        tar brings it out."""
+        tar brings it out. With `owners` (in the background), their packages are asked for too."""
         self._list(dirs)
         self._count += 1
         batch = f"/lb/fetch/{self._count}"
@@ -144,10 +146,27 @@ class ContainerResolver:
         if not found:
             return
         folder = self.container.copy_out(batch, self.dest / f"batch{self._count}")
+        reals = []
         for candidate in found:
             real = self._resolve(candidate)
             if real and real not in self._fetched:
                 self._fetched[real] = folder / candidate.lstrip("/")
+                reals.append(real)
+        if owners:  # the manifest's owners, asked beside the walk that does not need them
+            self._owners_asked = background(functools.partial(owning_packages, self.container, reals))
+
+    def owners(self, paths: Sequence[str]) -> dict[str, str]:
+        """The package of each image path (for the manifest): those the guess asked about already,
+        the others in one query now."""
+        if self._owners_asked is not None:
+            asked, self._owners_asked = self._owners_asked, None
+            with contextlib.suppress(BuildFailed):  # what it did not answer is asked below
+                self._owners.update(asked.result())
+        missing = [p for p in paths if p not in self._owners]
+        if missing:
+            self._owners.update(owning_packages(self.container, missing))
+            self._owners.update(dict.fromkeys((p for p in missing if p not in self._owners), ""))
+        return {p: self._owners[p] for p in paths if self._owners[p]}
 
     def _copy(self, real: str) -> Path:
         """A host copy of the image file `real`, from the prefetch when there is one."""
@@ -237,35 +256,47 @@ def target_policy(ctx: BuildContext) -> Policy:
     return policy_for_runtime(ctx.runtime.name, ctx.arch)
 
 
+# Each file's canonical path (@@c, in order), then every path asked about (@@q: the files, their
+# canonical paths and, merged-/usr, those under /lib or /usr/lib alike), then dpkg's or rpm's answer.
+OWNERS = r"""
+set -- {paths}
+query="$*"
+for c in $(readlink -f "$@"); do
+  echo "@@c $c"
+  query="$query $c"
+  case "$c" in /usr/lib/*) query="$query /lib/${{c#/usr/lib/}}" ;; /lib/*) query="$query /usr/lib/${{c#/lib/}}" ;; esac
+done
+echo "@@q $query"
+if command -v dpkg >/dev/null 2>&1; then dpkg -S $query 2>/dev/null || true
+elif command -v rpm >/dev/null 2>&1; then echo '@@rpm'; rpm -qf $query 2>/dev/null || true; fi
+"""
+
+
 def owning_packages(container: Container, paths: Sequence[str]) -> dict[str, str]:
     """Which distribution package each bundled file came from (dpkg or rpm), for the manifest.
 
-    One query for all files: dpkg answers `pkg:arch: /path`, rpm one line per file in order.
+    One exec for all files: dpkg answers `pkg:arch: /path`, rpm one line per path asked, in order.
     """
     if not paths:
         return {}
-    quoted = " ".join(shlex.quote(p) for p in paths)
-    # merged-/usr: a file may be registered under /lib or /usr/lib whichever path we found it by
-    canonical = container.run(f"readlink -f {quoted}", step="owning packages", quiet=True, max_output=None)
-    aliases = dict(zip(canonical.split(), paths, strict=False))
-    for alias, original in list(aliases.items()):
-        for a, b in (("/usr/lib/", "/lib/"), ("/lib/", "/usr/lib/")):
-            if alias.startswith(a):
-                aliases.setdefault(b + alias[len(a) :], original)
-        aliases.setdefault(original, original)
-    quoted = " ".join(shlex.quote(p) for p in aliases)
-    script = (
-        f"if command -v dpkg >/dev/null 2>&1; then dpkg -S {quoted} 2>/dev/null || true; "
-        f"elif command -v rpm >/dev/null 2>&1; then echo '@@rpm'; rpm -qf {quoted} 2>/dev/null || true; fi"
-    )
+    script = OWNERS.format(paths=" ".join(shlex.quote(p) for p in paths))
     lines = container.run(script, step="owning packages", quiet=True, max_output=None).splitlines()
+    canonical = [line[4:] for line in lines if line.startswith("@@c ")]
+    at = next((i for i, line in enumerate(lines) if line.startswith("@@q ")), len(lines))
+    query, answers = (lines[at][4:].split() if at < len(lines) else []), lines[at + 1 :]
+    aliases = {p: p for p in paths}
+    for real, original in zip(canonical, paths, strict=False):
+        aliases.setdefault(real, original)
+        for a, b in (("/usr/lib/", "/lib/"), ("/lib/", "/usr/lib/")):
+            if real.startswith(a):
+                aliases.setdefault(b + real[len(a) :], original)
     found: dict[str, str] = {}
-    if lines and lines[0] == "@@rpm":
-        for path, line in zip(aliases.values(), lines[1:], strict=False):
-            if "not owned" not in line:
-                found[path] = line.strip()
+    if answers and answers[0] == "@@rpm":
+        for path, line in zip(query, answers[1:], strict=False):
+            if "not owned" not in line and path in aliases:
+                found.setdefault(aliases[path], line.strip())
         return found
-    for line in lines:
+    for line in answers:
         package, sep, path = line.partition(": ")
         if sep and path.strip() in aliases:
             found.setdefault(aliases[path.strip()], package.split(":")[0].split(",")[0].strip())
@@ -328,7 +359,7 @@ class RepairAndAudit:
             ]
 
             def bundled_libraries() -> list[dict[str, Any]]:
-                packages = owning_packages(ctx.container, [b.source for b in plan.bundled])
+                packages = resolver.owners([b.source for b in plan.bundled])
                 return [
                     {
                         "soname": b.soname,
@@ -339,7 +370,7 @@ class RepairAndAudit:
                     for b in sorted(plan.bundled, key=lambda b: b.soname)
                 ] + from_sources
 
-            # asking dpkg/rpm only fills the manifest: it runs while the zip is written
+            # asking dpkg/rpm only fills the manifest: what the guess did not ask runs while the zip is written
             ctx.manifest["bundled_libraries"] = background(bundled_libraries)
             elfs = list(plan.elfs)
             bundled = plan.bundled_sonames

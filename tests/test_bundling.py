@@ -30,7 +30,7 @@ class CountingContainer(Container):
 class LevelByLevel(ContainerResolver):
     """The resolver without its guess: one copy per level of the walk, as before the guess."""
 
-    def _guess(self, dirs: Sequence[str], queue: str) -> None:
+    def _guess(self, dirs: Sequence[str], queue: str, *, owners: bool = False) -> None:
         return None
 
 
