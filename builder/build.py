@@ -32,7 +32,6 @@ from builder.steps import (
     container_files,
     manifest_meta,
     native_actions,
-    pending,
     run_actions,
     runtime_of,
 )
@@ -103,7 +102,6 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
     )
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(sweeping.result)
-        cleanup.callback(container.join)
         cleanup.enter_context(container)
         ctx = BuildContext(
             recipe=recipe,
@@ -130,18 +128,12 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             recipe, prefix, packages_ready=packages_ready, snapshot=snapshot, guess=GuessLibraries()
         )
         timings = run_actions(ctx, [*actions, RepairAndAudit()])
-        # the rest happens on the host, while the engine removes the container (once the manifest
-        # fields still asking it things are done)
-        container.remove(wait=False, after=pending(ctx))
+        container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = timings
         runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
+        meta = manifest_meta(ctx, runtime_image)
         zip_path, manifest = package.package(
-            ctx.stage,
-            options.out,
-            stem,
-            functools.partial(manifest_meta, ctx, runtime_image),
-            include=recipe.include,
-            exclude=recipe.exclude,
+            ctx.stage, options.out, stem, meta, include=recipe.include, exclude=recipe.exclude
         )
         step_seconds = container.exec_seconds
     try:

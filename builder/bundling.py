@@ -17,7 +17,6 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from builder import elf
 from builder.container import Container, background
@@ -36,9 +35,9 @@ class ContainerResolver:
     whole closure (`readelf -d`, the first folder that has each soname, `skip`ping what the
     runtime provides) and copies it out in one tar: in a build from the stage's own files while
     the stage is pruned, stripped and copied out (GuessLibraries), else at the walk's first level.
-    Each later level copies out only what that guess missed. So a closure of dozens of libraries, six levels deep for
-    libpq, costs three round trips, not one per level, library or folder. The guess only saves
-    trips: the walk on the host still decides, from the files, what is bundled.
+    Each later level copies out only what that guess missed. So a closure of dozens of libraries,
+    six levels deep for libpq, costs three round trips, not one per level, library or folder. The
+    guess only saves trips: the walk on the host still decides, from the files, what is bundled.
     """
 
     def __init__(self, container: Container, dest: Path, skip: Collection[str] = ()) -> None:
@@ -314,11 +313,15 @@ class GuessLibraries:
         bundle = ctx.recipe.bundle
         if not bundle.repair:
             return
-        resolver = ContainerResolver(
-            ctx.container, ctx.work / "resolved", skip=target_policy(ctx).provided | set(bundle.exclude)
-        )
+        resolver = _resolver(ctx, target_policy(ctx))
         resolver.guess_from_stage(STAGE, [*PREFIX_LIB_DIRS, *default_lib_dirs(ctx.arch)], also=bundle.dlopen)
         ctx.resolver = resolver
+
+
+def _resolver(ctx: BuildContext, policy: Policy) -> ContainerResolver:
+    """The build's library resolver: skipping what the runtime provides and what the recipe excludes."""
+    skip = policy.provided | set(ctx.recipe.bundle.exclude)
+    return ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
 
 
 @dataclass(frozen=True)
@@ -329,10 +332,7 @@ class RepairAndAudit:
         policy = target_policy(ctx)
         bundle = ctx.recipe.bundle
         if bundle.repair:
-            resolver = ctx.resolver
-            if not isinstance(resolver, ContainerResolver):
-                skip = policy.provided | set(bundle.exclude)
-                resolver = ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
+            resolver = ctx.resolver if isinstance(ctx.resolver, ContainerResolver) else _resolver(ctx, policy)
             plan = plan_repair(
                 ctx.stage,
                 policy,
@@ -351,27 +351,22 @@ class RepairAndAudit:
                     "bundle.exclude if another layer provides them",
                 )
             apply_repair(plan, ctx.stage)
-            # libraries the recipe's own sources built, collected into lib/ before repair
-            from_sources = [
+            # the guess asked dpkg/rpm for its libraries beside the walk: mostly answered already
+            packages = resolver.owners([b.source for b in plan.bundled])
+            ctx.manifest["bundled_libraries"] = [
+                {
+                    "soname": b.soname,
+                    "from": b.source,
+                    "package": packages.get(b.source, ""),
+                    "needed_by": list(b.needed_by),
+                }
+                for b in sorted(plan.bundled, key=lambda b: b.soname)
+            ] + [
+                # libraries the recipe's own sources built, collected into lib/ before repair
                 {"soname": lib.name, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
                 for lib in sorted((ctx.stage / "lib").glob("*"))
                 if lib.name not in plan.bundled_sonames and lib.is_file() and elf.is_elf(lib)
             ]
-
-            def bundled_libraries() -> list[dict[str, Any]]:
-                packages = resolver.owners([b.source for b in plan.bundled])
-                return [
-                    {
-                        "soname": b.soname,
-                        "from": b.source,
-                        "package": packages.get(b.source, ""),
-                        "needed_by": list(b.needed_by),
-                    }
-                    for b in sorted(plan.bundled, key=lambda b: b.soname)
-                ] + from_sources
-
-            # asking dpkg/rpm only fills the manifest: what the guess did not ask runs while the zip is written
-            ctx.manifest["bundled_libraries"] = background(bundled_libraries)
             elfs = list(plan.elfs)
             bundled = plan.bundled_sonames
         else:

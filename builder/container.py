@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
@@ -207,10 +207,10 @@ class Container:
             _force_remove(container)
             raise
 
-    def remove(self, *, wait: bool = True, after: Sequence[Future[Any]] = ()) -> None:
+    def remove(self, *, wait: bool = True) -> None:
         """Remove the container; with wait=False in a thread (a forced removal takes 0.1-0.2 s that
-        the caller can spend packaging), once the `after` work still using it is done; `join` (or
-        a later remove(), as on leaving the `with` block) waits for it."""
+        the caller can spend packaging), which `join` (or a later remove(), as on leaving the
+        `with` block) waits for."""
         if self._removing is not None:  # already on its way out
             if wait:
                 self.join()
@@ -222,7 +222,6 @@ class Container:
         container = self._container
 
         def remove() -> None:
-            futures.wait(after)  # their errors are theirs to report
             self._container = None
             _force_remove(container)
 
@@ -276,8 +275,8 @@ class Container:
         return "\n".join(tail)
 
     def _busy(self, change: int) -> None:
-        """Count exec time once however many run at a time (a manifest query runs beside the zip
-        while another may run): `exec_seconds` is the time at least one exec was in flight."""
+        """Count exec time once however many run at a time (the library guess runs beside pruning
+        and stripping): `exec_seconds` is the time at least one exec was in flight."""
         with self._lock:
             now = time.monotonic()
             if change > 0 and self._in_flight == 0:

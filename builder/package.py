@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,13 +93,12 @@ def package(
     stage: Path,
     out_dir: Path,
     stem: str,
-    meta: dict[str, Any] | Callable[[], dict[str, Any]],
+    meta: dict[str, Any],
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> tuple[Path, dict[str, Any]]:
-    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all.
-    `meta` may be a function: it is called once the zip is written (its fields may still be in work)."""
+    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = collect(stage, include, exclude)
     zip_path = out_dir / f"{stem}.zip"
@@ -115,7 +114,7 @@ def package(
         ]
         manifest = {
             "schema": MANIFEST_SCHEMA,
-            **(meta() if callable(meta) else meta),
+            **meta,
             "zip": zip_path.name,
             "sha256": written.sha256,
             "zipped_size": written.size,

@@ -13,7 +13,6 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,7 +140,7 @@ class SystemPackages:
         found = ctx.container.run(_detect_and_check(wanted), step="check installed packages", quiet=True)
         manager, _, state = found.strip().splitlines()[-1].partition(" ")
         key = {"apt-get": "apt"}.get(manager, manager)
-        packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
+        packages = _packages_for(wanted, key)
         if packages is None:
             listed = ", ".join(sorted(wanted))
             raise UserError(
@@ -173,29 +172,33 @@ class SystemPackages:
             ctx.log(f"kept the installed packages as {self.snapshot} for the next build")
 
 
+def _packages_for(wanted: dict[str, tuple[str, ...]], key: str) -> tuple[str, ...] | None:
+    """The recipe's packages for a package manager; dnf takes the yum names when none are given."""
+    return wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
+
+
 def _detect_and_check(wanted: dict[str, tuple[str, ...]]) -> str:
     """A script printing `MANAGER installed|missing` (or `none`): the first of apt-get, dnf, yum
     found, and whether the recipe's packages for it are all installed."""
-    def names(key: str) -> str:
-        packages = wanted.get(key) or (wanted.get("yum") if key == "dnf" else None)
-        return " ".join(shlex.quote(p) for p in packages or ())
-
-    apt, dnf, yum = names("apt"), names("dnf"), names("yum")
-    apt_check = (
-        f"! dpkg-query -W -f='${{Status}}\\n' {apt} 2>/dev/null | grep -vq '^install ok installed$' "
-        f"&& [ $(dpkg-query -W {apt} 2>/dev/null | wc -l) -eq {len(apt.split())} ]"
-        if apt
-        else "false"
+    checks: dict[str, str] = {}
+    for manager, key in (("apt-get", "apt"), ("dnf", "dnf"), ("yum", "yum")):
+        packages = _packages_for(wanted, key) or ()
+        names = " ".join(shlex.quote(p) for p in packages)
+        if not packages:
+            checks[manager] = "false"
+        elif key == "apt":
+            checks[manager] = (
+                f"! dpkg-query -W -f='${{Status}}\\n' {names} 2>/dev/null | grep -vq '^install ok installed$' "
+                f"&& [ $(dpkg-query -W {names} 2>/dev/null | wc -l) -eq {len(packages)} ]"
+            )
+        else:
+            checks[manager] = f"rpm -q {names} >/dev/null 2>&1"
+    cases = "".join(
+        f"  {m}) if {check}; then echo '{m} installed'; else echo '{m} missing'; fi ;;\n" for m, check in checks.items()
     )
-    rpm_check = {m: f"rpm -q {n} >/dev/null 2>&1" if n else "false" for m, n in (("dnf", dnf), ("yum", yum))}
     return (
         "for m in apt-get dnf yum; do command -v $m >/dev/null 2>&1 && break; m=none; done\n"
-        "case $m in\n"
-        f"  apt-get) if {apt_check}; then echo 'apt-get installed'; else echo 'apt-get missing'; fi ;;\n"
-        f"  dnf) if {rpm_check['dnf']}; then echo 'dnf installed'; else echo 'dnf missing'; fi ;;\n"
-        f"  yum) if {rpm_check['yum']}; then echo 'yum installed'; else echo 'yum missing'; fi ;;\n"
-        "  *) echo none ;;\n"
-        "esac"
+        f"case $m in\n{cases}  *) echo none ;;\nesac"
     )
 
 
@@ -493,14 +496,7 @@ def run_actions(ctx: BuildContext, actions: Sequence[Action]) -> dict[str, float
     return timings
 
 
-def pending(ctx: BuildContext) -> list[Future[Any]]:
-    """Manifest fields still being worked out in the background (they may use the container)."""
-    return [value for value in ctx.manifest.values() if isinstance(value, Future)]
-
-
 def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any]:
-    """The manifest's fields (waiting for those still being worked out)."""
-    extra = {k: v.result() if isinstance(v, Future) else v for k, v in ctx.manifest.items()}
     return {
         "name": ctx.recipe.name,
         "version": ctx.recipe.version,
@@ -518,7 +514,7 @@ def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any
         },
         "sources": dict(sorted(ctx.source_digests.items())),
         "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
-        **extra,
+        **ctx.manifest,
     }
 
 
