@@ -74,8 +74,10 @@ def _pack(member: Member) -> _Packed:
     return _Packed(member.path, mode, zlib.crc32(raw), len(raw), hashlib.sha256(raw).hexdigest(), data, DEFLATE)
 
 
-def _folders(members: Sequence[Member]) -> Iterator[str]:
-    """Each folder entry ("a/", "a/b/") just before the first member inside it, as zipfile tools expect."""
+def _order(members: Sequence[Member]) -> list[str | None]:
+    """The zip's entries: each folder ("a/", "a/b/") just before the first member inside it, as
+    zipfile tools expect, and None where the next member goes."""
+    order: list[str | None] = []
     seen: set[str] = set()
     for member in members:
         parts = member.path.split("/")[:-1]
@@ -83,12 +85,13 @@ def _folders(members: Sequence[Member]) -> Iterator[str]:
             folder = "/".join(parts[: i + 1]) + "/"
             if folder not in seen:
                 seen.add(folder)
-                yield folder
-        yield ""  # the member itself
+                order.append(folder)
+        order.append(None)
+    return order
 
 
-def _in_order(members: Sequence[Member], jobs: int) -> Iterator[_Packed | str]:
-    """Folder names and packed members in zip order; at most 2*jobs members are held in memory."""
+def _in_order(members: Sequence[Member], order: Sequence[str | None], jobs: int) -> Iterator[_Packed]:
+    """Folders and packed members in zip order; at most 2*jobs members are held in memory."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending: deque[Future[_Packed]] = deque()
         upcoming = iter(members)
@@ -98,9 +101,9 @@ def _in_order(members: Sequence[Member], jobs: int) -> Iterator[_Packed | str]:
                 pending.append(pool.submit(_pack, member))
 
         refill()
-        for folder in _folders(members):
-            if folder:
-                yield folder
+        for folder in order:
+            if folder is not None:
+                yield _Packed(folder, stat.S_IFDIR | 0o755, 0, 0, "", b"", STORE)
                 continue
             packed = pending.popleft().result()
             refill()
@@ -127,23 +130,21 @@ def _headers(name: bytes, flags: int, method: int, crc: int, csize: int, size: i
 
 def write_zip(members: Sequence[Member], dest: Path, jobs: int | None = None) -> Written:
     """Write `members` (sorted by the caller) to `dest`; the caller renames it into place."""
-    entries = sum(1 for _ in _folders(members))
-    if entries > 0xFFFF:
+    order = _order(members)
+    if len(order) > 0xFFFF:
         raise BuildFailed(
-            f"the artifact has {entries} zip entries (files and folders): more than a zip without zip64 holds",
+            f"the artifact has {len(order)} zip entries (files and folders): more than a zip without zip64 holds",
             hint=TOO_BIG,
         )
     central: list[bytes] = []
     files: list[tuple[int, str]] = []
     with dest.open("wb") as handle:
         out = _HashingFile(handle)
-        for item in _in_order(members, jobs or os.cpu_count() or 1):
-            if isinstance(item, str):  # a folder; 0x10: the MS-DOS directory bit, as zipfile sets it
-                packed = _Packed(item, 0, 0, 0, "", b"", STORE)
-                attributes = (stat.S_IFDIR | 0o755) << 16 | 0x10
-            else:
-                packed, attributes = item, item.mode << 16
-                files.append((item.size, item.sha256))
+        for packed in _in_order(members, order, jobs or os.cpu_count() or 1):
+            folder = stat.S_ISDIR(packed.mode)
+            attributes = packed.mode << 16 | (0x10 if folder else 0)  # 0x10: MS-DOS directory bit, as zipfile sets
+            if not folder:
+                files.append((packed.size, packed.sha256))
             if out.offset + len(packed.data) > LIMIT or packed.size > LIMIT:
                 raise BuildFailed(
                     f"the artifact is over 4 GiB (at {packed.name}): more than a zip without zip64 holds",
