@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import elf
+from builder import elf, wheels
 from builder.container import Container, background
 from builder.errors import BuildFailed
 from builder.policy import Policy, policy_for_debian, policy_for_runtime
@@ -341,6 +341,7 @@ class RepairAndAudit:
                 exclude=bundle.exclude,
                 lib_dir="lib",
                 extra_search_dirs=PREFIX_LIB_DIRS,
+                keep=prebuilt_in(ctx.stage),
             )
             if plan.missing:
                 lines = [f"  {m.soname} (needed by {', '.join(m.needed_by)})" for m in plan.missing]
@@ -387,6 +388,8 @@ class RepairAndAudit:
                 f"the artifact needs newer symbol versions than {policy.name} ({ctx.arch}) has:\n" + "\n".join(lines),
                 hint="build with an older toolchain or image, or set bundle.allow_glibc in the recipe if you accept it",
             )
+        # strip and patchelf changed what this build compiled: its RECORDs say so again
+        wheels.rewrite_records(str(ctx.stage))
         lambda_policy = policy_for_runtime(ctx.runtime.name, ctx.arch)
         glibc = max((i.versions.get("GLIBC", "0") for i in elfs), key=elf.version_key, default="0")
         lambda_ok = not check_versions(elfs, lambda_policy, bundle.allow_glibc, bundled)
@@ -402,6 +405,13 @@ class RepairAndAudit:
                 f"({lambda_policy.name}, glibc {lambda_policy.max_versions.get('GLIBC')}). Build with the "
                 "official images (or --mode cross) for artifacts you deploy."
             )
+
+
+def prebuilt_in(stage: Path) -> frozenset[str]:
+    """Stage-relative paths of the prebuilt wheels' files: left byte for byte (see builder/wheels.py)."""
+    root = stage.resolve()
+    files = [Path(p) for p in wheels.prebuilt_files(str(root))]
+    return frozenset(p.relative_to(root).as_posix() for p in files if p.is_relative_to(root))
 
 
 def _rel(path: Path, stage: Path) -> str:

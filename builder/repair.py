@@ -401,9 +401,14 @@ def plan_repair(
     exclude: Collection[str] = (),
     lib_dir: str = "lib",
     extra_search_dirs: Sequence[str] = (),
+    keep: Collection[str] = (),
 ) -> RepairPlan:
-    """Decide, for every soname the stage needs, whether it is provided, shipped, to bundle or missing."""
+    """Decide, for every soname the stage needs, whether it is provided, shipped, to bundle or missing.
+
+    Files in `keep` (stage-relative: a prebuilt wheel's) are never patched: what they need and the
+    stage lacks is still bundled into lib_dir, where Lambda's LD_LIBRARY_PATH finds it."""
     stage = stage.resolve()
+    keep = frozenset(keep)
     planner = _Planner(stage, policy, resolver, lib_dir, exclude, extra_search_dirs)
     upgrade: frozenset[str] = frozenset()
     for _ in range(3):  # a bundled newer libstdc++ can itself need a newer libgcc_s
@@ -423,7 +428,7 @@ def plan_repair(
                 patches.append(Patch(planner._rel(node.final), _runpath_for(node, stage, [])))
             continue
         extra = [lib_root] if dlopen_bundled else []
-        if not node.dep_dirs and not extra:
+        if planner._rel(node.final) in keep or (not node.dep_dirs and not extra):
             continue
         runpath = _runpath_for(node, stage, extra)
         if runpath != ":".join(node.info.runpath or node.info.rpath) or node.info.rpath:

@@ -280,8 +280,7 @@ class PipInstall:
             script = PATH_PREFIX + hook_script(ctx.python) + shlex.join(build)
             ctx.container.run(script, step="pip wheel (cross)", env=pip_env(ctx))
         names = [a for a in args if not a.startswith(PYSRC)]
-        glibc = ctx.runtime.glibc.replace(".", "_")  # pip widens manylinux_2_26 to every older tag
-        platforms = ["--platform", f"manylinux_{glibc}_{machine}", "--platform", f"linux_{machine}"]
+        platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
         options = [
             "--no-compile",
             "--target",
@@ -306,13 +305,30 @@ class PipInstall:
         )
 
 
+def manylinux_platforms(glibc: str, machine: str) -> list[str]:
+    """Every platform tag a wheel for `machine` may carry and still load on `glibc`, most specific
+    first: pip (23.0 in the build image) does not widen `--platform manylinux_2_26_aarch64` to the
+    older tags most of PyPI's wheels carry (manylinux_2_17 / manylinux2014), so all are named."""
+    major, minor = (int(part) for part in glibc.split(".")[:2])
+    lowest = 17 if machine == "aarch64" else 5  # manylinux starts at glibc 2.17 on aarch64
+    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, lowest - 1, -1)]
+    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
+    tags += [f"{name}_{machine}" for name, need in legacy.items() if lowest <= need <= minor]
+    return [*tags, f"linux_{machine}"]
+
+
 HOOKS = "/lb/hooks"
 PARALLEL_CC = "lambda_builder_parallel_cc"
+WHEELS_SCRIPT = f"{HOOKS}/lambda_builder_wheels.py"
 
 
 def container_files() -> dict[str, bytes]:
     """Files every build container starts with (put in with the CA bundle, no extra round trip)."""
-    return {f"{HOOKS}/{PARALLEL_CC}.py": Path(__file__).with_name("parallel_cc.py").read_bytes()}
+    here = Path(__file__).parent
+    return {
+        f"{HOOKS}/{PARALLEL_CC}.py": (here / "parallel_cc.py").read_bytes(),
+        WHEELS_SCRIPT: (here / "wheels.py").read_bytes(),
+    }
 
 
 def hook_script(python: str) -> str:
@@ -385,10 +401,15 @@ def prune_script(recipe: Recipe) -> str:
             "find {s} -name '*.py[co]' -delete",
         ]
     if p.tests:
-        # test folders inside packages (depth >= 2), never a top-level package that is named test
+        # test folders inside packages (depth >= 2), never a top-level package that is named test,
+        # nor one that code outside the tests imports (builder/wheels.py: numpy 2.1 does)
         rules.append(
-            "find {s} -mindepth 2 -type d \\( -name tests -o -name test \\) "
-            "-not -path '*.dist-info*' -prune -exec rm -rf {{}} +"
+            "if command -v python3 >/dev/null 2>&1; then\n"
+            f"  python3 {WHEELS_SCRIPT} prunable-test-dirs {{s}} | while read -r d; do rm -rf \"$d\"; done\n"
+            "else\n"
+            "  find {s} -mindepth 2 -type d \\( -name tests -o -name test \\) "
+            "-not -path '*.dist-info*' -prune -exec rm -rf {{}} +\n"
+            "fi"
         )
     if p.static_libs:
         rules.append("find {s} -type f \\( -name '*.a' -o -name '*.la' \\) -delete")
@@ -401,9 +422,14 @@ def prune_script(recipe: Recipe) -> str:
 
 
 # ELF files are shared objects (*.so, *.so.N) or executables: only those are looked at, so a
-# package of thousands of .py files does not cost a readelf each
+# package of thousands of .py files does not cost a readelf each. Files of prebuilt wheels are left
+# byte for byte (builder/wheels.py says why and which); without a Python there are no wheels.
 STRIP = r"""
-find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \) | while read -r f; do
+if command -v python3 >/dev/null 2>&1; then
+  python3 {wheels} strip-candidates {stage}
+else
+  find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \)
+fi | while read -r f; do
   if readelf -h "$f" >/dev/null 2>&1; then ${{STRIP:-strip}} --strip-unneeded "$f" 2>/dev/null || true; fi
 done
 """
@@ -416,7 +442,7 @@ class PruneAndStrip:
     def run(self, ctx: BuildContext) -> None:
         script = f"mkdir -p {STAGE}\n" + prune_script(ctx.recipe)
         if ctx.recipe.strip:
-            script += STRIP.format(stage=STAGE)
+            script += STRIP.format(stage=STAGE, wheels=WHEELS_SCRIPT)
         ctx.container.run(script, step=self.name, env=ctx.env)
 
 
