@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from builder import __version__, noop
+from builder import __version__
+from builder.cache import noop
 from builder.errors import LambdaBuilderError, UserError
 from builder.runtimes import ARCHES
 
 if TYPE_CHECKING:
-    from builder.build import BuildResult
-    from builder.model import Recipe
+    from builder.pipeline.build import BuildResult
+    from builder.recipe.model import Recipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,7 +82,7 @@ def cli() -> None:
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(recipes: tuple[Path, ...]) -> None:
     """Check recipes against the schema; report every problem with file, line and field."""
-    from builder import recipe as recipe_mod
+    from builder.recipe import loader as recipe_mod
 
     failures: list[LambdaBuilderError] = []
     for path in recipes:
@@ -143,9 +144,9 @@ def build(
     quiet: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
-    from builder import recipe as recipe_mod
-    from builder.build import BuildOptions, build_one
-    from builder.model import Target
+    from builder.pipeline.build import BuildOptions, build_one
+    from builder.recipe import loader as recipe_mod
+    from builder.recipe.model import Target
 
     targets: list[Target] = []
     for path in recipe_paths:
@@ -168,7 +169,7 @@ def build(
         return
     from rich.console import Console  # the live status of several builds; one build prints plain lines
 
-    from builder.parallel import run_all, summary
+    from builder.pipeline.parallel import run_all, summary
 
     console = Console()
     outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
@@ -183,8 +184,11 @@ def build(
 
 def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
     """Record this command's inputs and outputs so its next identical run is answered by noop."""
-    from builder import cache, engine, images, package
-    from builder.model import is_local_project
+    from builder.artifact import pack as package
+    from builder.cache import store as cache
+    from builder.engine import client as engine
+    from builder.engine import images
+    from builder.recipe.model import is_local_project
 
     argv = (click.get_current_context().find_root().obj or {}).get("argv")
     if argv is None:
@@ -209,7 +213,7 @@ def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: S
 def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[str]:
     """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output.
     Returns the warnings it printed."""
-    from builder.limits import check_limits, load_manifest
+    from builder.ship.limits import check_limits, load_manifest
 
     warnings: list[str] = []
     for zip_path in zips:
@@ -219,13 +223,15 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[s
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         if fmt == "image":
-            from builder import image_output, package, verify
+            from builder.artifact import pack as package
+            from builder.ship import container_image as image_output
+            from builder.ship import smoke as verify
 
             base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
             built = image_output.build_image(zip_path, base)
             click.echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")
             if push_uri:
-                from builder.publish import make_session
+                from builder.ship.publish import make_session
 
                 pushed = image_output.push_to_ecr(built.tag, push_uri, make_session())
                 click.echo(f"pushed {pushed.get('image')} {pushed.get('digest', '')}")
@@ -238,7 +244,7 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[s
 @click.option("--command", "command", default=None, help="Run this instead of the recipe's tests.")
 def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None) -> None:
     """Unpack ZIP into a clean runtime container and run the recipe's tests there."""
-    from builder.verify import test_zip
+    from builder.ship.smoke import test_zip
 
     for zip_path in zips:
         test_zip(zip_path, image=image, command=command, log=click.echo)
@@ -253,7 +259,7 @@ def images() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def images_list(as_json: bool) -> None:
     """Images lambda-builder made or uses that are on the engine."""
-    from builder import images as images_mod
+    from builder.engine import images as images_mod
 
     rows = images_mod.list_images()
     if as_json:
@@ -276,7 +282,7 @@ def images_list(as_json: bool) -> None:
 )
 def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     """Make the local image family (bootstrapped from Debian) for these runtimes."""
-    from builder import images as images_mod
+    from builder.engine import images as images_mod
     from builder.runtimes import RUNTIMES
 
     for rt in runtimes:
@@ -306,9 +312,9 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
 @click.option("--json", "as_json", is_flag=True)
 def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool) -> None:
     """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
-    from builder import audit as audit_mod
-    from builder import package
-    from builder.policy import load_policy, policy_for_runtime
+    from builder.artifact import audit as audit_mod
+    from builder.artifact import pack as package
+    from builder.artifact.policy import load_policy, policy_for_runtime
 
     manifest: dict[str, Any] = {}
     if package.manifest_path(zip_path).is_file():
@@ -332,13 +338,13 @@ def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: st
 )
 def doctor(fix_emulation: bool) -> None:
     """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
-    from builder import emulation
+    from builder.engine import emulation
 
     if fix_emulation:
         emulation.enable_arm64_emulation()
         click.echo("arm64 emulation registered (qemu-aarch64, flags F)")
     try:
-        from builder import engine
+        from builder.engine import client as engine
 
         client = engine.client()
     except LambdaBuilderError:
@@ -364,8 +370,8 @@ def doctor(fix_emulation: bool) -> None:
 @click.option("--no-native-arm64", is_flag=True, help="Build arm64 on x86_64 runners (cross/emulated).")
 def matrix(recipes: tuple[Path, ...], fmt: str, arm64_runner: str, no_native_arm64: bool) -> None:
     """Print a CI matrix (recipe x runtime x arch), e.g. for GitHub Actions' $GITHUB_OUTPUT."""
-    from builder import matrix as matrix_mod
-    from builder import recipe as recipe_mod
+    from builder.pipeline import ci_matrix as matrix_mod
+    from builder.recipe import loader as recipe_mod
 
     loaded = [recipe_mod.load(p) for p in recipes]
     entries = matrix_mod.matrix_entries(
@@ -384,7 +390,7 @@ def cache_group() -> None:
 @cache_group.command("list")
 def cache_list() -> None:
     """Cached builds, most recently used first, with the cache's total size."""
-    from builder import cache
+    from builder.cache import store as cache
 
     store = cache.BuildCache()
     for entry in store.list_entries():
@@ -406,7 +412,7 @@ def cache_list() -> None:
 @click.option("--all", "everything", is_flag=True, help="Remove every entry.")
 def cache_prune(older_than: float | None, max_mb: float | None, everything: bool) -> None:
     """Remove cache entries (and debris of interrupted writes)."""
-    from builder import cache
+    from builder.cache import store as cache
 
     if older_than is None and max_mb is None and not everything:
         raise UserError("cache prune: pass --older-than DAYS, --max-size MB or --all")
@@ -446,7 +452,7 @@ def publish(
     region: str | None,
 ) -> None:
     """Publish ZIP as a layer version or a function's code, within Lambda's limits."""
-    from builder import publish as publish_mod
+    from builder.ship import publish as publish_mod
 
     result = publish_mod.publish(
         zip_path,
@@ -490,8 +496,10 @@ def image(
     as_json: bool,
 ) -> None:
     """Make a Lambda container image from ZIP (and push it to ECR)."""
-    from builder import image_output, package, verify
-    from builder.publish import make_session
+    from builder.artifact import pack as package
+    from builder.ship import container_image as image_output
+    from builder.ship import smoke as verify
+    from builder.ship.publish import make_session
 
     if base is None:
         base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name

@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> None:
-    from builder import noop
+    from builder.cache import noop
 
     code = noop.replay(sys.argv[1:])
     if code is not None:

@@ -48,7 +48,7 @@ def client(engine: None) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def local_images(engine: None) -> dict[str, str]:
     """The bookworm x86_64 build and runtime images, built if missing (reused when present)."""
-    from builder import images
+    from builder.engine import images
 
     out = {}
     for kind in ("build", "runtime"):
@@ -59,7 +59,7 @@ def local_images(engine: None) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def arm64_images(engine: None) -> None:
     """arm64 emulation on, and the arm64 build and runtime images (bootstrapped under qemu if missing)."""
-    from builder import emulation, images
+    from builder.engine import emulation, images
 
     if not emulation.binfmt_status().ok:
         emulation.enable_arm64_emulation()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import elf, emulation
+from builder.artifact import elf
+from builder.engine import emulation
 from tests.conftest import FIXTURES, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.arm64]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.audit import audit_tree, audit_zip, render_text, to_json
+from builder.artifact.audit import audit_tree, audit_zip, render_text, to_json
+from builder.artifact.policy import load_policy
+from builder.artifact.repair import HostDirResolver, apply_repair, plan_repair
 from builder.errors import UserError
-from builder.policy import load_policy
-from builder.repair import HostDirResolver, apply_repair, plan_repair
 from tests.fixtures.elf import build as fx
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="fixtures assume an x86_64 host")

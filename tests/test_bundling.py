@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from builder import images
-from builder.bundling import ContainerResolver
-from builder.container import Container
-from builder.policy import policy_for_debian
-from builder.repair import RepairPlan, default_lib_dirs, plan_repair
+from builder.artifact.policy import policy_for_debian
+from builder.artifact.repair import RepairPlan, default_lib_dirs, plan_repair
+from builder.engine import images
+from builder.engine.container import Container
+from builder.pipeline.bundling import ContainerResolver
 
 pytestmark = pytest.mark.docker
 

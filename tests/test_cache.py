@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from builder import package, recipe
-from builder.cache import (
+from builder.artifact import pack as package
+from builder.cache.store import (
     TMP_PREFIX,
     BuildCache,
     CacheEntry,
@@ -28,8 +28,9 @@ from builder.cache import (
     prefix_key,
     sources_canonical,
 )
-from builder.model import Recipe
-from builder.steps import build_env, runtime_of
+from builder.pipeline.steps import build_env, runtime_of
+from builder.recipe import loader as recipe
+from builder.recipe.model import Recipe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FORK = multiprocessing.get_context("fork")  # children inherit the per-test LAMBDA_BUILDER_CACHE_DIR

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from builder import elf
+from builder.artifact import elf
 from tests.conftest import FIXTURES, copy_greet, run_cli
 
 pytestmark = pytest.mark.docker

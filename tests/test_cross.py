@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from builder.cross import CMAKE_TOOLCHAIN, cross_environment, cross_wrapper_scripts, scripts_tar, zig_target
 from builder.errors import UserError
+from builder.pipeline.cross import CMAKE_TOOLCHAIN, cross_environment, cross_wrapper_scripts, scripts_tar, zig_target
 
 CROSS_IMAGE = "lambda-builder/cross:bookworm-x86_64"
 ARM64_PYTHON_IMAGE = "lambda-builder-test/python:bookworm-arm64"
@@ -166,7 +166,7 @@ class Box:
 @pytest.fixture(scope="module")
 def cross_image(client: Any) -> str:
     """The cross image as the pipeline makes it (images.ensure_local), built when missing."""
-    from builder import images
+    from builder.engine import images
 
     return str(images.ensure_local("cross", "bookworm", "x86_64").name)
 
@@ -280,7 +280,7 @@ def test_cmake_for_arm64_and_x86_64_with_old_glibc(box: Box, tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def arm64_python(client: Any) -> str:
     """An arm64 Debian with python3 (the arm64 base + python3-minimal, installed under qemu)."""
-    from builder.emulation import PROBE_IMAGE, bootstrap_probe_image, check_arm64_emulation
+    from builder.engine.emulation import PROBE_IMAGE, bootstrap_probe_image, check_arm64_emulation
 
     status = check_arm64_emulation(client)
     if not status.ok:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.elf import is_elf, read_elf, version_key
+from builder.artifact.elf import is_elf, read_elf, version_key
 from builder.errors import UserError
 from tests.fixtures.elf import build as fx
 

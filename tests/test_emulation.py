@@ -11,8 +11,8 @@ from typing import Any
 import docker
 import pytest
 
-from builder import emulation
-from builder.emulation import (
+from builder.engine import emulation
+from builder.engine.emulation import (
     BINFMT_DIR,
     PROBE_IMAGE,
     PROBE_LABEL,

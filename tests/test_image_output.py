@@ -20,8 +20,8 @@ from aws.artifacts import make_artifact
 from aws.env import REGISTRY_LOGIN
 
 from builder.errors import BuildFailed, UserError
-from builder.image_output import _split_repository, build_image, ecr_credentials, push_to_ecr
-from builder.limits import load_manifest
+from builder.ship.container_image import _split_repository, build_image, ecr_credentials, push_to_ecr
+from builder.ship.limits import load_manifest
 
 pytest_plugins = ("aws.emulator",)
 
@@ -144,7 +144,7 @@ def test_missing_base_is_one_build_failure(docker_client: Any, tmp_path: Path) -
 
 def test_zip_slip_is_refused(tmp_path: Path) -> None:
     z = make_artifact(tmp_path, {"../evil.py": b""})
-    from builder.image_output import build_context
+    from builder.ship.container_image import build_context
 
     with pytest.raises(UserError, match=r"entry '\.\./evil\.py' would land outside"):
         build_context(load_manifest(z), BASE)

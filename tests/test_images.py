@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import images
+from builder.engine import images
 from builder.errors import UserError
 from tests.conftest import FIXTURES, run_cli
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from aws.artifacts import make_artifact
 
 from builder.errors import UserError
-from builder.limits import (
+from builder.ship.limits import (
     DIRECT_UPLOAD_MAX,
     MAX_LAYERS,
     UNZIPPED_MAX,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from builder.errors import UserError
-from builder.matrix import ARM64_RUNNER, X86_64_RUNNER, matrix_entries, render_matrix
+from builder.pipeline.ci_matrix import ARM64_RUNNER, X86_64_RUNNER, matrix_entries, render_matrix
 
 WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "lambda-builder.yml"
 KEYS = {"recipe", "name", "runtime", "arch", "runner", "native", "artifact"}

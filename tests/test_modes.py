@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
-from builder.build import effective_mode
+from builder.pipeline.build import effective_mode
+from builder.recipe import loader as recipe
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.docker  # asks the engine for its architecture

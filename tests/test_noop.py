@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import noop, paths, sources
+from builder import paths
+from builder.cache import noop
+from builder.recipe import sources
 from tests.conftest import FIXTURES, ROOT, copy_greet, run_cli
 
 
@@ -109,7 +111,7 @@ def test_image_id_needs_a_local_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.docker
 def test_image_id_matches_the_engine(local_images: dict[str, str]) -> None:
-    from builder import engine
+    from builder.engine import client as engine
 
     name = local_images["build"]
     found = engine.inspect_image(name)
@@ -236,7 +238,7 @@ def test_failed_build_keeps_no_stamp_and_matrix_builds_never_replay(
 
 
 def test_socketapi_reads_the_engine_and_names_a_missing_one(tmp_path: Path) -> None:
-    from builder import socketapi
+    from builder.engine import socketapi
 
     assert socketapi.socket_path({}) == "/var/run/docker.sock"
     assert socketapi.socket_path({"DOCKER_HOST": "unix:///run/user/1/docker.sock"}) == "/run/user/1/docker.sock"
@@ -247,7 +249,8 @@ def test_socketapi_reads_the_engine_and_names_a_missing_one(tmp_path: Path) -> N
 
 @pytest.mark.docker
 def test_socketapi_get_matches_the_sdk(client: object) -> None:
-    from builder import engine, socketapi
+    from builder.engine import client as engine
+    from builder.engine import socketapi
 
     sock = socketapi.socket_path(os.environ)
     assert sock is not None

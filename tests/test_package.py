@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import package, zipwrite
+from builder.artifact import pack as package
+from builder.artifact import zipwrite
 
 
 def make_stage(root: Path) -> Path:

@@ -18,8 +18,8 @@ from aws.artifacts import make_artifact
 from aws.env import REGION, closed_port, isolate_aws_config
 
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.limits import DIRECT_UPLOAD_MAX
-from builder.publish import make_session, publish, publish_layer, s3_key
+from builder.ship.limits import DIRECT_UPLOAD_MAX
+from builder.ship.publish import make_session, publish, publish_layer, s3_key
 
 pytest_plugins = ("aws.emulator",)
 
@@ -86,7 +86,7 @@ def test_dry_run_changes_nothing(aws: Aws, tmp_path: Path) -> None:
 
 
 def s3_key_of(z: Path) -> str:
-    from builder.limits import load_manifest
+    from builder.ship.limits import load_manifest
 
     return s3_key(load_manifest(z))
 
@@ -270,7 +270,7 @@ def test_exactly_one_target(tmp_path: Path) -> None:
 
 
 def test_lambda_checksum_mismatch_is_build_failed() -> None:
-    from builder.publish import _verify_stored
+    from builder.ship.publish import _verify_stored
 
     class M:
         sha256 = hashlib.sha256(b"a").hexdigest()

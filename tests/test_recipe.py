@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
 from builder.errors import UserError
+from builder.recipe import loader as recipe
 from tests.conftest import FIXTURES, ROOT, run_cli
 
 

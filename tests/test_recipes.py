@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from builder import elf
+from builder.artifact import elf
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.docker

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.elf import read_elf
+from builder.artifact.elf import read_elf
+from builder.artifact.policy import load_policy
+from builder.artifact.repair import HostDirResolver, apply_repair, check_versions, plan_repair, stage_elfs
 from builder.errors import UserError
-from builder.policy import load_policy
-from builder.repair import HostDirResolver, apply_repair, check_versions, plan_repair, stage_elfs
 from tests.fixtures.elf import build as fx
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="fixtures assume an x86_64 host")

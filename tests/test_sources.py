@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import sources
 from builder.errors import UserError
-from builder.model import Source
-from builder.sources import fetch_source, source_digest, source_tar
+from builder.recipe import sources
+from builder.recipe.model import Source
+from builder.recipe.sources import fetch_source, source_digest, source_tar
 
 
 def serve(state: Server, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:

@@ -6,8 +6,8 @@ import base64
 import hashlib
 from pathlib import Path
 
-from builder import wheels
-from builder.steps import manylinux_platforms
+from builder.artifact import wheels
+from builder.pipeline.steps import manylinux_platforms
 
 
 def _dist(root: Path, name: str, tag: str, files: dict[str, bytes], crlf: bool = True) -> Path:

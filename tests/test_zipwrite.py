@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import package, zipwrite
+from builder.artifact import pack as package
+from builder.artifact import zipwrite
 from builder.errors import BuildFailed
 
 

@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from builder import __version__, socketapi
+from builder import __version__
+from builder.engine import socketapi
 
 STAMP_VERSION = 1
 ENV_PREFIXES = ("LAMBDA_BUILDER_", "DOCKER_")
@@ -33,7 +34,7 @@ ENV_NAMES = ("HOME", "XDG_CACHE_HOME")
 # never part of a folder's identity: the same names as sources.SKIP_NAMES (a test keeps them equal)
 SKIP_NAMES = frozenset({".git", "__pycache__"})
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/@")
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # builder/, not builder/cache/
 
 
 class _Unsure(Exception):

@@ -27,9 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
 
 from builder import __version__
+from builder.artifact.pack import file_sha256
 from builder.errors import UserError
-from builder.model import Source
-from builder.package import file_sha256
+from builder.recipe.model import Source
 from builder.tarsafe import extract_tar, extract_zip, safe_relpath, tar_from_dir
 
 Progress = Callable[[str], None]

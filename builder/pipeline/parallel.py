@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from builder.build import BuildOptions, BuildResult, build_one
 from builder.errors import LambdaBuilderError
-from builder.model import Target
+from builder.pipeline.build import BuildOptions, BuildResult, build_one
+from builder.recipe.model import Target
 
 
 @dataclass(frozen=True)

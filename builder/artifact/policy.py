@@ -1,4 +1,4 @@
-"""What a target platform provides, kept as data in builder/policies/*.json.
+"""What a target platform provides, kept as data in builder/resources/policies/*.json.
 
 A policy answers two questions for repair and audit: which sonames the runtime image
 already has (never bundled), and the newest GLIBC/GLIBCXX/CXXABI/GCC symbol versions it
@@ -28,12 +28,12 @@ class Policy:
 
 def available_policies() -> tuple[str, ...]:
     """Names of the shipped policy files, for error messages and the CLI."""
-    folder = resources.files("builder") / "policies"
+    folder = resources.files("builder.resources") / "policies"
     return tuple(sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")))
 
 
 def _read(name: str) -> dict[str, Any]:
-    resource = resources.files("builder") / "policies" / f"{name}.json"
+    resource = resources.files("builder.resources") / "policies" / f"{name}.json"
     if not resource.is_file():
         known = ", ".join(available_policies())
         raise UserError(f"unknown platform policy {name!r}; known: {known}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.zipwrite import write_zip
+from builder.artifact.zipwrite import write_zip
 
 MANIFEST_SCHEMA = 1
 

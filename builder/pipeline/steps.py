@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from builder import __version__, sources
-from builder.container import Container
+from builder import __version__
+from builder.artifact import wheels
+from builder.engine.container import Container
+from builder.engine.images import ImageRef
 from builder.errors import BuildFailed, UserError
-from builder.images import ImageRef
-from builder.model import Recipe, is_local_project
-from builder.recipe import recipe_sha256
+from builder.recipe import sources
+from builder.recipe.loader import recipe_sha256
+from builder.recipe.model import Recipe, is_local_project
+from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
 from builder.tarsafe import tar_from_dir
 
@@ -324,15 +327,14 @@ WHEELS_SCRIPT = f"{HOOKS}/lambda_builder_wheels.py"
 
 def container_files() -> dict[str, bytes]:
     """Files every build container starts with (put in with the CA bundle, no extra round trip)."""
-    here = Path(__file__).parent
     return {
-        f"{HOOKS}/{PARALLEL_CC}.py": (here / "parallel_cc.py").read_bytes(),
-        WHEELS_SCRIPT: (here / "wheels.py").read_bytes(),
+        f"{HOOKS}/{PARALLEL_CC}.py": (RESOURCES / "parallel_cc.py").read_bytes(),
+        WHEELS_SCRIPT: Path(wheels.__file__).read_bytes(),
     }
 
 
 def hook_script(python: str) -> str:
-    """Shell lines that put builder/parallel_cc.py, with a .pth that starts it, into the site-packages
+    """Shell lines that put builder/resources/parallel_cc.py, with a .pth that starts it, into the site-packages
     of the build image's `python` (see that module for why a .pth)."""
     site = f"$({python} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
     return (
@@ -481,7 +483,7 @@ class SavePrefix:
     name: str = "remember built sources"
 
     def run(self, ctx: BuildContext) -> None:
-        from builder.cache import PrefixCache
+        from builder.cache.store import PrefixCache
 
         try:
             PrefixCache().put(self.key, ctx.container.get_tar(PREFIX))

@@ -22,7 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.limits import DIRECT_UPLOAD_MAX, Manifest, check_limits, load_manifest, verify_zip
+from builder.ship.limits import DIRECT_UPLOAD_MAX, Manifest, check_limits, load_manifest, verify_zip
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, cache, cross, engine, images, noop, package, paths, sources
-from builder.container import Container, background, sweep_orphans
-from builder.model import Recipe
-from builder.runtimes import DEBIAN
-from builder.steps import (
+from builder import __version__, paths
+from builder.artifact import pack as package
+from builder.cache import noop
+from builder.cache import store as cache
+from builder.engine import client as engine
+from builder.engine import images
+from builder.engine.container import Container, background, sweep_orphans
+from builder.pipeline import cross
+from builder.pipeline.steps import (
     CACHE,
     NO_CACHE_ENV,
     PREFIX,
@@ -35,6 +39,9 @@ from builder.steps import (
     run_actions,
     runtime_of,
 )
+from builder.recipe import sources
+from builder.recipe.model import Recipe
+from builder.runtimes import DEBIAN
 
 Log = Callable[[str], None]
 
@@ -122,7 +129,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             python = DEBIAN[image.debian].python if image.debian else None
             container.put_tar("/", cross.container_files(arch, runtime.glibc, python, PREFIX))
         prefix = _prefix_step(ctx, mode, reuse=options.use_cache)
-        from builder.bundling import GuessLibraries, RepairAndAudit  # pyelftools: only when something is built
+        from builder.pipeline.bundling import GuessLibraries, RepairAndAudit  # pyelftools: only when something is built
 
         actions = native_actions(
             recipe, prefix, packages_ready=packages_ready, snapshot=snapshot, guess=GuessLibraries()

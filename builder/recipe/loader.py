@@ -1,6 +1,6 @@
 """Recipe loading: YAML in, a checked `Recipe` out, every problem named with file, line and field.
 
-The JSON Schema in builder/schema/recipe.schema.json is the contract (editors use it to
+The JSON Schema in builder/resources/schema/recipe.schema.json is the contract (editors use it to
 complete and check recipes); this module enforces it, adds the checks a schema cannot express
 (paths that must exist, one kind of origin per source), and turns both into messages a person
 can act on, with a did-you-mean for misspelt keys.
@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from builder.errors import UserError
-from builder.model import Bundle, Prune, PythonSpec, Recipe, Source, Tests
+from builder.recipe.model import Bundle, Prune, PythonSpec, Recipe, Source, Tests
+from builder.resources import RESOURCES
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "recipe.schema.json"
+SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = tuple[str | int, ...]
 
 

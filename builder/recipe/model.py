@@ -1,6 +1,6 @@
 """The plain value types that flow through the pipeline: recipe in, artifact out.
 
-Everything here is frozen and built only by `builder.recipe` (from YAML) or by the stages
+Everything here is frozen and built only by `builder.recipe.loader` (from YAML) or by the stages
 that produce it, so a stage can never change what an earlier stage decided.
 """
 

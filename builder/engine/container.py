@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from builder import engine
+from builder.engine import client as engine
+from builder.engine.images import ImageRef
 from builder.errors import BuildFailed, EnvironmentProblem
-from builder.images import ImageRef
 from builder.runtimes import DOCKER_PLATFORM
 from builder.tarsafe import tar_bytes
 
@@ -159,7 +159,7 @@ class Container:
     def _check_emulation(self, client: Any) -> None:
         """A foreign-arch container without emulation fails with 'exec format error' deep in a step:
         say what is missing and how to enable it before starting one."""
-        from builder import emulation
+        from builder.engine import emulation
 
         if self.arch != "arm64" or engine.engine_arch() == "arm64" or emulation.engine_is_remote(client):
             return

@@ -42,7 +42,7 @@ def api_get(path: str) -> Any | None:
     (tcp://, ssh://) go through the SDK."""
     import json
 
-    from builder import socketapi
+    from builder.engine import socketapi
 
     sock_path = socketapi.socket_path(os.environ)
     if sock_path is None:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from builder import images, package
-from builder.container import Container
+from builder.artifact import pack as package
+from builder.engine import images
+from builder.engine.container import Container
 from builder.errors import UserError
 from builder.runtimes import RUNTIMES
 from builder.tarsafe import add_zip_entries

@@ -3,7 +3,7 @@
 Two families serve every runtime: the official AWS images (SAM build images to build in, Lambda
 base images to test in), right for anyone who can reach public.ecr.aws; and a local family
 bootstrapped from Debian (mmdebstrap or debootstrap, imported, then built from the Dockerfiles in
-build-images/), for air-gapped machines and this project's own CI. `auto` takes official images
+builder/resources/dockerfiles/), for air-gapped machines and this project's own CI. `auto` takes official images
 that are present or pullable and falls back to the local family, building what is missing.
 """
 
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder import engine, paths
-from builder.emulation import import_rootfs, require_arch_test
+from builder import paths
+from builder.engine import client as engine
+from builder.engine.emulation import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
+from builder.resources import RESOURCES
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
 from builder.tarsafe import tar_bytes
 
@@ -33,7 +35,7 @@ Source = Literal["auto", "official", "local"]
 Progress = Callable[[str], None]
 
 LOCAL_REPO = "lambda-builder"
-DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
+DOCKERFILES = RESOURCES / "dockerfiles"
 SPEC_LABEL = "org.lambda-builder.spec"
 # Bumped when the way local images are made changes, so old ones are rebuilt.
 LOCAL_FAMILY_REVISION = "1"
@@ -251,14 +253,14 @@ def _dockerfile(kind: str) -> str:
 
 
 def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
-    """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
+    """Build builder/resources/dockerfiles/<kind>.Dockerfile on `base`, streaming the engine's output."""
     dockerfile = _dockerfile(kind)
     spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
     existing = _get(name)
     if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
         verify_arch(existing, name, base.arch)
         return ImageRef(name, existing.id, base.arch, "local", base.debian)
-    progress(f"building {name} from build-images/{kind}.Dockerfile")
+    progress(f"building {name} from builder/resources/dockerfiles/{kind}.Dockerfile")
     buildargs = {"BASE": base.name, **engine.proxy_env()}
     tail: list[str] = []
     stream = engine.client().api.build(

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.elf import ElfInfo, is_elf, read_elf
+from builder.artifact.elf import ElfInfo, is_elf, read_elf
+from builder.artifact.policy import Policy
+from builder.artifact.repair import PREFIX_PROVIDER, Violation, check_versions, expand_origin, stage_elfs
 from builder.errors import UserError
-from builder.policy import Policy
-from builder.repair import PREFIX_PROVIDER, Violation, check_versions, expand_origin, stage_elfs
 
 Status = Literal["bundled", "provided", "missing"]
 Verdict = Literal["ok", "too-new-glibc", "missing-libs", "wrong-arch"]

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder import paths
-from builder.model import Recipe, Source, is_local_project
-from builder.package import file_sha256
-from builder.package import manifest_path as package_manifest_path
+from builder.artifact.pack import file_sha256
+from builder.artifact.pack import manifest_path as package_manifest_path
+from builder.recipe.model import Recipe, Source, is_local_project
 
 SCHEMA = 1  # bump when the entry layout or key recipe changes; old entries then never match
 ZIP_NAME = "artifact.zip"
@@ -163,7 +163,7 @@ def sources_canonical(recipe: Recipe) -> str:
 
 def local_requirement_digests(requirements: Sequence[str]) -> dict[str, str]:
     """Content digests of requirements that are local folders/files (as `steps.PipInstall` sees them)."""
-    from builder import sources
+    from builder.recipe import sources
 
     out: dict[str, str] = {}
     for req in requirements:

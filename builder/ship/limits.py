@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from builder.artifact.pack import MANIFEST_SCHEMA, MANIFEST_SUFFIX, file_sha256, load_manifest_json, manifest_path
 from builder.errors import UserError
-from builder.package import MANIFEST_SCHEMA, MANIFEST_SUFFIX, file_sha256, load_manifest_json, manifest_path
 from builder.runtimes import ARCHES, RUNTIMES
 
 MB = 1024 * 1024

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from builder.elf import ElfInfo, is_elf, read_elf, version_key
+from builder.artifact.elf import ElfInfo, is_elf, read_elf, version_key
+from builder.artifact.policy import Policy
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.policy import Policy
 from builder.runtimes import GNU_TRIPLE
 
 # Providers of the non-glibc version prefixes: bundling that library lifts its limit.

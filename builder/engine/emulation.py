@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from builder.engine import PROXY_VARS, host_ca_bundle
+from builder.engine.client import PROXY_VARS, host_ca_bundle
 from builder.errors import EnvironmentProblem
 
 if TYPE_CHECKING:

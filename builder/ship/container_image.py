@@ -21,9 +21,9 @@ import docker
 import docker.errors
 
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.limits import Manifest, load_manifest, verify_zip
-from builder.publish import CLIENT_CONFIG, aws_errors
 from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
+from builder.ship.limits import Manifest, load_manifest, verify_zip
+from builder.ship.publish import CLIENT_CONFIG, aws_errors
 from builder.tarsafe import add_zip_entries
 
 TARGET = {"function": "/var/task", "layer": "/opt"}

@@ -1,6 +1,6 @@
 """Repair and audit as a pipeline action: libraries are looked up in the build container.
 
-`builder.repair` decides what to bundle from the ELF files on the host; this module answers
+`builder.artifact.repair` decides what to bundle from the ELF files on the host; this module answers
 its questions ("where would the loader find libpq.so.5?") from the build container, copies
 the chosen files out through tar, records which package each came from, and fails the build
 when the artifact needs a newer glibc than its target allows.
@@ -18,12 +18,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import elf, wheels
-from builder.container import Container, background
+from builder.artifact import elf, wheels
+from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtime
+from builder.artifact.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
+from builder.engine.container import Container, background
 from builder.errors import BuildFailed
-from builder.policy import Policy, policy_for_debian, policy_for_runtime
-from builder.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
-from builder.steps import PREFIX, STAGE, BuildContext
+from builder.pipeline.steps import PREFIX, STAGE, BuildContext
 
 PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
 

@@ -1,0 +1,4 @@
+"""Stage 3, the artifact: ELF reading, platform policies, repair, audit, the deterministic zip and manifest.
+
+Host-side and engine-free: it works on files (a stage folder, a zip), never on containers or recipes.
+"""
