@@ -184,7 +184,7 @@ def build(
 
 def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
     """Record this command's inputs and outputs so its next identical run is answered by noop."""
-    from builder.artifact import pack as package
+    from builder.artifact.manifest import manifest_path
     from builder.cache import store as cache
     from builder.engine import client as engine
     from builder.engine import images
@@ -201,7 +201,7 @@ def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: S
         trees=[str(s.path) for s in recipe.sources if s.path is not None] + local_requirements,
         images=engine.seen_images(),
         pull_skip_until=images.pull_skip_until(),
-        outputs=[str(zip_path), str(package.manifest_path(zip_path))],
+        outputs=[str(zip_path), str(manifest_path(zip_path))],
         zip_path=str(result.zip_path),
         key=result.key,
         quiet=quiet,
@@ -213,7 +213,8 @@ def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: S
 def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[str]:
     """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output.
     Returns the warnings it printed."""
-    from builder.ship.limits import check_limits, load_manifest
+    from builder.artifact.manifest import load_manifest
+    from builder.ship.limits import check_limits
 
     warnings: list[str] = []
     for zip_path in zips:
@@ -223,11 +224,10 @@ def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[s
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         if fmt == "image":
-            from builder.artifact import pack as package
             from builder.ship import container_image as image_output
             from builder.ship import smoke as verify
 
-            base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
+            base = verify.runtime_image(load_manifest(zip_path, zip_must_exist=True), None, click.echo).name
             built = image_output.build_image(zip_path, base)
             click.echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")
             if push_uri:
@@ -313,14 +313,12 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
 def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool) -> None:
     """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
     from builder.artifact import audit as audit_mod
-    from builder.artifact import pack as package
+    from builder.artifact.manifest import load_manifest, manifest_path
     from builder.artifact.policy import load_policy, policy_for_runtime
 
-    manifest: dict[str, Any] = {}
-    if package.manifest_path(zip_path).is_file():
-        manifest = package.read_manifest(zip_path)
-    arch = arch or manifest.get("arch")
-    runtime = runtime or manifest.get("runtime")
+    manifest = load_manifest(zip_path, zip_must_exist=True) if manifest_path(zip_path).is_file() else None
+    arch = arch or (manifest.arch if manifest else None)
+    runtime = runtime or (manifest.runtime if manifest else None)
     if arch is None or (runtime is None and policy_name is None):
         raise UserError(f"{zip_path}: no manifest beside it; pass --runtime (or --policy) and --arch")
     policy = load_policy(policy_name, arch) if policy_name else policy_for_runtime(str(runtime), arch)
@@ -496,13 +494,13 @@ def image(
     as_json: bool,
 ) -> None:
     """Make a Lambda container image from ZIP (and push it to ECR)."""
-    from builder.artifact import pack as package
+    from builder.artifact.manifest import load_manifest
     from builder.ship import container_image as image_output
     from builder.ship import smoke as verify
     from builder.ship.publish import make_session
 
     if base is None:
-        base = verify.runtime_image(package.read_manifest(zip_path), None, click.echo).name
+        base = verify.runtime_image(load_manifest(zip_path, zip_must_exist=True), None, click.echo).name
     built = image_output.build_image(zip_path, base, tag=tag, handler=handler)
     result: dict[str, Any] = {"image": built.tag, "id": built.image_id, "base": built.base, "platform": built.platform}
     if push_uri:

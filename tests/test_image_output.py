@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from aws.artifacts import make_artifact
 from aws.env import REGISTRY_LOGIN
 
+from builder.artifact.manifest import load_manifest
 from builder.errors import BuildFailed, UserError
 from builder.ship.container_image import _split_repository, build_image, ecr_credentials, push_to_ecr
-from builder.ship.limits import load_manifest
 
 pytest_plugins = ("aws.emulator",)
 

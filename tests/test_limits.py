@@ -11,15 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from aws.artifacts import make_artifact
 
+from builder.artifact.manifest import load_manifest, manifest_path_for
 from builder.errors import UserError
-from builder.ship.limits import (
-    DIRECT_UPLOAD_MAX,
-    MAX_LAYERS,
-    UNZIPPED_MAX,
-    check_limits,
-    load_manifest,
-    manifest_path_for,
-)
+from builder.ship.limits import DIRECT_UPLOAD_MAX, MAX_LAYERS, UNZIPPED_MAX, check_limits
 
 
 def test_limits_are_the_bytes_lambda_enforces() -> None:

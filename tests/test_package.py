@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.artifact import manifest as manifests
 from builder.artifact import pack as package
 from builder.artifact import zipwrite
 
@@ -40,7 +41,7 @@ def test_deterministic_bytes_and_metadata(tmp_path: Path) -> None:
         assert modes["lib/libx.so.1"] == 0o755 and modes["pkg/__init__.py"] == 0o644
         assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
     assert ma["unzipped_size"] == sum(c["size"] for c in ma["contents"])
-    assert package.manifest_path(za).is_file()
+    assert manifests.manifest_path(za).is_file()
 
 
 def test_include_exclude(tmp_path: Path) -> None:

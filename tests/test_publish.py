@@ -86,7 +86,7 @@ def test_dry_run_changes_nothing(aws: Aws, tmp_path: Path) -> None:
 
 
 def s3_key_of(z: Path) -> str:
-    from builder.ship.limits import load_manifest
+    from builder.artifact.manifest import load_manifest
 
     return s3_key(load_manifest(z))
 

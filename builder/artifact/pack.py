@@ -9,8 +9,6 @@ never leaves a half-written zip and never destroys the last good one.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import os
 import stat
 import tempfile
@@ -19,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path
 from builder.artifact.zipwrite import write_zip
-
-MANIFEST_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -33,14 +30,6 @@ class Entry:
 
 def artifact_stem(name: str, version: str, runtime: str, arch: str) -> str:
     return f"{name}-{version}-{runtime}-{arch}"
-
-
-MANIFEST_SUFFIX = ".manifest.json"
-
-
-def manifest_path(zip_path: Path) -> Path:
-    """dist/X.zip -> dist/X.manifest.json"""
-    return zip_path.with_name(zip_path.name.removesuffix(".zip") + MANIFEST_SUFFIX)
 
 
 def _matches(path: str, globs: Sequence[str]) -> bool:
@@ -71,15 +60,6 @@ def _walk(root: Path) -> Iterator[Path]:
             path = Path(dirpath) / fname
             if path.is_file():  # follows symlinks; dangling links are dropped
                 yield path
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB chunks (zips and archives can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
@@ -122,7 +102,7 @@ def package(
             "contents": listing,
         }
         tmp_manifest = _atomic_write_bytes(
-            manifest_path(zip_path), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+            manifest_path(zip_path), manifest_bytes(manifest)
         )
         os.chmod(tmp_zip, 0o644)
         os.chmod(tmp_manifest, 0o644)
@@ -134,33 +114,3 @@ def package(
             tmp_manifest.unlink(missing_ok=True)
         raise
     return zip_path, manifest
-
-
-def load_manifest_json(manifest: Path, zip_path: Path) -> dict[str, Any]:
-    """The manifest's JSON object; a UserError names the file when it is missing or malformed."""
-    from builder.errors import UserError
-
-    try:
-        raw = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(
-            f"no manifest beside {zip_path}: expected {manifest}",
-            hint="use zips made by `lambda-builder build`; it writes NAME.manifest.json next to NAME.zip",
-        ) from None
-    except OSError as exc:
-        raise UserError(f"cannot read manifest {manifest}: {exc.strerror}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{manifest}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{manifest}: expected a JSON object")
-    return data
-
-
-def read_manifest(zip_path: Path) -> dict[str, Any]:
-    from builder.errors import UserError
-
-    if not zip_path.is_file():
-        raise UserError(f"{zip_path}: no such zip")
-    return load_manifest_json(manifest_path(zip_path), zip_path)

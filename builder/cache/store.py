@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder import paths
-from builder.artifact.pack import file_sha256
-from builder.artifact.pack import manifest_path as package_manifest_path
+from builder.artifact.manifest import manifest_path as package_manifest_path
+from builder.digest import file_sha256
 from builder.recipe.model import Recipe, Source, is_local_project
 
 SCHEMA = 1  # bump when the entry layout or key recipe changes; old entries then never match

@@ -19,6 +19,7 @@ from typing import Any
 
 from builder import __version__, paths
 from builder.artifact import pack as package
+from builder.artifact.manifest import manifest_path
 from builder.cache import noop
 from builder.cache import store as cache
 from builder.engine import client as engine
@@ -144,7 +145,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         )
         step_seconds = container.exec_seconds
     try:
-        cache.BuildCache().store(key, zip_path, package.manifest_path(zip_path))
+        cache.BuildCache().store(key, zip_path, manifest_path(zip_path))
     except (OSError, ValueError) as exc:
         log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started

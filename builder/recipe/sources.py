@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
 
 from builder import __version__
-from builder.artifact.pack import file_sha256
+from builder.digest import file_sha256
 from builder.errors import UserError
 from builder.recipe.model import Source
 from builder.tarsafe import extract_tar, extract_zip, safe_relpath, tar_from_dir

@@ -20,9 +20,9 @@ import boto3
 import docker
 import docker.errors
 
+from builder.artifact.manifest import Manifest, load_manifest, verify_zip
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
-from builder.ship.limits import Manifest, load_manifest, verify_zip
 from builder.ship.publish import CLIENT_CONFIG, aws_errors
 from builder.tarsafe import add_zip_entries
 

@@ -21,8 +21,9 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from builder.artifact.manifest import Manifest, load_manifest, verify_zip
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.ship.limits import DIRECT_UPLOAD_MAX, Manifest, check_limits, load_manifest, verify_zip
+from builder.ship.limits import DIRECT_UPLOAD_MAX, check_limits
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -12,9 +12,9 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from builder.artifact import pack as package
+from builder.artifact.manifest import Manifest, load_manifest
 from builder.engine import images
 from builder.engine.container import Container
 from builder.errors import UserError
@@ -54,37 +54,34 @@ def zip_to_tar(zip_path: Path, root: str) -> BinaryIO:
     return spool  # type: ignore[return-value]
 
 
-def runtime_image(manifest: dict[str, Any], override: str | None, log: Log) -> images.ImageRef:
-    runtime, arch = manifest["runtime"], manifest["arch"]
+def runtime_image(manifest: Manifest, override: str | None, log: Log) -> images.ImageRef:
+    runtime, arch = manifest.runtime, manifest.arch
     if override:
         return images.resolve(runtime, arch, "runtime", override=override, progress=log)
-    image = manifest.get("image", {})
-    if image.get("family") == "local" and image.get("debian"):
-        return images.ensure_local("runtime", image["debian"], arch, progress=log)
-    if image.get("family") == "official":
+    family, debian = manifest.image_field("family"), manifest.image_field("debian")
+    if family == "local" and debian:
+        return images.ensure_local("runtime", debian, arch, progress=log)
+    if family == "official":
         return images.resolve(runtime, arch, "runtime", source="official", progress=log)
     return images.resolve(runtime, arch, "runtime", progress=log)
 
 
 def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print) -> None:
     """Run the manifest's tests (or `command`) in a clean runtime container; BuildFailed if they fail."""
-    manifest = package.read_manifest(zip_path)
-    runtime = RUNTIMES.get(manifest.get("runtime", ""))
-    if runtime is None:
-        raise UserError(f"{zip_path}: its manifest names an unknown runtime {manifest.get('runtime')!r}")
-    tests = manifest.get("tests") or {}
-    imports: list[str] = list(tests.get("imports") or [])
-    commands = [command] if command else ([tests["command"]] if tests.get("command") else [])
+    manifest = load_manifest(zip_path, zip_must_exist=True)
+    runtime = RUNTIMES[manifest.runtime]  # load_manifest refuses unknown runtimes
+    imports = list(manifest.test_imports)
+    commands = [command] if command else ([manifest.test_command] if manifest.test_command else [])
     if not imports and not commands:
         raise UserError(
             f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
             hint="add tests to the recipe, or pass --command",
         )
     ref = runtime_image(manifest, image, log)
-    root = "/var/task" if manifest.get("layout", "function") == "function" else "/opt"
+    root = "/var/task" if manifest.layout == "function" else "/opt"
     env = lambda_env(runtime.python)
     with Container(
-        ref, purpose=f"test-{manifest['name']}-{manifest['arch']}", log=log, arch=manifest["arch"]
+        ref, purpose=f"test-{manifest.name}-{manifest.arch}", log=log, arch=manifest.arch
     ) as container:
         with zip_to_tar(zip_path, root) as stream:
             container.put_tar(root, stream)

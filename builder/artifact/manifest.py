@@ -1,0 +1,181 @@
+"""The manifest beside every zip: one typed reader, one writer, one rule for where it lives.
+
+Stage 3 (artifact). Build writes it (`manifest_bytes`), and test, audit, publish, image output,
+limits and the cache read it through `load_manifest`, so a field is parsed and checked in one
+place. Knows nothing of recipes, containers or AWS: a manifest is a file beside a zip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from builder.digest import file_sha256
+from builder.errors import UserError
+from builder.runtimes import ARCHES, RUNTIMES
+
+MANIFEST_SCHEMA = 1
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_path(zip_path: Path) -> Path:
+    """dist/X.zip -> dist/X.manifest.json"""
+    return zip_path.with_name(zip_path.name.removesuffix(".zip") + MANIFEST_SUFFIX)
+
+
+def manifest_path_for(zip_path: Path) -> Path:
+    """dist/X.zip -> dist/X.manifest.json; a manifest path is returned as it is."""
+    return zip_path if zip_path.name.endswith(MANIFEST_SUFFIX) else manifest_path(zip_path)
+
+
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """The manifest as written: sorted keys, two-space indent, a final newline (stable bytes)."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    mode: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the packaging stage wrote beside a zip; every later stage trusts only this."""
+
+    manifest_path: Path
+    zip_path: Path
+    name: str
+    version: str
+    runtime: str
+    arch: str
+    layout: Literal["function", "layer"]
+    sha256: str
+    zipped_size: int
+    unzipped_size: int
+    recipe_sha256: str = ""
+    tool_version: str = ""
+    image: tuple[tuple[str, str], ...] = ()
+    contents: tuple[FileEntry, ...] = ()
+    bundled_libraries: tuple[tuple[tuple[str, str], ...], ...] = ()
+    test_imports: tuple[str, ...] = ()
+    test_command: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON as read
+
+    @property
+    def label(self) -> str:
+        """How messages name the artifact: its zip's file name."""
+        return self.zip_path.name
+
+    def image_field(self, key: str) -> str | None:
+        """One field of the manifest's `image` object (build, family, debian, runtime, ...)."""
+        return dict(self.image).get(key) or None
+
+
+def load_manifest_json(manifest: Path, zip_path: Path) -> dict[str, Any]:
+    """The manifest's JSON object; a UserError names the file when it is missing or malformed."""
+    try:
+        raw = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(
+            f"no manifest beside {zip_path}: expected {manifest}",
+            hint="use zips made by `lambda-builder build`; it writes NAME.manifest.json next to NAME.zip",
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read manifest {manifest}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{manifest}: expected a JSON object")
+    return data
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type, where: Path) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise UserError(
+            f"{where}: field {key!r} is missing or not a {kind.__name__}",
+            hint="rebuild the artifact; the manifest is written by `lambda-builder build`",
+        )
+    return value
+
+
+def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Manifest:
+    """Read and check the manifest beside `zip_path`; a UserError names the file when it is wrong
+    (and, with `zip_must_exist`, when the zip itself is missing: commands that open it)."""
+    zip_path = Path(zip_path)
+    mpath = manifest_path_for(zip_path)
+    if zip_must_exist and not zip_path.is_file():
+        raise UserError(f"{zip_path}: no such zip")
+    data = load_manifest_json(mpath, zip_path)
+    if data.get("schema") != MANIFEST_SCHEMA:
+        raise UserError(f"{mpath}: unsupported manifest schema {data.get('schema')!r} (this tool reads 1)")
+    runtime = _field(data, "runtime", str, mpath)
+    if runtime not in RUNTIMES:
+        raise UserError(f"{mpath}: unknown runtime {runtime!r}")
+    arch = _field(data, "arch", str, mpath)
+    if arch not in ARCHES:
+        raise UserError(f"{mpath}: unknown arch {arch!r} (x86_64 or arm64)")
+    layout = _field(data, "layout", str, mpath)
+    if layout not in ("function", "layer"):
+        raise UserError(f"{mpath}: layout must be 'function' or 'layer', not {layout!r}")
+    contents = []
+    for entry in data.get("contents", []):
+        if not isinstance(entry, dict):
+            raise UserError(f"{mpath}: every 'contents' entry must be an object")
+        contents.append(
+            FileEntry(
+                _field(entry, "path", str, mpath),
+                _field(entry, "size", int, mpath),
+                str(entry.get("mode", "")),
+                str(entry.get("sha256", "")),
+            )
+        )
+    zip_name = _field(data, "zip", str, mpath)
+    image = data.get("image") or {}
+    libs = data.get("bundled_libraries") or []
+    tests = data.get("tests") or {}
+    return Manifest(
+        manifest_path=mpath,
+        zip_path=mpath.with_name(zip_name),
+        name=_field(data, "name", str, mpath),
+        version=_field(data, "version", str, mpath),
+        runtime=runtime,
+        arch=arch,
+        layout=layout,
+        sha256=_field(data, "sha256", str, mpath),
+        zipped_size=_field(data, "zipped_size", int, mpath),
+        unzipped_size=_field(data, "unzipped_size", int, mpath),
+        recipe_sha256=str(data.get("recipe_sha256", "")),
+        tool_version=str(data.get("tool_version", "")),
+        image=tuple(sorted((str(k), str(v)) for k, v in image.items() if v is not None))
+        if isinstance(image, dict)
+        else (),
+        bundled_libraries=tuple(
+            tuple(sorted((str(k), str(v)) for k, v in lib.items())) for lib in libs if isinstance(lib, dict)
+        ),
+        contents=tuple(contents),
+        test_imports=tuple(str(i) for i in tests.get("imports") or ()) if isinstance(tests, dict) else (),
+        test_command=(str(tests["command"]) if tests.get("command") else None) if isinstance(tests, dict) else None,
+        data=data,
+    )
+
+
+def verify_zip(m: Manifest) -> None:
+    """The zip is the one the manifest describes; a stale or edited zip must never ship."""
+    try:
+        digest = file_sha256(m.zip_path)
+    except FileNotFoundError:
+        raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
+    if digest != m.sha256:
+        raise UserError(
+            f"{m.zip_path} changed since it was built: sha256 {digest} but the manifest says {m.sha256}",
+            hint="rebuild it; never edit a built zip",
+        )
