@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -20,10 +20,6 @@ from builder import __version__
 from builder.cache import noop
 from builder.errors import LambdaBuilderError, UserError
 from builder.runtimes import ARCHES
-
-if TYPE_CHECKING:
-    from builder.pipeline.build import BuildResult
-    from builder.recipe.model import Recipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         exc.show()
         sys.exit(2)
     sys.exit(0)
+
+
+def _argv() -> list[str] | None:
+    """The command line as main() received it (names the no-op stamp)."""
+    argv: list[str] | None = (click.get_current_context().find_root().obj or {}).get("argv")
+    return argv
 
 
 def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
@@ -144,6 +146,7 @@ def build(
     quiet: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
+    from builder.pipeline import finish
     from builder.pipeline.build import BuildOptions, build_one
     from builder.recipe import loader as recipe_mod
     from builder.recipe.model import Target
@@ -163,9 +166,9 @@ def build(
         log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
         result = build_one(t.recipe, t.runtime, t.arch, options, log)
         click.echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
-        warnings = _after_build([result.zip_path], fmt, push_uri)
+        warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=click.echo, echo_err=_echo_err)
         if fmt == "zip" and not no_cache:  # --no-cache asks for a real build every time
-            _stamp_noop(t.recipe, result, quiet=quiet, warnings=warnings)
+            finish.stamp_noop(_argv(), result, quiet=quiet, warnings=warnings)
         return
     from rich.console import Console  # the live status of several builds; one build prints plain lines
 
@@ -179,63 +182,9 @@ def build(
         _echo_err(f"error: {o.target.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
     if failed:
         raise SystemExit(1)
-    _after_build([o.result.zip_path for o in outcomes if o.result], fmt, push_uri)
-
-
-def _stamp_noop(recipe: Recipe, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
-    """Record this command's inputs and outputs so its next identical run is answered by noop."""
-    from builder.artifact.manifest import manifest_path
-    from builder.cache import store as cache
-    from builder.engine import client as engine
-    from builder.engine import images
-    from builder.recipe.model import is_local_project
-
-    argv = (click.get_current_context().find_root().obj or {}).get("argv")
-    if argv is None:
-        return
-    local_requirements = [r for r in recipe.python.requirements if is_local_project(r)]
-    zip_path = result.zip_path.absolute()
-    noop.record(
-        argv,
-        recipes=[str(recipe.path)],
-        trees=[str(s.path) for s in recipe.sources if s.path is not None] + local_requirements,
-        images=engine.seen_images(),
-        pull_skip_until=images.pull_skip_until(),
-        outputs=[str(zip_path), str(manifest_path(zip_path))],
-        zip_path=str(result.zip_path),
-        key=result.key,
-        quiet=quiet,
-        warnings=warnings,
-        touch=str(cache.BuildCache().entry_dir(result.key)) if result.key else None,
+    finish.check_and_ship(
+        [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=click.echo, echo_err=_echo_err
     )
-
-
-def _after_build(zips: Sequence[Path], fmt: str, push_uri: str | None) -> list[str]:
-    """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output.
-    Returns the warnings it printed."""
-    from builder.artifact.manifest import load_manifest
-    from builder.ship.limits import check_limits
-
-    warnings: list[str] = []
-    for zip_path in zips:
-        for finding in check_limits(load_manifest(zip_path)):
-            warnings.append(f"{finding.level}: {finding.message}")
-            _echo_err(warnings[-1])
-            if finding.level == "error":
-                raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
-        if fmt == "image":
-            from builder.ship import container_image as image_output
-            from builder.ship import smoke as verify
-
-            base = verify.runtime_image(load_manifest(zip_path, zip_must_exist=True), None, click.echo).name
-            built = image_output.build_image(zip_path, base)
-            click.echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")
-            if push_uri:
-                from builder.ship.publish import make_session
-
-                pushed = image_output.push_to_ecr(built.tag, push_uri, make_session())
-                click.echo(f"pushed {pushed.get('image')} {pushed.get('digest', '')}")
-    return warnings
 
 
 @cli.command("test")

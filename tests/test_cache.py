@@ -18,17 +18,9 @@ import pytest
 
 from builder.artifact import manifest as manifests
 from builder.artifact import pack as package
-from builder.cache.store import (
-    TMP_PREFIX,
-    BuildCache,
-    CacheEntry,
-    CacheMiss,
-    PrefixCache,
-    cache_key,
-    local_requirement_digests,
-    prefix_key,
-    sources_canonical,
-)
+from builder.cache.folders import TMP_PREFIX, CacheMiss
+from builder.cache.keys import cache_key, local_requirement_digests, prefix_key, sources_canonical
+from builder.cache.store import BuildCache, CacheEntry, PrefixCache
 from builder.pipeline.steps import build_env, runtime_of
 from builder.recipe import loader as recipe
 from builder.recipe.model import Recipe
@@ -44,7 +36,7 @@ KEY_PARTS: dict[str, Any] = {
     "runtime": "python3.11",
     "arch": "x86_64",
     "mode": "emulate",
-    "tool_version": "0.1.0",
+    "tool": "0.1.0",
 }
 
 
@@ -58,7 +50,7 @@ def artifact(out: Path, stem: str = "greet-1.0.0-python3.11-x86_64", payload: by
 
 
 def key(n: int = 0) -> str:
-    return cache_key(**{**KEY_PARTS, "tool_version": f"test-{n}"})
+    return cache_key(**{**KEY_PARTS, "tool": f"test-{n}"})
 
 
 @pytest.fixture()
@@ -93,7 +85,7 @@ def test_hit_after_store(cache: BuildCache, tmp_path: Path) -> None:
     ("runtime", "python3.12"),
     ("arch", "arm64"),
     ("mode", "cross"),
-    ("tool_version", "0.2.0"),
+    ("tool", "0.2.0"),
 ])
 def test_miss_when_any_key_part_changes(cache: BuildCache, tmp_path: Path, part: str, changed: Any) -> None:
     zip_path = artifact(tmp_path / "dist")
@@ -346,7 +338,7 @@ PREFIX_PARTS: dict[str, Any] = {
     "image_id": "sha256:" + "d" * 64,
     "arch": "x86_64",
     "mode": "emulate",
-    "tool_version": "0.1.0",
+    "tool": "0.1.0",
 }
 
 
@@ -397,7 +389,7 @@ def test_corrupted_prefix_is_a_miss_and_removed(cache_dir: Path) -> None:
     ("image_id", "sha256:" + "0" * 64),
     ("arch", "arm64"),
     ("mode", "cross"),
-    ("tool_version", "0.2.0"),
+    ("tool", "0.2.0"),
 ])
 def test_prefix_key_changes_with_what_sources_see(part: str, changed: Any) -> None:
     assert prefix_key(**{**PREFIX_PARTS, part: changed}) != prefix_key(**PREFIX_PARTS)
@@ -427,7 +419,7 @@ def test_python_requirements_change_only_the_build_key(tmp_path: Path) -> None:
     def pkey(r: Recipe) -> str:
         return prefix_key(recipe_sources_part=sources_canonical(r), source_digests_in_order=["a" * 64],
                           system_packages=r.system_packages, environment=build_env(r, runtime, "x86_64"),
-                          image_id="sha256:" + "d" * 64, arch="x86_64", mode="emulate", tool_version="0.1.0")
+                          image_id="sha256:" + "d" * 64, arch="x86_64", mode="emulate", tool="0.1.0")
 
     def bkey(r: Recipe) -> str:
         return cache_key(**{**KEY_PARTS, "recipe_canonical": r.canonical,

@@ -84,7 +84,7 @@ def tree_state(root: str) -> str | None:
     if not os.path.isdir(root):
         return None
     digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=False):  # a link is an entry, never a way out
         dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES)
         for name in sorted(files):
             if name in SKIP_NAMES:
@@ -110,9 +110,27 @@ def content_digest(path: str) -> str | None:
         return None
 
 
-def tool_state() -> str | None:
-    """The tool's own files, so an edited checkout (or an upgrade) never replays an old answer."""
-    return tree_state(_PACKAGE_DIR)
+_TOOL_HASH: list[str] = []
+
+
+def tool_hash() -> str:
+    """sha256 over the path and bytes of every file of the installed tool (builder/), computed once
+    per process: the cache key's and the stamp's notion of "the same lambda-builder", so an upgrade
+    or an edited checkout is never served a zip an older tool made (a version string would be)."""
+    if not _TOOL_HASH:
+        digest = hashlib.sha256()
+        for folder, dirs, files in os.walk(_PACKAGE_DIR, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES)
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                if name.endswith((".pyc", ".pyo")) or os.path.islink(path):
+                    continue
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                rel = os.path.relpath(path, _PACKAGE_DIR)
+                digest.update(f"{rel}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
+        _TOOL_HASH.append(digest.hexdigest())
+    return _TOOL_HASH[0]
 
 
 def image_id(name: str, env: Mapping[str, str]) -> str | None:
@@ -145,8 +163,9 @@ def built_line(zip_path: str, seconds: float, step_seconds: float, cached: bool)
 def record(
     argv: Sequence[str],
     *,
-    recipes: Iterable[str],
-    trees: Iterable[str],
+    recipes: Mapping[str, str | None],
+    trees: Mapping[str, str | None],
+    tool: str,
     images: Mapping[str, str | None],
     pull_skip_until: float | None,
     outputs: Iterable[str],
@@ -156,17 +175,20 @@ def record(
     warnings: Sequence[str],
     touch: str | None,
 ) -> None:
-    """Write the stamp for this command (atomically; a failure to write only costs the fast path)."""
+    """Write the stamp for this command (atomically; a failure to write only costs the fast path).
+
+    `recipes`, `trees` and `tool` come from the build's input snapshot, taken before it read them:
+    a file saved during the build then differs from the stamp, and the next run rebuilds."""
     env = os.environ
     path = stamp_path(argv, os.getcwd(), env)
     stamp: dict[str, Any] = {
         "version": STAMP_VERSION,
         "argv": list(argv),
-        "recipes": {p: content_digest(p) for p in recipes},
-        "trees": {p: tree_state(p) for p in trees},
+        "recipes": dict(recipes),
+        "trees": dict(trees),
         "images": dict(images),
         "pull_skip_until": pull_skip_until,
-        "tool": tool_state(),
+        "tool": tool,
         "outputs": {p: file_state(p) for p in outputs},
         "zip": zip_path,
         "key": key,
@@ -187,7 +209,7 @@ def record(
 
 
 def _still_true(stamp: Mapping[str, Any], env: Mapping[str, str]) -> bool:
-    if stamp.get("version") != STAMP_VERSION or stamp.get("tool") != tool_state():
+    if stamp.get("version") != STAMP_VERSION or stamp.get("tool") != tool_hash():
         return False
     if any(content_digest(p) != d for p, d in stamp["recipes"].items()):
         return False

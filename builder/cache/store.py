@@ -1,6 +1,7 @@
-"""Content-addressed caches that make a no-op rebuild cost a lookup and a file copy, not a build.
+"""Where finished builds and built prefixes are kept: the storage mechanics, not what a key means.
 
-Two stores live under `paths.cache_dir()`:
+Keys come from `cache.keys` (the rules worth reviewing); this module only keeps one folder per
+key, and two stores live under `paths.cache_dir()`:
 
 * `BuildCache` ("builds/"): finished zips + manifests, keyed by `cache_key` over everything the
   bytes depend on. A hit restores the artifact without starting a container.
@@ -18,377 +19,33 @@ correctness.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
-import secrets
-import shutil
-import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from builder import paths
 from builder.artifact.manifest import manifest_path as package_manifest_path
+from builder.cache.folders import (
+    MANIFEST_NAME,
+    META_NAME,
+    PREFIX_TAR_NAME,
+    ZIP_NAME,
+    CacheMiss,
+    PruneResult,
+    _check_key,
+    _copy_hashing,
+    _same_bytes,
+    _Store,
+    _write_durable,
+    disk_usage,
+)
+from builder.cache.keys import SCHEMA
 from builder.digest import file_sha256
-from builder.recipe.model import Recipe, Source, is_local_project
-
-SCHEMA = 1  # bump when the entry layout or key recipe changes; old entries then never match
-ZIP_NAME = "artifact.zip"
-MANIFEST_NAME = "manifest.json"
-META_NAME = "meta.json"
-PREFIX_TAR_NAME = "prefix.tar"
-TMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
-ENV_NOT_IN_KEY = frozenset({"CPU_COUNT"})  # only sets make -j; the bytes built do not depend on it
-
-_KEY = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-
-
-class CacheMiss(Exception):
-    """An entry vanished or turned out corrupt after lookup: the caller builds as on a miss."""
-
-
-# --------------------------------------------------------------------------------------- keys
-
-
-def _digest(kind: str, parts: Mapping[str, Any]) -> str:
-    """sha256 of canonical JSON (sorted keys, no whitespace): equal inputs, equal key, anywhere."""
-    doc = {"schema": SCHEMA, "kind": kind, **parts}
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def cache_key(
-    *,
-    recipe_canonical: str,
-    source_digests: Mapping[str, str],
-    local_requirement_digests: Mapping[str, str],
-    image_id: str,
-    runtime: str,
-    arch: str,
-    mode: str,
-    tool_version: str,
-) -> str:
-    """The key of a finished artifact: a sha256 over every input its bytes depend on.
-
-    Each part is here because changing it can change the zip:
-    - recipe_canonical: the whole recipe (steps, requirements, environment, prune/strip, ...);
-    - source_digests: the content of each source, which the recipe names only by path/url/pin;
-    - local_requirement_digests: content of local-path python requirements (the recipe holds
-      only their path, and they are what the user edits most);
-    - image_id: the exact build image (compilers, system libraries, glibc), not just its tag;
-    - runtime: the Python ABI and layout the artifact targets;
-    - arch: the instruction set;
-    - mode: emulated and cross-compiled builds use different toolchains;
-    - tool_version: lambda-builder's own steps (repair, prune, zip format) shape the output.
-    """
-    return _digest(
-        "build",
-        {
-            "recipe": recipe_canonical,
-            "sources": dict(source_digests),
-            "local_requirements": dict(local_requirement_digests),
-            "image": image_id,
-            "runtime": runtime,
-            "arch": arch,
-            "mode": mode,
-            "tool": tool_version,
-        },
-    )
-
-
-def prefix_key(
-    *,
-    recipe_sources_part: str,
-    source_digests_in_order: Sequence[str],
-    system_packages: Mapping[str, Sequence[str]],
-    environment: Mapping[str, str],
-    image_id: str,
-    arch: str,
-    mode: str,
-    tool_version: str,
-) -> str:
-    """The key of a built $PREFIX: only what the C/C++ source steps can see.
-
-    Python requirements are deliberately absent, so changing them reuses the compiled sources.
-    Sources are ordered (a later source builds against earlier ones); system packages and the
-    step environment (as the steps see it, e.g. from `steps.build_env`, which also carries the
-    runtime's $PYTHON) change what configure finds; image, arch, mode and tool version as in
-    `cache_key`. `recipe_sources_part` is `sources_canonical(recipe)`: sources and build steps.
-    """
-    return _digest(
-        "prefix",
-        {
-            "sources": recipe_sources_part,
-            "source_digests": list(source_digests_in_order),
-            "system_packages": {k: list(v) for k, v in system_packages.items()},
-            "environment": {k: v for k, v in environment.items() if k not in ENV_NOT_IN_KEY},
-            "image": image_id,
-            "arch": arch,
-            "mode": mode,
-            "tool": tool_version,
-        },
-    )
-
-
-def sources_canonical(recipe: Recipe) -> str:
-    """The recipe's sources and their build steps as canonical JSON, for `prefix_key`.
-
-    Local paths are made relative to the recipe folder so moving a checkout keeps the key;
-    their content is covered by the source digests.
-    """
-
-    def one(src: Source) -> dict[str, Any]:
-        path = None if src.path is None else os.path.relpath(src.path, recipe.folder)
-        return {
-            "name": src.name,
-            "build": list(src.build),
-            "path": path,
-            "url": src.url,
-            "sha256": src.sha256,
-            "pypi": src.pypi,
-            "subdir": src.subdir,
-            "cross": src.cross,
-        }
-
-    return json.dumps([one(s) for s in recipe.sources], sort_keys=True, separators=(",", ":"))
-
-
-def local_requirement_digests(requirements: Sequence[str]) -> dict[str, str]:
-    """Content digests of requirements that are local folders/files (as `steps.PipInstall` sees them)."""
-    from builder.recipe import sources
-
-    out: dict[str, str] = {}
-    for req in requirements:
-        if is_local_project(req):
-            out[req] = sources.source_digest(Source(name=req, build=()), Path(req))
-    return out
-
-
-# ---------------------------------------------------------------------------------- file utils
-
-
-def _check_key(key: str) -> str:
-    """Keys become folder names: only ever 64 lowercase hex, never a path."""
-    if not _KEY.match(key):
-        raise ValueError(f"not a cache key (64 lowercase hex): {key!r}")
-    return key
-
-
-def _fsync_dir(path: Path) -> None:
-    """Makes a rename or new file in `path` durable (a crash after return keeps it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_hashing(src: IO[bytes], dest: Path) -> tuple[str, int]:
-    """Copy a stream into a new file, fsynced; return its sha256 and size."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(dest, "xb") as out:
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return digest.hexdigest(), size
-
-
-def _write_durable(dest: Path, data: bytes) -> None:
-    with open(dest, "xb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def disk_usage(path: Path) -> int:
-    """Bytes on disk under `path`, like `du -sb` but counting allocated blocks and hard links once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return 0
-    if not stat.S_ISDIR(st.st_mode):
-        return st.st_blocks * 512
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-    return total
-
-
-def _same_bytes(path: Path, reference: Path) -> bool:
-    """Byte comparison with a file already verified: much cheaper than hashing `path` again,
-    which keeps a no-op rebuild to one hash of the artifact."""
-    try:
-        if not path.is_file() or path.stat().st_size != reference.stat().st_size:
-            return False
-        with open(path, "rb") as mine, open(reference, "rb") as theirs:
-            while True:
-                a = mine.read(_CHUNK)
-                if a != theirs.read(_CHUNK):
-                    return False
-                if not a:
-                    return True
-    except OSError:
-        return False
-
-
-# ------------------------------------------------------------------------------- shared store
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: int  # entries removed
-    bytes: int  # bytes on disk freed, debris included
-    debris: int = 0  # stale temp/trash folders removed (crashed writes, interrupted removals)
-
-
-class _Store:
-    """One folder per key, written and removed atomically; the part both caches share."""
-
-    kind = "store"
-
-    def __init__(self, root: Path | None, default_name: str) -> None:
-        self.root = root if root is not None else paths.cache_dir() / default_name
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    # Locks are bucketed by the key's first two hex digits: at most 256 lock files ever,
-    # and two writers of the same key always meet on the same lock.
-    def _lock(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return paths.locked(f"{self.kind}-{key[:2]}")
-
-    def entry_dir(self, key: str) -> Path:
-        """Where the entry for `key` lives (whether or not it exists)."""
-        return self.root / _check_key(key)
-
-    def _commit(self, key: str, fill: Callable[[Path], None]) -> None:
-        """Run `fill(temp_folder)`, then rename the folder to the key; caller holds the lock."""
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f"{TMP_PREFIX}{key}-"))
-        try:
-            fill(tmp)
-            _fsync_dir(tmp)
-            final = self.entry_dir(key)
-            if final.exists():  # an unreadable leftover; the caller decided it is not valid
-                self._remove(final)
-            os.rename(tmp, final)
-            os.utime(final)  # last-used time starts at creation
-            _fsync_dir(self.root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    def _remove(self, folder: Path) -> int:
-        """Make `folder` vanish atomically (rename away), then delete it; return bytes freed."""
-        trash = self.root / f"{TRASH_PREFIX}{secrets.token_hex(8)}"
-        try:
-            os.rename(folder, trash)
-        except FileNotFoundError:
-            return 0
-        size = disk_usage(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        return size
-
-    def _discard(self, key: str, still_bad: Callable[[], bool]) -> None:
-        """Remove a corrupt entry, re-checked under the lock so a fresh good one is never removed."""
-        with self._lock(key):
-            if still_bad():
-                self._remove(self.entry_dir(key))
-
-    def _touch(self, folder: Path) -> None:
-        with contextlib.suppress(OSError):  # a read-only cache still serves hits
-            os.utime(folder)
-
-    def _keys(self) -> Iterator[str]:
-        try:
-            names = sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if _KEY.match(name) and (self.root / name).is_dir():
-                yield name
-
-    def _sweep_debris(self) -> tuple[int, int]:
-        """Remove temp folders of crashed writes and trash of interrupted removals.
-
-        A temp folder is named after its key, and its writer holds that key's lock for as long
-        as it writes, so a temp folder seen while holding the lock is certainly abandoned.
-        """
-        count = 0
-        freed = 0
-        for name in sorted(os.listdir(self.root)):
-            path = self.root / name
-            if not name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                continue
-            maybe_key = name[len(TMP_PREFIX) : len(TMP_PREFIX) + 64] if name.startswith(TMP_PREFIX) else ""
-            lock = self._lock(maybe_key) if _KEY.match(maybe_key) else contextlib.nullcontext()
-            with lock:
-                if not path.exists():
-                    continue
-                freed += disk_usage(path)
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                count += 1
-        return count, freed
-
-    def total_bytes(self) -> int:
-        """Disk usage of the whole store (entries and debris), for `lambda-builder cache list`."""
-        return disk_usage(self.root)
-
-    def _prune(self, *, older_than_days: float | None, max_bytes: int | None, all: bool) -> PruneResult:
-        debris, freed = self._sweep_debris()
-        removed = 0
-        entries: list[tuple[float, str, int]] = []  # (last used, key, size)
-        for key in self._keys():
-            folder = self.entry_dir(key)
-            if not self._readable(key):  # torn by hand or by a foreign tool: never useful
-                with self._lock(key):
-                    if not self._readable(key):
-                        freed += self._remove(folder)
-                        removed += 1
-                continue
-            try:
-                used = folder.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            entries.append((used, key, disk_usage(folder)))
-        entries.sort()  # least recently used first
-        cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
-        keep_bytes = sum(size for _, _, size in entries)
-        for used, key, size in entries:
-            too_old = cutoff is not None and used < cutoff
-            too_big = max_bytes is not None and keep_bytes > max_bytes
-            if not (all or too_old or too_big):
-                continue
-            with self._lock(key):
-                freed += self._remove(self.entry_dir(key))
-            keep_bytes -= size
-            removed += 1
-        return PruneResult(removed=removed, bytes=freed, debris=debris)
-
-    def _readable(self, key: str) -> bool:
-        raise NotImplementedError
-
 
 # ------------------------------------------------------------------------------- build cache
 

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, paths
+from builder import paths
 from builder.artifact import pack as package
 from builder.artifact.manifest import manifest_path
-from builder.cache import noop
+from builder.cache import inputs as snapshots
+from builder.cache import keys, noop
 from builder.cache import store as cache
+from builder.cache.folders import CacheMiss
+from builder.cache.inputs import Inputs
 from builder.engine import client as engine
 from builder.engine import images
 from builder.engine.container import Container, background, sweep_orphans
@@ -65,7 +68,12 @@ class BuildResult:
     seconds: float
     step_seconds: float  # time inside the container's commands (the compile itself)
     cached: bool = False
-    key: str = ""  # the build cache key
+    inputs: Inputs | None = None  # what the build read, before it ran (the key and the no-op stamp)
+
+    @property
+    def key(self) -> str:
+        """The build cache key."""
+        return self.inputs.key if self.inputs else ""
 
 
 def downloads_dir() -> Path:
@@ -88,13 +96,16 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
     stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
-    digests = source_digests(recipe, log)
-    key = _cache_key(recipe, digests, runtime_name, arch, mode, image)
+    inputs = snapshots.snapshot(
+        recipe, lambda: source_digests(recipe, log), image_id=image.id, runtime=runtime_name, arch=arch, mode=mode
+    )
+    digests = inputs.source_digests
+    key = inputs.key
     if options.use_cache:
         hit = _from_cache(key, options.out, stem, log)
         if hit is not None:
             return BuildResult(
-                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, cached=True, key=key
+                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs
             )
     # a listing the engine answers while this build's container starts
     sweeping = background(functools.partial(sweep_orphans, log))
@@ -150,7 +161,7 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
-    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds, key=key)
+    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs)
 
 
 def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
@@ -162,22 +173,6 @@ def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
         # a verified archive's digest is its pinned sha256: no need to read it again
         digests[src.name] = src.sha256 if src.sha256 and not fetched.is_dir() else sources.source_digest(src, fetched)
     return digests
-
-
-def _cache_key(
-    recipe: Recipe, digests: dict[str, str], runtime_name: str, arch: str, mode: str, image: images.ImageRef
-) -> str:
-    """Everything the artifact's bytes depend on."""
-    return cache.cache_key(
-        recipe_canonical=recipe.canonical,
-        source_digests=digests,
-        local_requirement_digests=cache.local_requirement_digests(recipe.python.requirements),
-        image_id=image.id,
-        runtime=runtime_name,
-        arch=arch,
-        mode=mode,
-        tool_version=__version__,
-    )
 
 
 def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tuple[images.ImageRef, bool, str | None]:
@@ -208,15 +203,15 @@ def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix 
     recipe = ctx.recipe
     if not recipe.sources:
         return None
-    key = cache.prefix_key(
-        recipe_sources_part=cache.sources_canonical(recipe),
+    key = keys.prefix_key(
+        recipe_sources_part=keys.sources_canonical(recipe),
         source_digests_in_order=[ctx.source_digests[src.name] for src in recipe.sources],
         system_packages=recipe.system_packages,
         environment=ctx.env,
         image_id=ctx.image.id,
         arch=ctx.arch,
         mode=mode,
-        tool_version=__version__,
+        tool=noop.tool_hash(),
     )
     tar = cache.PrefixCache().get(key) if reuse else None
     return RestorePrefix(tar) if tar is not None else SavePrefix(key)
@@ -229,7 +224,7 @@ def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[st
         return None
     try:
         zip_path = store.restore(entry, out, stem)
-    except cache.CacheMiss:
+    except CacheMiss:
         return None
     log(noop.hit_line(zip_path.name, key))
     return zip_path, entry.manifest

@@ -1,0 +1,82 @@
+"""One snapshot of a build's inputs, taken before the build, for both the cache key and the stamp.
+
+The cache key (`cache.keys`) and the no-op stamp (`cache.noop`) used to list a build's inputs
+twice, kept equal by hand, and the stamp read the trees only after the build, so an edit saved
+during it was stamped as built. Here they are read once, before anything runs: the stat state
+of each local tree first (what the stamp checks), then the content digests (what the key is
+made of), so an edit that lands in between makes the stamp stale, never the key wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from builder.cache import keys, noop
+from builder.recipe.model import Recipe, is_local_project
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a build's bytes depend on, as read before the build."""
+
+    recipe_path: str
+    recipe_digest: str | None  # the recipe file's bytes (the stamp)
+    recipe_canonical: str  # the recipe's content (the key)
+    source_digests: Mapping[str, str] = field(default_factory=dict)  # content, in recipe order
+    local_requirements: Mapping[str, str] = field(default_factory=dict)  # content of local projects
+    trees: Mapping[str, str | None] = field(default_factory=dict)  # stat state of local trees
+    image_id: str = ""
+    runtime: str = ""
+    arch: str = ""
+    mode: str = ""
+    tool: str = ""  # noop.tool_hash(): lambda-builder's own files
+
+    @property
+    def key(self) -> str:
+        """The build cache key of these inputs."""
+        return keys.cache_key(
+            recipe_canonical=self.recipe_canonical,
+            source_digests=self.source_digests,
+            local_requirement_digests=self.local_requirements,
+            image_id=self.image_id,
+            runtime=self.runtime,
+            arch=self.arch,
+            mode=self.mode,
+            tool=self.tool,
+        )
+
+
+def local_trees(recipe: Recipe) -> list[str]:
+    """The folders (and files) on this machine the build reads: local sources and local projects."""
+    return [str(s.path) for s in recipe.sources if s.path is not None] + [
+        r for r in recipe.python.requirements if is_local_project(r)
+    ]
+
+
+def snapshot(
+    recipe: Recipe,
+    digest_sources: Callable[[], Mapping[str, str]],
+    *,
+    image_id: str,
+    runtime: str,
+    arch: str,
+    mode: str,
+) -> Inputs:
+    """Read the inputs: stat states first, then contents (`digest_sources` fetches and hashes the
+    recipe's sources, which needs the download cache the pipeline owns)."""
+    trees = {path: noop.tree_state(path) for path in local_trees(recipe)}
+    recipe_digest = noop.content_digest(str(recipe.path))
+    return Inputs(
+        recipe_path=str(recipe.path),
+        recipe_digest=recipe_digest,
+        recipe_canonical=recipe.canonical,
+        source_digests=dict(digest_sources()),
+        local_requirements=keys.local_requirement_digests(recipe.python.requirements),
+        trees=trees,
+        image_id=image_id,
+        runtime=runtime,
+        arch=arch,
+        mode=mode,
+        tool=noop.tool_hash(),
+    )

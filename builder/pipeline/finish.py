@@ -1,0 +1,68 @@
+"""After a build: Lambda's limits, the optional container image, and the no-op stamp.
+
+Stage 2 (pipeline), its last step: what the `build` command does with zips once they exist.
+Kept out of the CLI so the command only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from builder.artifact.manifest import load_manifest, manifest_path
+from builder.cache import noop
+from builder.cache import store as cache
+from builder.engine import client as engine
+from builder.engine import images
+from builder.errors import UserError
+from builder.pipeline.build import BuildResult
+from builder.ship.limits import check_limits
+
+Echo = Callable[[str], None]
+
+
+def stamp_noop(argv: Sequence[str] | None, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
+    """Record this command's inputs (as snapshotted before the build) and outputs, so its next
+    identical run is answered by `cache.noop` without loading the CLI."""
+    if argv is None or result.inputs is None:
+        return
+    inputs = result.inputs
+    zip_path = result.zip_path.absolute()
+    noop.record(
+        argv,
+        recipes={inputs.recipe_path: inputs.recipe_digest},
+        trees=inputs.trees,
+        tool=inputs.tool,
+        images=engine.seen_images(),
+        pull_skip_until=images.pull_skip_until(),
+        outputs=[str(zip_path), str(manifest_path(zip_path))],
+        zip_path=str(result.zip_path),
+        key=result.key,
+        quiet=quiet,
+        warnings=warnings,
+        touch=str(cache.BuildCache().entry_dir(result.key)) if result.key else None,
+    )
+
+
+def check_and_ship(zips: Sequence[Path], fmt: str, push_uri: str | None, *, echo: Echo, echo_err: Echo) -> list[str]:
+    """Lambda's limits for each zip (a warning or an error now, not at deploy), then image output.
+    Returns the warnings it printed."""
+    warnings: list[str] = []
+    for zip_path in zips:
+        for finding in check_limits(load_manifest(zip_path)):
+            warnings.append(f"{finding.level}: {finding.message}")
+            echo_err(warnings[-1])
+            if finding.level == "error":
+                raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
+        if fmt == "image":
+            from builder.ship import container_image, smoke
+
+            base = smoke.runtime_image(load_manifest(zip_path, zip_must_exist=True), None, echo).name
+            built = container_image.build_image(zip_path, base)
+            echo(f"image {built.tag} ({built.image_id[:19]}) on {base}")
+            if push_uri:
+                from builder.ship.publish import make_session
+
+                pushed = container_image.push_to_ecr(built.tag, push_uri, make_session())
+                echo(f"pushed {pushed.get('image')} {pushed.get('digest', '')}")
+    return warnings
