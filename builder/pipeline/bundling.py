@@ -332,7 +332,7 @@ class RepairAndAudit:
         policy = target_policy(ctx)
         bundle = ctx.recipe.bundle
         if bundle.repair:
-            resolver = ctx.resolver if isinstance(ctx.resolver, ContainerResolver) else _resolver(ctx, policy)
+            resolver = ctx.resolver or _resolver(ctx, policy)
             plan = plan_repair(
                 ctx.stage,
                 policy,

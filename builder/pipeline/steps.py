@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from builder import __version__
 from builder.artifact import wheels
@@ -28,6 +28,9 @@ from builder.recipe.model import Recipe, is_local_project
 from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
 from builder.tarsafe import tar_from_dir
+
+if TYPE_CHECKING:  # bundling builds on this module; the type alone comes back
+    from builder.pipeline.bundling import ContainerResolver
 
 Log = Callable[[str], None]
 
@@ -55,7 +58,7 @@ class BuildContext:
     source_digests: dict[str, str] = field(default_factory=dict)
     cross: bool = False  # compiling for `arch` in a container of another arch (zig/gcc cross)
     pip_env: dict[str, str] = field(default_factory=dict)  # only for Python builds (e.g. cross LDSHARED)
-    resolver: object = None  # bundling.ContainerResolver, started early by GuessLibraries
+    resolver: ContainerResolver | None = None  # started early by GuessLibraries, used by RepairAndAudit
 
     @property
     def python(self) -> str:
