@@ -3,7 +3,7 @@
 Two families serve every runtime: the official AWS images (SAM build images to build in, Lambda
 base images to test in), right for anyone who can reach public.ecr.aws; and a local family
 bootstrapped from Debian (mmdebstrap or debootstrap, imported, then built from the Dockerfiles in
-builder/resources/dockerfiles/), for air-gapped machines and this project's own CI. `auto` takes official images
+build-images/), for air-gapped machines and this project's own CI. `auto` takes official images
 that are present or pullable and falls back to the local family, building what is missing.
 """
 
@@ -253,14 +253,14 @@ def _dockerfile(kind: str) -> str:
 
 
 def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
-    """Build builder/resources/dockerfiles/<kind>.Dockerfile on `base`, streaming the engine's output."""
+    """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
     dockerfile = _dockerfile(kind)
     spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
     existing = _get(name)
     if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
         verify_arch(existing, name, base.arch)
         return ImageRef(name, existing.id, base.arch, "local", base.debian)
-    progress(f"building {name} from builder/resources/dockerfiles/{kind}.Dockerfile")
+    progress(f"building {name} from build-images/{kind}.Dockerfile")
     buildargs = {"BASE": base.name, **engine.proxy_env()}
     tail: list[str] = []
     stream = engine.client().api.build(

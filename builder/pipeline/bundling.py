@@ -408,7 +408,7 @@ class RepairAndAudit:
 
 
 def prebuilt_in(stage: Path) -> frozenset[str]:
-    """Stage-relative paths of the prebuilt wheels' files: left byte for byte (see builder/wheels.py)."""
+    """Stage-relative paths of the prebuilt wheels' files: left byte for byte (see builder/artifact/wheels.py)."""
     root = stage.resolve()
     files = [Path(p) for p in wheels.prebuilt_files(str(root))]
     return frozenset(p.relative_to(root).as_posix() for p in files if p.is_relative_to(root))

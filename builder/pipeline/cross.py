@@ -11,7 +11,7 @@ Emulated arm64 builds run ~15x slower than native ones. Two toolchains avoid emu
   against Debian's glibc, so only the bundle/glibc check guards its symbol versions.
 
 Everything here is data (environment variables and script texts); the pipeline writes the
-scripts into the cross image (`builder/resources/dockerfiles/cross.Dockerfile`) and exports the environment.
+scripts into the cross image (`build-images/cross.Dockerfile`) and exports the environment.
 """
 
 from __future__ import annotations

@@ -407,7 +407,7 @@ def prune_script(recipe: Recipe) -> str:
         ]
     if p.tests:
         # test folders inside packages (depth >= 2), never a top-level package that is named test,
-        # nor one that code outside the tests imports (builder/wheels.py: numpy 2.1 does)
+        # nor one that code outside the tests imports (builder/artifact/wheels.py: numpy 2.1 does)
         rules.append(
             "if command -v python3 >/dev/null 2>&1; then\n"
             f"  python3 {WHEELS_SCRIPT} prunable-test-dirs {{s}} | while read -r d; do rm -rf \"$d\"; done\n"
@@ -428,7 +428,7 @@ def prune_script(recipe: Recipe) -> str:
 
 # ELF files are shared objects (*.so, *.so.N) or executables: only those are looked at, so a
 # package of thousands of .py files does not cost a readelf each. Files of prebuilt wheels are left
-# byte for byte (builder/wheels.py says why and which); without a Python there are no wheels.
+# byte for byte (builder/artifact/wheels.py says why and which); without a Python there are no wheels.
 STRIP = r"""
 if command -v python3 >/dev/null 2>&1; then
   python3 {wheels} strip-candidates {stage}
