@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import os
+import re
+import subprocess
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -121,7 +123,58 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
+# pip's random folders: the isolated build requirements, and where an sdist is unpacked
+_PIP_FOLDER = re.compile(r"^(.*?/pip-(?:build-env|install|req-build|wheel)-[^/]+)(/[^/]+)?")
+
+
+def build_path_maps() -> list[tuple[str, str]]:
+    """(random folder, fixed name) for each of pip's folders this build runs in: compilers record
+    paths (`__FILE__` in asserts and in pybind11's headers, debug info), so without a map the same
+    sdist compiled twice differs in its bytes and build id."""
+    maps: dict[str, str] = {}
+    for entry in [*sys.path, os.getcwd()]:
+        found = _PIP_FOLDER.match(entry)
+        if found is None:
+            continue
+        if "/pip-build-env-" in found.group(1):
+            maps.setdefault(found.group(1), "/lb/pip-build-env")
+        else:  # /tmp/pip-install-XXXX/name_HASH: the unpacked sdist, which is the working folder
+            maps.setdefault(found.group(0), "/lb/pip-src")
+    return sorted(maps.items(), key=lambda item: -len(item[0]))
+
+
+def _compiler_takes(flag: str) -> bool:
+    """gcc < 8 (Amazon Linux 2's gcc 7) has no -ffile-prefix-map: ask the compiler once."""
+    compiler = (os.environ.get("CC") or "cc").split()
+    try:
+        done = subprocess.run(
+            [*compiler, flag, "-E", "-x", "c", os.devnull],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def map_build_paths() -> None:
+    """Add -ffile-prefix-map for pip's random folders to CPPFLAGS (which distutils and setuptools
+    add to every C and C++ compile of this build backend; CFLAGS misses C++ in newer setuptools),
+    where the compiler takes it."""
+    maps = build_path_maps()
+    if not maps or os.environ.get("LAMBDA_BUILDER_PATH_MAPS") == repr(maps):
+        return
+    flags = " ".join(f"-ffile-prefix-map={old}={new}" for old, new in maps)
+    if not _compiler_takes(flags.split()[0]):
+        return
+    os.environ["CPPFLAGS"] = f"{os.environ.get('CPPFLAGS', '')} {flags}".strip()
+    os.environ["LAMBDA_BUILDER_PATH_MAPS"] = repr(maps)  # once per set of folders, not per interpreter
+
+
 def install() -> None:
+    map_build_paths()
     if jobs() < 2 or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     for name in MODULES:  # already imported (unlikely at interpreter start): patch in place

@@ -1,0 +1,30 @@
+"""pip's random build folders are mapped to fixed names for the compiler (reproducible bytes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.resources import parallel_cc
+
+
+def test_pip_build_env_and_unpacked_sdist_get_fixed_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sdist = tmp_path / "pip-install-k2j3h4" / "psycopg2_8f0e1d2c"
+    sdist.mkdir(parents=True)
+    monkeypatch.chdir(sdist)
+    monkeypatch.setattr(sys, "path", ["/tmp/pip-build-env-ab12cd/site", "/usr/lib/python3.11"])
+    assert parallel_cc.build_path_maps() == [
+        (str(sdist), "/lb/pip-src"),
+        ("/tmp/pip-build-env-ab12cd", "/lb/pip-build-env"),
+    ]
+
+
+def test_no_pip_folder_no_map(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["/usr/lib/python3.11"])
+    monkeypatch.delenv("CPPFLAGS", raising=False)
+    parallel_cc.map_build_paths()
+    assert parallel_cc.build_path_maps() == []
+    assert "CPPFLAGS" not in __import__("os").environ
