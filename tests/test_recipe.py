@@ -69,9 +69,9 @@ tests:
         ("", "the file is empty"),
         ("name: a\nname: b\nversion: '1'\nruntimes: [python3.11]\n", ":2: name: duplicate key"),
         ("name: a\nversion: '1'\n", "missing required key 'runtimes'"),
-        ("name: a\nversion: '1'\nruntimes: python3.11\n", ":3: runtimes: expected array"),
+        ("name: a\nversion: '1'\nruntimes: python3.11\n", ":3: runtimes: expected a list, got string"),
         ("name: a\nversion: '1'\nruntimes: [python3.11]\npython:\n  build_isolation: 'no'\n",
-         ":5: python.build_isolation: expected boolean"),
+         ":5: python.build_isolation: expected true or false"),
         ("name: a\nversion: '1'\nruntimes: [python3.11]\nsources:\n  - name: s\n    path: .\n    pypi: x==1\n"
          "    build: [make]\n", "exactly one of path, url, pypi (found path and pypi)"),
     ],

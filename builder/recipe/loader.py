@@ -11,19 +11,20 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from builder.errors import UserError
+from builder.recipe import yamldoc
 from builder.recipe.model import Bundle, Prune, PythonSpec, Recipe, Source, Tests
 from builder.resources import RESOURCES
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
-PathKey = tuple[str | int, ...]
+PathKey = yamldoc.PathKey
+MAX_RECIPE_BYTES = 1 << 20  # real recipes are a few KB; more is a mistake (or an attack) to stop early
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Problem:
 
     def render(self, file: Path) -> str:
         where = f"{file}:{self.line}" if self.line else str(file)
-        return f"{where}: {self.field or '(top level)'}: {self.message}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
 class RecipeInvalid(UserError):
@@ -62,84 +63,98 @@ def field_name(path: PathKey) -> str:
     return out
 
 
-class _LineLoader:
-    """Builds plain Python data from YAML nodes while remembering the line of every field."""
+def _show(value: Any, limit: int = 60) -> str:
+    """A value for a message: its repr, cut short (a 5 MB line must not become a 5 MB message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
 
-    def __init__(self, text: str, file: Path) -> None:
-        self.file = file
-        self.lines: dict[PathKey, int] = {}
-        self.problems: list[Problem] = []
-        self.loader = yaml.SafeLoader(text)
 
-    def load(self) -> Any:
-        try:
-            node = self.loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            raise RecipeInvalid(
-                self.file, [Problem(line, "", f"not valid YAML: {exc.problem or exc}")]
-            ) from None
-        except yaml.YAMLError as exc:
-            raise RecipeInvalid(self.file, [Problem(None, "", f"not valid YAML: {exc}")]) from None
-        finally:
-            self.loader.dispose()
-        if node is None:
-            raise RecipeInvalid(self.file, [Problem(None, "", "the file is empty")])
-        return self._convert(node, ())
+def _kind(value: Any) -> str:
+    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
-    def _convert(self, node: yaml.Node, path: PathKey) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    key = str(key)
-                child = (*path, key)
-                self.lines[child] = key_node.start_mark.line + 1
-                if key in out:
-                    self.problems.append(Problem(self.lines[child], field_name(child), "duplicate key"))
-                out[key] = self._convert(value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+
+@cache
+def _full_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema (ECMA-262) pattern in Python: there `$` is the very end of the string, in
+    Python's re it also matches before a final newline (so "lib\n" would pass `^[a-z]+$`)."""
+    out, in_class, escaped = [], False, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        elif ch == "$" and not in_class:
+            ch = r"\Z"
+        out.append(ch)
+    return re.compile("".join(out))
+
+
+def _validator() -> Any:
+    import jsonschema
+
+    def pattern(validator: Any, value: str, instance: Any, _schema: dict[str, Any]) -> Any:
+        if validator.is_type(instance, "string") and not _full_pattern(value).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {value!r}")
+
+    extend: Any = jsonschema.validators.extend
+    cls = extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+    return cls(schema())
+
+
+_QUOTE_HINT = "; quote it"
+_TYPE_NAMES = {"string": "text", "array": "a list", "object": "a mapping", "boolean": "true or false"}
+
+
+def _type_message(expected: Any, instance: Any) -> str:
+    wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+    message = f"expected {wanted}, got {_kind(instance)} {_show(instance)}"
+    if instance is None:
+        return message + '; give a value ("" for empty text)'
+    if expected == "string" and isinstance(instance, bool):
+        return message + f"{_QUOTE_HINT} (\"{str(instance).lower()}\")"
+    if expected == "array" and isinstance(instance, str):
+        return message + f"; write a list: [{instance if len(instance) < 40 else '...'}]"
+    if expected == "boolean":
+        return message + "; write true or false"
+    return message
 
 
 def _schema_problems(data: Any, lines: dict[PathKey, int]) -> list[Problem]:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
     problems: list[Problem] = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+    for error in sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         path: PathKey = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = list(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - set(allowed)):
                 guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = f" (did you mean '{guess[0]}'?)" if guess else f" (known keys: {', '.join(allowed)})"
+                hint = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(allowed)}"
                 child = (*path, key)
-                problems.append(Problem(lines.get(child), field_name(child), f"unknown key{hint}"))
+                problems.append(Problem(lines.get(child), field_name(child), f"unknown key ({hint})"))
             continue
         if error.validator == "oneOf" and len(path) == 2 and path[0] == "sources":
             continue  # reported more clearly by _source_problems
         if error.validator == "enum":
-            message = f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+            message = f"{_show(error.instance)} is not one of {', '.join(map(str, error.validator_value))}"
             if isinstance(error.instance, str):
                 guess = difflib.get_close_matches(error.instance, list(map(str, error.validator_value)), n=1)
                 message += f" (did you mean '{guess[0]}'?)" if guess else ""
         elif error.validator == "required":
             missing = error.message.split("'")[1] if "'" in error.message else error.message
-            message = f"missing required key '{missing}'"
+            message = f"missing required key '{missing}'; add it"
         elif error.validator == "type":
-            message = (
-                f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
-            )
+            message = _type_message(error.validator_value, error.instance)
         elif error.validator == "pattern":
-            message = f"{error.instance!r} does not match the expected form ({error.validator_value})"
+            if "propertyNames" in error.relative_schema_path:  # a bad key: name the key itself
+                path = (*path, error.instance)
+            form = error.schema.get("patternErrorMessage") or f"the form {error.validator_value}"
+            message = f"{_show(error.instance)} is not allowed: {form}"
         else:
-            message = error.message
+            message = error.message if len(error.message) < 200 else f"{_show(error.instance)} is not allowed"
         problems.append(Problem(lines.get(path), field_name(path), message))
     return problems
 
@@ -215,29 +230,62 @@ def _requirement_problems(data: dict[str, Any], lines: dict[PathKey, int], folde
     return problems
 
 
-def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
-    """The recipe's raw data and line map, or RecipeInvalid with every problem found."""
+def _read_text(path: Path) -> str:
+    """The recipe's text (UTF-8, a BOM allowed), or UserError saying why it is not one."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a recipe file; name the .yaml file itself")
     if not path.is_file():
-        raise UserError(f"{path}: no such recipe file")
+        raise UserError(f"{path}: no such recipe file; check the path")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the recipe: {exc}") from None
-    loader = _LineLoader(text, path)
-    data = loader.load()
-    problems = list(loader.problems)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the recipe: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeInvalid(
+            path, [Problem(None, "", f"larger than {MAX_RECIPE_BYTES >> 20} MB; a recipe is a short YAML file")]
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        problem = f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8"
+        raise RecipeInvalid(path, [Problem(line, "", problem)]) from None
+
+
+def _parse(path: Path, text: str) -> yamldoc.Document:
+    try:
+        return yamldoc.parse(text)
+    except yamldoc.YamlProblem as exc:
+        raise RecipeInvalid(path, [Problem(exc.line, "", exc.message)]) from None
+
+
+def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
+    """The recipe's raw data and line map, or RecipeInvalid with every problem found.
+
+    Numbers, dates and environment booleans are kept as the text written (`3.10` is "3.10"):
+    no recipe field is a number, and a silently changed version is worse than none."""
+    text = _read_text(path)
+    doc = _parse(path, text)
+    problems = [
+        Problem(d.line, field_name(d.path), f"duplicate key (first given on line {d.first_line}); keep one")
+        for d in doc.duplicates
+    ]
+    data = yamldoc.as_written(doc, bools_under=("environment",))
     if not isinstance(data, dict):
-        raise RecipeInvalid(path, [Problem(1, "", "a recipe is a mapping of keys (name:, version:, ...)")])
+        raise RecipeInvalid(
+            path, [Problem(1, "", f"a recipe is a mapping of keys (name:, version:, ...), not a {_kind(data)}")]
+        )
     folder = path.resolve().parent
     if not _known_valid(text):
-        problems += _schema_problems(data, loader.lines)
-    problems += _source_problems(data, loader.lines, folder)
-    problems += _requirement_problems(data, loader.lines, folder)
+        problems += _schema_problems(data, doc.lines)
+    problems += _source_problems(data, doc.lines, folder)
+    problems += _requirement_problems(data, doc.lines, folder)
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
     _remember_valid(text)
-    return data, loader.lines
+    return data, doc.lines
 
 
 def _valid_marker(text: str) -> Path:
@@ -289,9 +337,7 @@ def load(path: Path) -> Recipe:
         str((folder / r).resolve()) if _is_local(r) else r for r in python.get("requirements", ())
     )
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    env = {
-        k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in data.get("environment", {}).items()
-    }
+    env = {k: str(v) for k, v in data.get("environment", {}).items()}  # already text as written
     return Recipe(
         path=path,
         name=data["name"],
