@@ -74,6 +74,22 @@ def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ..
     return tuple(dict.fromkeys(out or default))
 
 
+def check_build_arguments(arches: Sequence[str], runtimes: Sequence[str], out: Path) -> None:
+    """Arguments wrong whatever the recipe says: refused before a recipe is read or a folder made."""
+    import difflib
+
+    from builder.runtimes import RUNTIMES
+
+    parse_arches(arches, ())
+    for rt in runtimes:
+        if rt not in RUNTIMES:
+            guess = difflib.get_close_matches(rt, list(RUNTIMES), n=1)
+            known = f"did you mean {guess[0]}?" if guess else f"known: {', '.join(RUNTIMES)}"
+            raise UserError(f"--runtime {rt}: unknown runtime ({known})")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; name a folder (it is made if missing)")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lambda-builder")
 def cli() -> None:
@@ -130,7 +146,14 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="image: also make a Lambda container image of each zip (runtime image + artifact).",
 )
 @click.option("--push", "push_uri", default=None, help="With --format image: ECR repository URI to push to.")
-@click.option("-j", "--jobs", default=2, show_default=True, help="Builds run at once (several targets).")
+@click.option(
+    "-j",
+    "--jobs",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Builds run at once (several targets).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
 def build(
     recipe_paths: tuple[Path, ...],
@@ -151,12 +174,16 @@ def build(
     from builder.recipe import loader as recipe_mod
     from builder.recipe.model import Target
 
+    check_build_arguments(arches, runtimes, out)  # before any recipe is read or anything written
     targets: list[Target] = []
     for path in recipe_paths:
         recipe = recipe_mod.load(path)
         for rt in runtimes:
             if rt not in recipe.runtimes:
-                raise UserError(f"--runtime {rt}: the recipe {path} builds {', '.join(recipe.runtimes)}")
+                raise UserError(
+                    f"--runtime {rt}: the recipe {path} builds {', '.join(recipe.runtimes)}; pass one of those "
+                    "or add it to the recipe's runtimes"
+                )
         for rt in runtimes or recipe.runtimes:
             for arch in parse_arches(arches, recipe.architectures):
                 targets.append(Target(recipe, rt, arch))
