@@ -169,8 +169,6 @@ def build(
     quiet: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
-    from builder.pipeline import finish
-    from builder.pipeline.build import BuildOptions, build_one
     from builder.recipe import loader as recipe_mod
     from builder.recipe.model import Target
 
@@ -187,6 +185,9 @@ def build(
         for rt in runtimes or recipe.runtimes:
             for arch in parse_arches(arches, recipe.architectures):
                 targets.append(Target(recipe, rt, arch))
+    from builder.pipeline import finish  # after the recipes: bad input is answered without it
+    from builder.pipeline.build import BuildOptions, build_one
+
     options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode)
     if len(targets) == 1:
         t = targets[0]

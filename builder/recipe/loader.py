@@ -59,7 +59,12 @@ def schema() -> dict[str, Any]:
 def field_name(path: PathKey) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.isprintable() or len(part) > 60:  # a key with a newline stays on one line
+            out += f"[{_show(part)}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
