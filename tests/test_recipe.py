@@ -107,3 +107,17 @@ def test_canonical_hash_follows_content(tmp_path: Path) -> None:
     b = recipe.load(write(tmp_path, "runtimes: [python3.11]\nversion: '1'\nname: a  # same content\n"))
     c = recipe.load(write(tmp_path, "name: a\nversion: '2'\nruntimes: [python3.11]\n"))
     assert recipe.recipe_sha256(a) == recipe.recipe_sha256(b) != recipe.recipe_sha256(c)
+
+
+def test_anchors_reused_within_the_budget_load(tmp_path: Path) -> None:
+    """The alias budget stops bombs, not the ordinary reuse of an anchored list."""
+    text = "name: a\nversion: '1'\nruntimes: [python3.11]\nsources:\n"
+    text += "  - {name: s0, path: ., build: &steps [./configure, make, make install]}\n"
+    text += "".join(f"  - {{name: s{i}, path: ., build: *steps}}\n" for i in range(1, 20))
+    loaded = recipe.load(write(tmp_path, text))
+    assert [s.build for s in loaded.sources] == [("./configure", "make", "make install")] * 20
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\nversion: '2'\n")
+    assert problems(path) == [f"{path}:4: version: duplicate key (first given on line 2); keep one"]
