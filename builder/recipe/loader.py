@@ -24,6 +24,7 @@ from builder.resources import RESOURCES
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = yamldoc.PathKey
+CHECKS_VERSION = b"2\0"  # bump when the checks change in this module: old "valid" markers stop counting
 MAX_RECIPE_BYTES = 1 << 20  # real recipes are a few KB; more is a mistake (or an attack) to stop early
 
 
@@ -296,7 +297,8 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
 def _valid_marker(text: str) -> Path:
     from builder import paths
 
-    digest = hashlib.sha256(SCHEMA_PATH.read_bytes() + b"\0" + text.encode()).hexdigest()
+    # the checker's own rules count too (full-match patterns came without a schema change)
+    digest = hashlib.sha256(CHECKS_VERSION + SCHEMA_PATH.read_bytes() + b"\0" + text.encode()).hexdigest()
     return paths.cache_dir() / "valid-recipes" / digest
 
 
