@@ -8,9 +8,7 @@ or the file's own $ORIGIN RUNPATH), and symbol versions are checked against the 
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from builder.artifact.elf import ElfInfo, is_elf, read_elf
 from builder.artifact.policy import Policy
 from builder.artifact.repair import PREFIX_PROVIDER, Violation, check_versions, expand_origin, stage_elfs
 from builder.errors import UserError
+from builder.tarsafe import extract_zip
 
 Status = Literal["bundled", "provided", "missing"]
 Verdict = Literal["ok", "too-new-glibc", "missing-libs", "wrong-arch"]
@@ -101,32 +100,12 @@ def audit_tree(root: Path, policy: Policy, lib_dirs: tuple[str, ...] = ("lib",))
     return AuditReport(policy=policy.name, arch=policy.arch, files=files)
 
 
-def _extract(archive: zipfile.ZipFile, dest: Path) -> None:
-    """Unzip keeping symlinks (Lambda zips use them for libfoo.so.1 -> libfoo.so.1.2)."""
-    for member in archive.infolist():
-        mode = member.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            target = archive.read(member).decode()
-            link = dest / member.filename
-            resolved = Path(os.path.normpath(link.parent / target))
-            if target.startswith("/") or dest not in resolved.parents:
-                continue  # points outside the zip: Lambda would not find it either
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(target)
-        else:
-            archive.extract(member, dest)
-
-
 def audit_zip(zip_path: Path, policy: Policy) -> AuditReport:
-    """Audit a function or layer zip (both keep bundled libraries in lib/)."""
+    """Audit a function or layer zip (both keep bundled libraries in lib/), unpacked by the safe extractor."""
     if not zip_path.is_file():
         raise UserError(f"{zip_path}: no such zip file")
     with tempfile.TemporaryDirectory(prefix="lambda-builder-audit-") as tmp:
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                _extract(archive, Path(tmp))
-        except zipfile.BadZipFile as exc:
-            raise UserError(f"{zip_path}: not a zip file ({exc})") from exc
+        extract_zip(zip_path, Path(tmp), archive=str(zip_path))
         return audit_tree(Path(tmp), policy, lib_dirs=("lib",))
 
 

@@ -9,12 +9,10 @@ from the zip itself, so the image holds exactly the bytes the manifest describes
 from __future__ import annotations
 
 import base64
-import io
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 import docker
@@ -24,7 +22,7 @@ from builder.artifact.manifest import Manifest, load_manifest, verify_zip
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
 from builder.ship.publish import CLIENT_CONFIG, aws_errors
-from builder.tarsafe import add_zip_entries
+from builder.tarsafe import zip_to_tar
 
 TARGET = {"function": "/var/task", "layer": "/opt"}
 LABEL_PREFIX = "io.lambda-builder"
@@ -69,24 +67,14 @@ def default_tag(m: Manifest) -> str:
     return f"lambda-builder/{m.name.lower()}:{m.version}-{m.runtime}-{m.arch}".replace("+", "_")
 
 
-def build_context(m: Manifest, base_image: str, handler: str | None = None) -> io.BytesIO:
-    """A tar holding the Dockerfile and the zip's entries under content/, with their modes and links."""
+def build_context(m: Manifest, base_image: str, handler: str | None = None) -> BinaryIO:
+    """A tar holding the Dockerfile and the zip's entries under content/ (checked by the safe extractor)."""
     target = TARGET[m.layout]
     lines = [f"FROM {base_image}", f"COPY content/ {target}/"]
     if handler:
         lines.append(f'CMD ["{handler}"]')
     dockerfile = ("\n".join(lines) + "\n").encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        top = tarfile.TarInfo("Dockerfile")
-        top.size, top.mode = len(dockerfile), 0o644
-        tar.addfile(top, io.BytesIO(dockerfile))
-        root = tarfile.TarInfo("content")
-        root.type, root.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(root)
-        add_zip_entries(tar, m.zip_path, prefix="content/", zip_label=m.label, dest_label=TARGET["function"])
-    buf.seek(0)
-    return buf
+    return zip_to_tar(m.zip_path, archive=str(m.zip_path), prefix="content", extra={"Dockerfile": dockerfile})
 
 
 def _check_base_arch(client: Any, base_image: str, m: Manifest) -> None:
@@ -116,14 +104,17 @@ def build_image(
     verify_zip(m)
     if handler and m.layout == "layer":
         raise UserError("--handler applies to a function image; a layer image has no entry point")
-    client = _client(client)
+    with build_context(m, base_image, handler) as context:  # a hostile zip is refused before the engine is asked
+        return _build(_client(client), context, m, base_image, tag or default_tag(m))
+
+
+def _build(client: Any, context: BinaryIO, m: Manifest, base_image: str, tag: str) -> BuiltImage:
     _check_base_arch(client, base_image, m)
-    tag = tag or default_tag(m)
     labels = labels_for(m)
     platform = DOCKER_PLATFORM[m.arch]
     try:
         image, _logs = client.images.build(
-            fileobj=build_context(m, base_image, handler),
+            fileobj=context,
             custom_context=True,
             tag=tag,
             platform=platform,

@@ -8,18 +8,15 @@ and the recipe's tests (recorded in the manifest) run there.
 from __future__ import annotations
 
 import shlex
-import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from builder.artifact.manifest import Manifest, load_manifest
 from builder.engine import images
 from builder.engine.container import Container
 from builder.errors import UserError
 from builder.runtimes import RUNTIMES
-from builder.tarsafe import add_zip_entries
+from builder.tarsafe import zip_to_tar
 
 Log = Callable[[str], None]
 
@@ -45,15 +42,6 @@ def lambda_env(python: str | None) -> dict[str, str]:
     return env
 
 
-def zip_to_tar(zip_path: Path, root: str) -> BinaryIO:
-    """The zip's entries as a tar stream to unpack at `root`, modes and links kept."""
-    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned to the caller
-    with tarfile.open(fileobj=spool, mode="w") as tar:
-        add_zip_entries(tar, zip_path, prefix="", zip_label=zip_path.name, dest_label=root)
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
-
-
 def runtime_image(manifest: Manifest, override: str | None, log: Log) -> images.ImageRef:
     runtime, arch = manifest.runtime, manifest.arch
     if override:
@@ -77,18 +65,19 @@ def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = 
             f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
             hint="add tests to the recipe, or pass --command",
         )
-    ref = runtime_image(manifest, image, log)
     root = "/var/task" if manifest.layout == "function" else "/opt"
     env = lambda_env(runtime.python)
-    with Container(
-        ref, purpose=f"test-{manifest.name}-{manifest.arch}", log=log, arch=manifest.arch
-    ) as container:
-        with zip_to_tar(zip_path, root) as stream:
+    # unpacked (and refused, if hostile) on the host before any container starts
+    with zip_to_tar(zip_path, archive=str(zip_path)) as stream:
+        ref = runtime_image(manifest, image, log)
+        with Container(
+            ref, purpose=f"test-{manifest.name}-{manifest.arch}", log=log, arch=manifest.arch
+        ) as container:
             container.put_tar(root, stream)
-        py = f"python{runtime.python}"
-        for module in imports:
-            code = f"import importlib; m = importlib.import_module({module!r}); print('imported', m.__name__)"
-            container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
-        for cmd in commands:
-            container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
+            py = f"python{runtime.python}"
+            for module in imports:
+                code = f"import importlib; m = importlib.import_module({module!r}); print('imported', m.__name__)"
+                container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
+            for cmd in commands:
+                container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
     log(f"{zip_path.name}: tests passed in {ref.name}")
