@@ -286,7 +286,8 @@ def test_subdir_must_exist_and_stay_inside(tmp_path: Path) -> None:
             source_tar(src, tmp_path / "src", "s")
 
 
-def test_traversal_archive_is_refused_via_source_tar(tmp_path: Path) -> None:
+def test_traversal_archive_is_refused_when_fetched(tmp_path: Path) -> None:
+    """Refused on the way into the download cache (before any container), and never cached."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo("../evil")
@@ -295,9 +296,9 @@ def test_traversal_archive_is_refused_via_source_tar(tmp_path: Path) -> None:
     archive = tmp_path / "evil.tar.gz"
     archive.write_bytes(buf.getvalue())
     src = Source("evil", (), path=archive)
-    got = fetch_source(src, tmp_path / "dl")
-    with pytest.raises(UserError, match=r"evil.*\.\./evil"):
-        source_tar(src, got, "evil")
+    with pytest.raises(UserError, match=r"evil\.tar\.gz \(source 'evil'\): refusing member '\.\./evil'"):
+        fetch_source(src, tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == []
 
 
 def test_local_folder_digest_tar_and_skips(tmp_path: Path) -> None:

@@ -323,6 +323,10 @@ def _store(data: IO[bytes], final: Path, sha: str, src: Source, origin: str, url
                 f"source {src.name!r}: sha256 mismatch for the download{where}: expected {sha}, got {actual}",
                 hint="the file changed upstream or was tampered with; check it, then update sha256",
             )
+        # unpack it once now, so a hostile archive is refused before any container starts and
+        # the download cache holds only archives that unpack safely
+        with tempfile.TemporaryDirectory(prefix="lambda-builder-check-") as check:
+            unpack_archive(tmp, Path(check) / "tree", archive=f"{final.name.partition('-')[2]} (source {src.name!r})")
         os.chmod(tmp, 0o644)
         os.replace(tmp, final)
     finally:
