@@ -70,7 +70,7 @@ def test_missing_field_is_named(tmp_path: Path) -> None:
     data = json.loads(mpath.read_text())
     data["zipped_size"] = "big"
     mpath.write_text(json.dumps(data))
-    with pytest.raises(UserError, match="field 'zipped_size' is missing or not a int"):
+    with pytest.raises(UserError, match="field 'zipped_size' is not a whole number"):
         load_manifest(z)
 
 

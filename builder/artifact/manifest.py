@@ -8,6 +8,7 @@ place. Knows nothing of recipes, containers or AWS: a manifest is a file beside 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,19 +98,66 @@ def load_manifest_json(manifest: Path, zip_path: Path) -> dict[str, Any]:
     return data
 
 
-def _field(data: Mapping[str, Any], key: str, kind: type, where: Path) -> Any:
-    value = data.get(key)
+_KIND_NAMES = {str: "a string", int: "a whole number", dict: "an object", list: "a list"}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _bad(where: Path, key: str, what: str) -> UserError:
+    return UserError(
+        f"manifest {where}: field {key!r} {what}",
+        hint="rebuild the artifact; the manifest is written by `lambda-builder build`",
+    )
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type, where: Path, within: str = "") -> Any:
+    """A required field of type `kind` (a bool is not a number); `within` names the enclosing field."""
+    value: Any = data.get(key)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise UserError(
-            f"{where}: field {key!r} is missing or not a {kind.__name__}",
-            hint="rebuild the artifact; the manifest is written by `lambda-builder build`",
-        )
+        raise _bad(where, within + key, f"is {'missing' if value is None else 'not ' + _KIND_NAMES[kind]}")
+    if isinstance(value, int) and value < 0:
+        raise _bad(where, within + key, "must not be negative")
     return value
 
 
+def _optional(data: Mapping[str, Any], key: str, kind: type, where: Path, default: Any, within: str = "") -> Any:
+    """An optional field: absent or null gives `default`, anything but `kind` is refused."""
+    return default if data.get(key) is None else _field(data, key, kind, where, within)
+
+
+def _zip_name(data: Mapping[str, Any], where: Path) -> str:
+    """The zip lives beside its manifest: a plain file name, never a path that could point elsewhere."""
+    name = _field(data, "zip", str, where)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
+        raise _bad(where, "zip", f"must be a plain file name beside the manifest, not {name!r}")
+    return str(name)
+
+
+def _strings(data: Mapping[str, Any], key: str, where: Path, within: str) -> tuple[str, ...]:
+    values = _optional(data, key, list, where, [], within)
+    if not all(isinstance(v, str) for v in values):
+        raise _bad(where, within + key, "must be a list of strings")
+    return tuple(values)
+
+
+def _contents(data: Mapping[str, Any], where: Path) -> tuple[FileEntry, ...]:
+    contents = []
+    for number, entry in enumerate(_optional(data, "contents", list, where, [])):
+        if not isinstance(entry, dict):
+            raise _bad(where, f"contents[{number}]", "is not an object")
+        contents.append(
+            FileEntry(
+                _field(entry, "path", str, where, f"contents[{number}]."),
+                _field(entry, "size", int, where, f"contents[{number}]."),
+                str(entry.get("mode", "")),
+                str(entry.get("sha256", "")),
+            )
+        )
+    return tuple(contents)
+
+
 def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Manifest:
-    """Read and check the manifest beside `zip_path`; a UserError names the file when it is wrong
-    (and, with `zip_must_exist`, when the zip itself is missing: commands that open it)."""
+    """Read and check the manifest beside `zip_path`; a UserError names the file and field when it is
+    wrong (and, with `zip_must_exist`, when the zip itself is missing: commands that open it)."""
     zip_path = Path(zip_path)
     mpath = manifest_path_for(zip_path)
     if zip_must_exist and not zip_path.is_file():
@@ -119,51 +167,39 @@ def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Mani
         raise UserError(f"{mpath}: unsupported manifest schema {data.get('schema')!r} (this tool reads 1)")
     runtime = _field(data, "runtime", str, mpath)
     if runtime not in RUNTIMES:
-        raise UserError(f"{mpath}: unknown runtime {runtime!r}")
+        raise _bad(mpath, "runtime", f"names an unknown runtime {runtime!r}")
     arch = _field(data, "arch", str, mpath)
     if arch not in ARCHES:
-        raise UserError(f"{mpath}: unknown arch {arch!r} (x86_64 or arm64)")
+        raise _bad(mpath, "arch", f"names an unknown arch {arch!r} (x86_64 or arm64)")
     layout = _field(data, "layout", str, mpath)
     if layout not in ("function", "layer"):
-        raise UserError(f"{mpath}: layout must be 'function' or 'layer', not {layout!r}")
-    contents = []
-    for entry in data.get("contents", []):
-        if not isinstance(entry, dict):
-            raise UserError(f"{mpath}: every 'contents' entry must be an object")
-        contents.append(
-            FileEntry(
-                _field(entry, "path", str, mpath),
-                _field(entry, "size", int, mpath),
-                str(entry.get("mode", "")),
-                str(entry.get("sha256", "")),
-            )
-        )
-    zip_name = _field(data, "zip", str, mpath)
-    image = data.get("image") or {}
-    libs = data.get("bundled_libraries") or []
-    tests = data.get("tests") or {}
+        raise _bad(mpath, "layout", f"must be 'function' or 'layer', not {layout!r}")
+    sha256 = _field(data, "sha256", str, mpath)
+    if not _SHA256.match(sha256):
+        raise _bad(mpath, "sha256", "must be 64 lowercase hexadecimal characters")
+    image = _optional(data, "image", dict, mpath, {})
+    libs = _optional(data, "bundled_libraries", list, mpath, [])
+    if not all(isinstance(lib, dict) for lib in libs):
+        raise _bad(mpath, "bundled_libraries", "must hold only objects")
+    tests = _optional(data, "tests", dict, mpath, {})
     return Manifest(
         manifest_path=mpath,
-        zip_path=mpath.with_name(zip_name),
+        zip_path=mpath.with_name(_zip_name(data, mpath)),
         name=_field(data, "name", str, mpath),
         version=_field(data, "version", str, mpath),
         runtime=runtime,
         arch=arch,
         layout=layout,
-        sha256=_field(data, "sha256", str, mpath),
+        sha256=sha256,
         zipped_size=_field(data, "zipped_size", int, mpath),
         unzipped_size=_field(data, "unzipped_size", int, mpath),
         recipe_sha256=str(data.get("recipe_sha256", "")),
         tool_version=str(data.get("tool_version", "")),
-        image=tuple(sorted((str(k), str(v)) for k, v in image.items() if v is not None))
-        if isinstance(image, dict)
-        else (),
-        bundled_libraries=tuple(
-            tuple(sorted((str(k), str(v)) for k, v in lib.items())) for lib in libs if isinstance(lib, dict)
-        ),
-        contents=tuple(contents),
-        test_imports=tuple(str(i) for i in tests.get("imports") or ()) if isinstance(tests, dict) else (),
-        test_command=(str(tests["command"]) if tests.get("command") else None) if isinstance(tests, dict) else None,
+        image=tuple(sorted((str(k), str(v)) for k, v in image.items() if v is not None)),
+        bundled_libraries=tuple(tuple(sorted((str(k), str(v)) for k, v in lib.items())) for lib in libs),
+        contents=_contents(data, mpath),
+        test_imports=_strings(tests, "imports", mpath, "tests."),
+        test_command=_optional(tests, "command", str, mpath, None, "tests.") or None,
         data=data,
     )
 
