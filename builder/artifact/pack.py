@@ -19,6 +19,7 @@ from typing import Any
 
 from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path
 from builder.artifact.zipwrite import write_zip
+from builder.errors import BuildFailed
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,22 @@ def collect(stage: Path, include: Sequence[str] = (), exclude: Sequence[str] = (
             continue
         if exclude and _matches(rel, exclude):
             continue
+        _check_name(rel)
         mode = path.stat().st_mode
         entries.append(Entry(rel, path, bool(mode & stat.S_IXUSR)))
     return entries
+
+
+def _check_name(rel: str) -> None:
+    """Zip names are UTF-8 (Lambda unpacks them so); a build that made another name failed."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise BuildFailed(
+            f"the artifact holds a file whose name is not valid UTF-8: {shown}",
+            hint="rename it in the recipe's build, or leave it out with `exclude:`",
+        ) from None
 
 
 def _walk(root: Path) -> Iterator[Path]:
