@@ -220,6 +220,16 @@ TAR_CASES: dict[str, tuple[bytes, str, str]] = {
         "replace the earlier symlink",
     ),
     "duplicate-disagrees": (make_tar([(member("a"), b"1"), (member("a"), b"2")]), "a", "disagrees with the first"),
+    "duplicate-mode-disagrees": (
+        make_tar([(member("a"), b"1"), (member("a", mode=0o755), b"1")]),
+        "a",
+        "disagrees with the first",
+    ),
+    "hardlink-over-other-file": (
+        make_tar([(member("a"), b"1"), (member("b"), b"2"), member("b", tarfile.LNKTYPE, "a")]),
+        "b",
+        "disagrees with the first",
+    ),
     "chained-symlinks": (
         make_tar([member("d/e/x", tarfile.SYMTYPE, ".."), member("d/e/y", tarfile.SYMTYPE, "x/../.."),
                   (member("d/e/y/FILE"), b"escaped")]),
@@ -240,9 +250,19 @@ def test_extractor_refuses_hostile_tar(tmp_path: Path, case: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["dest"]
 
 
-def test_tar_setuid_is_cleared(tmp_path: Path) -> None:
-    extract_tar(io.BytesIO(make_tar([(member("tool", mode=0o6755), b"x")])), tmp_path / "out")
+def test_tar_setuid_is_cleared_and_agreeing_duplicates_are_kept(tmp_path: Path) -> None:
+    data = make_tar(
+        [
+            (member("tool", mode=0o6755), b"x"),
+            (member("a"), b"1"),
+            (member("a"), b"1"),
+            member("h", tarfile.LNKTYPE, "a"),
+            member("h", tarfile.LNKTYPE, "a"),
+        ]
+    )
+    extract_tar(io.BytesIO(data), tmp_path / "out")
     assert stat.S_IMODE(os.stat(tmp_path / "out/tool").st_mode) == 0o755
+    assert (tmp_path / "out/h").read_bytes() == b"1"
 
 
 def run_child(*args: str, tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[int, str, int]:

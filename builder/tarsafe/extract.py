@@ -20,6 +20,7 @@ nothing is ever chowned: files belong to the invoking user, not to the archive's
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import lzma
 import os
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 FIXED_MTIME = 315532800  # 1980-01-01: the earliest time a zip can hold, so tar and zip outputs can share it
 MAX_LINK_BYTES = 4096  # PATH_MAX: a longer "symlink target" is data smuggled past the size checks
 _ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+_TAR_READ = 64 * 1024  # fewer reads than tarfile's 10 KiB; the bomb check lags by at most this
 _ZIP_ENCRYPTED = 0x1
 _ZIP_UTF8 = 0x800
 # RuntimeError: an encrypted member; NotImplementedError: a compression method zipfile lacks
@@ -71,6 +73,14 @@ def safe_relpath(name: str, archive: str) -> PurePosixPath | None:
     if ".." in parts:
         raise refuse(archive, name, "'..' path component")
     return PurePosixPath(*parts) if parts else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _link_escapes(rel: PurePosixPath, target: str) -> bool:
@@ -171,16 +181,17 @@ class _Writer:
         self, rel: PurePosixPath, shown: str, data: IO[bytes], executable: bool, mtime: float, packed: int | None
     ) -> None:
         mode = 0o755 if executable else 0o644
-        if rel in self.seen:  # measure the repeat: equal content is skipped, other content refused
-            digest = self.budget.copy(data, None, shown, packed)
-            self._is_duplicate(rel, shown, "file", f"{mode:o}:{digest}")
+        if rel in self.seen:  # a repeated name: equal content is skipped, other content refused
+            incoming = self.budget.digest(data, shown, packed)
+            same = self.seen[rel] == ("file", f"{mode:o}") and _sha256(self.dest / rel) == incoming
+            self._is_duplicate(rel, shown, "file", f"{mode:o}" if same else "other content")
             return
         target = self._target(rel, shown)
         self._clear(target, shown)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         with os.fdopen(fd, "wb") as out:
-            digest = self.budget.copy(data, out, shown, packed)
-        self.seen[rel] = ("file", f"{mode:o}:{digest}")
+            self.budget.copy(data, out, shown, packed)
+        self.seen[rel] = ("file", f"{mode:o}")
         os.chmod(target, mode)  # the umask must not drop the executable bit of a build script
         os.utime(target, (mtime, mtime))
 
@@ -188,9 +199,11 @@ class _Writer:
         kind, ident = self.seen.get(source_rel, ("missing", ""))
         if kind != "file":
             raise refuse(self.archive, shown, f"hard link to {str(source_rel)!r}, not an earlier regular file")
-        if self._is_duplicate(rel, shown, "file", ident):
-            return
         source = self.dest / source_rel
+        if rel in self.seen:
+            same = self.seen[rel] == (kind, ident) and _sha256(self.dest / rel) == _sha256(source)
+            self._is_duplicate(rel, shown, kind, ident if same else "other content")
+            return
         target = self._target(rel, shown)
         self._clear(target, shown)
         self.budget.add(shown, source.stat().st_size)  # a copy of it later (tar, zip) costs its size again
@@ -230,7 +243,7 @@ def extract_tar(fileobj: IO[bytes], dest: Path, *, archive: str = "archive", lim
     writer = _Writer(dest, archive, budget)
     try:
         with tarfile.open(
-            fileobj=cast(IO[bytes], counter), mode="r|*", encoding="utf-8", errors="surrogateescape"
+            fileobj=cast(IO[bytes], counter), mode="r|*", bufsize=_TAR_READ, encoding="utf-8", errors="surrogateescape"
         ) as tar:
             for member in safe_members(tar, archive):
                 budget.member(member.name)

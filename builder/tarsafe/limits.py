@@ -48,6 +48,8 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """The bounds of one extraction; `from_env` lets a user raise the two a real archive may hit."""
+
     max_bytes: int = DEFAULT_MAX_BYTES
     max_members: int = DEFAULT_MAX_MEMBERS
     max_ratio: int = MAX_RATIO
@@ -117,14 +119,24 @@ class Budget:
                 f"expands more than {self.limits.max_ratio}:1 ({out} bytes from {into}): a zip bomb",
             )
 
-    def copy(self, data: IO[bytes], out: IO[bytes] | None, shown: str, packed: int | None = None) -> str:
-        """Copy `data` to `out` (None: only measure) within the limits; the sha256 of what was read."""
-        digest = hashlib.sha256()
+    def copy(self, data: IO[bytes], out: IO[bytes] | _Sink, shown: str, packed: int | None = None) -> None:
+        """Copy `data` to `out` within the limits, counting what is really read."""
         written = 0
         while chunk := data.read(CHUNK):
             written += len(chunk)
             self.add(shown, len(chunk), written, packed)
-            digest.update(chunk)
-            if out is not None:
-                out.write(chunk)
-        return digest.hexdigest()
+            out.write(chunk)
+
+    def digest(self, data: IO[bytes], shown: str, packed: int | None = None) -> str:
+        """The sha256 of a member that is only compared, not written (a repeated name)."""
+        sink = _Sink()
+        self.copy(data, sink, shown, packed)
+        return sink.hash.hexdigest()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
