@@ -258,3 +258,48 @@ def test_socketapi_get_matches_the_sdk(client: object) -> None:
     assert status == 200 and json.loads(body)["ApiVersion"] == client.version()["ApiVersion"]  # type: ignore[attr-defined]
     assert socketapi.get(sock, "/images/lambda-builder%2Fno-such:never/json")[0] == 404
     assert engine.engine_arch() == ("arm64" if client.version()["Arch"] == "arm64" else "x86_64")  # type: ignore[attr-defined]
+
+
+def test_tree_state_does_not_follow_a_link_out_of_the_tree(tmp_path: Path) -> None:
+    """A link to `..` (or to itself) is an entry, never a way out: walking it had hung the stamp."""
+    import threading
+
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "a.c").write_text("int a;\n")
+    (tree / "up").symlink_to("..")
+    (tree / "self").symlink_to(".")
+    found: list[str | None] = []
+    walker = threading.Thread(target=lambda: found.append(noop.tree_state(str(tree))), daemon=True)
+    walker.start()
+    walker.join(30)
+    assert found and found[0] is not None, "tree_state did not return"
+    before = found[0]
+    (tree / "up").unlink()
+    (tree / "up").symlink_to("../..")  # where a link points is part of the state
+    assert noop.tree_state(str(tree)) != before
+
+
+@pytest.mark.docker
+def test_an_edit_saved_during_the_build_is_not_stamped_as_built(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    """The stamp holds what the build read before it ran: a source saved while the container was
+    compiling voids it, so the next run rebuilds instead of replaying the zip of the old source."""
+    recipe = copy_greet(tmp_path)
+    out = tmp_path / "dist"
+    args = ["build", str(recipe), "--out", str(out)]
+    source = tmp_path / "greet" / "libgreet" / "greet.c"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "builder", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    assert child.stdout is not None
+    edited = False
+    for line in child.stdout:  # edit the source once the container is building it
+        if not edited and "==> source libgreet" in line:
+            source.write_text(source.read_text().replace('"hello, %s"', '"hello during the build, %s"'))
+            edited = True
+    assert child.wait(timeout=1800) == 0 and edited
+    again, loaded = _cli_loaded(args)
+    assert again.returncode == 0 and loaded, "the stamp replayed a zip built from the old source"
+    assert "[cached]" not in again.stdout  # the full CLI sees new content: a real rebuild

@@ -85,8 +85,9 @@ def tree_state(root: str) -> str | None:
         return None
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(root, followlinks=False):  # a link is an entry, never a way out
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES)
-        for name in sorted(files):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # listed as dirs, are entries
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES and d not in links)
+        for name in sorted([*files, *links]):
             if name in SKIP_NAMES:
                 continue
             path = os.path.join(folder, name)
