@@ -29,18 +29,15 @@ from builder.engine import client as engine
 from builder.engine import images
 from builder.engine.container import Container, background, sweep_orphans
 from builder.pipeline import cross
-from builder.pipeline.steps import (
+from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
+from builder.pipeline.context import (
     CACHE,
     NO_CACHE_ENV,
     PREFIX,
     BuildContext,
-    RestorePrefix,
-    SavePrefix,
     build_env,
     container_files,
     manifest_meta,
-    native_actions,
-    run_actions,
     runtime_of,
 )
 from builder.recipe import sources

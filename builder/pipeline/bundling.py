@@ -23,7 +23,7 @@ from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtim
 from builder.artifact.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
 from builder.engine.container import Container, background
 from builder.errors import BuildFailed
-from builder.pipeline.steps import PREFIX, STAGE, BuildContext
+from builder.pipeline.context import PREFIX, STAGE, BuildContext
 
 PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
 
