@@ -138,7 +138,8 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
             python = DEBIAN[image.debian].python if image.debian else None
             container.put_tar("/", cross.container_files(arch, runtime.glibc, python, PREFIX))
         prefix = _prefix_step(ctx, mode, reuse=options.use_cache)
-        from builder.pipeline.bundling import GuessLibraries, RepairAndAudit  # pyelftools: only when something is built
+        # pyelftools: only when something is built
+        from builder.pipeline.actions.bundle import GuessLibraries, RepairAndAudit
 
         actions = native_actions(
             recipe, prefix, packages_ready=packages_ready, snapshot=snapshot, guess=GuessLibraries()

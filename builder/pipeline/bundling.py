@@ -1,9 +1,9 @@
-"""Repair and audit as a pipeline action: libraries are looked up in the build container.
+"""Stage pipeline: the container library resolver, which answers repair's questions in the build container.
 
 `builder.artifact.repair` decides what to bundle from the ELF files on the host; this module answers
 its questions ("where would the loader find libpq.so.5?") from the build container, copies
-the chosen files out through tar, records which package each came from, and fails the build
-when the artifact needs a newer glibc than its target allows.
+the chosen files out through tar and records which package each came from. The actions that use
+it are in pipeline/actions/bundle.py; it decides nothing about what is bundled or allowed.
 """
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ import posixpath
 import shlex
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
-from builder.artifact import elf, wheels
-from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtime
-from builder.artifact.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
+from builder.artifact.repair import default_lib_dirs
 from builder.engine.container import Container, background
 from builder.errors import BuildFailed
-from builder.pipeline.context import PREFIX, STAGE, BuildContext
-
-PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
 
 
 class ContainerResolver:
@@ -247,14 +241,6 @@ def elf_machine(path: Path) -> str | None:
     return {62: "x86_64", 183: "arm64"}.get(machine, str(machine))
 
 
-def target_policy(ctx: BuildContext) -> Policy:
-    """Audit against what the build image really is (Debian for the local family, else Lambda's),
-    or against the Lambda runtime whatever the image when the recipe asks (bundle.policy: lambda)."""
-    if ctx.image.debian and ctx.recipe.bundle.policy == "image":
-        return policy_for_debian(ctx.image.debian, ctx.arch)
-    return policy_for_runtime(ctx.runtime.name, ctx.arch)
-
-
 # Each file's canonical path (@@c, in order), then every path asked about (@@q: the files, their
 # canonical paths and, merged-/usr, those under /lib or /usr/lib alike), then dpkg's or rpm's answer.
 OWNERS = r"""
@@ -300,122 +286,3 @@ def owning_packages(container: Container, paths: Sequence[str]) -> dict[str, str
         if sep and path.strip() in aliases:
             found.setdefault(aliases[path.strip()], package.split(":")[0].split(",")[0].strip())
     return found
-
-
-@dataclass(frozen=True)
-class GuessLibraries:
-    """Start guessing the library closure as soon as the stage holds every ELF file (see
-    ContainerResolver.guess_from_stage); RepairAndAudit walks with the same resolver."""
-
-    name: str = "guess library closure"
-
-    def run(self, ctx: BuildContext) -> None:
-        bundle = ctx.recipe.bundle
-        if not bundle.repair:
-            return
-        resolver = _resolver(ctx, target_policy(ctx))
-        resolver.guess_from_stage(STAGE, [*PREFIX_LIB_DIRS, *default_lib_dirs(ctx.arch)], also=bundle.dlopen)
-        ctx.resolver = resolver
-
-
-def _resolver(ctx: BuildContext, policy: Policy) -> ContainerResolver:
-    """The build's library resolver: skipping what the runtime provides and what the recipe excludes."""
-    skip = policy.provided | set(ctx.recipe.bundle.exclude)
-    return ContainerResolver(ctx.container, ctx.work / "resolved", skip=skip)
-
-
-@dataclass(frozen=True)
-class RepairAndAudit:
-    name: str = "bundle libraries and audit"
-
-    def run(self, ctx: BuildContext) -> None:
-        policy = target_policy(ctx)
-        bundle = ctx.recipe.bundle
-        if bundle.repair:
-            resolver = ctx.resolver or _resolver(ctx, policy)
-            plan = plan_repair(
-                ctx.stage,
-                policy,
-                resolver,
-                dlopen=bundle.dlopen,
-                exclude=bundle.exclude,
-                lib_dir="lib",
-                extra_search_dirs=PREFIX_LIB_DIRS,
-                keep=prebuilt_in(ctx.stage),
-            )
-            if plan.missing:
-                lines = [f"  {m.soname} (needed by {', '.join(m.needed_by)})" for m in plan.missing]
-                raise BuildFailed(
-                    "these libraries are needed but were found neither in the artifact nor in the build image:\n"
-                    + "\n".join(lines),
-                    hint="install them with system_packages, build them as a source, or list them under "
-                    "bundle.exclude if another layer provides them",
-                )
-            apply_repair(plan, ctx.stage)
-            # the guess asked dpkg/rpm for its libraries beside the walk: mostly answered already
-            packages = resolver.owners([b.source for b in plan.bundled])
-            ctx.manifest["bundled_libraries"] = [
-                {
-                    "soname": b.soname,
-                    "from": b.source,
-                    "package": packages.get(b.source, ""),
-                    "needed_by": list(b.needed_by),
-                }
-                for b in sorted(plan.bundled, key=lambda b: b.soname)
-            ] + [
-                # libraries the recipe's own sources built, collected into lib/ before repair
-                {"soname": lib.name, "from": f"{PREFIX} (recipe sources)", "package": "", "needed_by": []}
-                for lib in sorted((ctx.stage / "lib").glob("*"))
-                if lib.name not in plan.bundled_sonames and lib.is_file() and elf.is_elf(lib)
-            ]
-            elfs = list(plan.elfs)
-            bundled = plan.bundled_sonames
-        else:
-            elfs = [elf.read_elf(p) for p in sorted(ctx.stage.rglob("*")) if p.is_file() and elf.is_elf(p)]
-            bundled = frozenset()
-            ctx.manifest["bundled_libraries"] = []
-        for info in elfs:
-            if info.arch != ctx.arch:
-                raise BuildFailed(f"{_rel(info.path, ctx.stage)} is built for {info.arch}, not {ctx.arch}")
-        violations = check_versions(elfs, policy, bundle.allow_glibc, bundled)
-        if violations:
-            lines = [
-                f"  {_rel(v.path, ctx.stage)} needs {v.prefix}_{v.required}"
-                f"{f' (symbol {v.symbol})' if v.symbol else ''}; {policy.name} allows {v.allowed}"
-                for v in violations
-            ]
-            raise BuildFailed(
-                f"the artifact needs newer symbol versions than {policy.name} ({ctx.arch}) has:\n" + "\n".join(lines),
-                hint="build with an older toolchain or image, or set bundle.allow_glibc in the recipe if you accept it",
-            )
-        # strip and patchelf changed what this build compiled: its RECORDs say so again
-        wheels.rewrite_records(str(ctx.stage))
-        lambda_policy = policy_for_runtime(ctx.runtime.name, ctx.arch)
-        glibc = max((i.versions.get("GLIBC", "0") for i in elfs), key=elf.version_key, default="0")
-        lambda_ok = not check_versions(elfs, lambda_policy, bundle.allow_glibc, bundled)
-        ctx.manifest["audit"] = {
-            "policy": policy.name,
-            "max_glibc": glibc,
-            "lambda_policy": lambda_policy.name,
-            "lambda_compatible": lambda_ok,
-        }
-        if not lambda_ok:
-            ctx.log(
-                f"warning: built on {policy.name}; needs GLIBC_{glibc}, newer than Lambda {ctx.runtime.name} "
-                f"({lambda_policy.name}, glibc {lambda_policy.max_versions.get('GLIBC')}). Build with the "
-                "official images (or --mode cross) for artifacts you deploy."
-            )
-
-
-def prebuilt_in(stage: Path) -> frozenset[str]:
-    """Stage-relative paths of the prebuilt wheels' files: left byte for byte (see builder/artifact/wheels.py)."""
-    root = stage.resolve()
-    files = [Path(p) for p in wheels.prebuilt_files(str(root))]
-    return frozenset(p.relative_to(root).as_posix() for p in files if p.is_relative_to(root))
-
-
-def _rel(path: Path, stage: Path) -> str:
-    try:
-        return path.relative_to(stage.resolve()).as_posix()
-    except ValueError:
-        return path.name

@@ -23,7 +23,7 @@ from builder.recipe.model import Recipe
 from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
 
-if TYPE_CHECKING:  # bundling builds on this module; the type alone comes back
+if TYPE_CHECKING:  # the resolver GuessLibraries starts and RepairAndAudit uses
     from builder.pipeline.bundling import ContainerResolver
 
 Log = Callable[[str], None]
