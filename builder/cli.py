@@ -313,6 +313,7 @@ def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: st
 )
 def doctor(fix_emulation: bool) -> None:
     """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
+    from builder import doctor as checks_mod
     from builder.engine import emulation
 
     if fix_emulation:
@@ -324,7 +325,7 @@ def doctor(fix_emulation: bool) -> None:
         client = engine.client()
     except LambdaBuilderError:
         client = None
-    checks = emulation.doctor_report(client)
+    checks = checks_mod.doctor_report(client)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:

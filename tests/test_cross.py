@@ -280,7 +280,8 @@ def test_cmake_for_arm64_and_x86_64_with_old_glibc(box: Box, tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def arm64_python(client: Any) -> str:
     """An arm64 Debian with python3 (the arm64 base + python3-minimal, installed under qemu)."""
-    from builder.engine.emulation import PROBE_IMAGE, bootstrap_probe_image, check_arm64_emulation
+    from builder.engine.emulation import PROBE_IMAGE, check_arm64_emulation
+    from builder.engine.rootfs import bootstrap_probe_image
 
     status = check_arm64_emulation(client)
     if not status.ok:

@@ -11,23 +11,24 @@ from typing import Any
 import docker
 import pytest
 
-from builder.engine import emulation
+from builder import doctor
+from builder.doctor import doctor_report
+from builder.engine import rootfs
 from builder.engine.emulation import (
     BINFMT_DIR,
     PROBE_IMAGE,
     PROBE_LABEL,
     QEMU_ENTRY,
     binfmt_status,
-    bootstrap_probe_image,
     check_arm64_emulation,
     disable_arm64_emulation,
-    doctor_report,
     enable_arm64_emulation,
     engine_is_remote,
     find_aarch64_entry,
     parse_binfmt_entry,
     run_probe,
 )
+from builder.engine.rootfs import bootstrap_probe_image
 from builder.errors import EnvironmentProblem
 
 MAGIC = "7f454c460201010000000000000000000200b700"
@@ -223,9 +224,9 @@ def test_foreign_bootstrap_without_arch_test_is_a_clear_environment_problem(
     from builder.errors import EnvironmentProblem
 
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no arch-test
-    emulation.require_arch_test(emulation._host_debian_arch())  # the host's own arch needs none
+    rootfs.require_arch_test(rootfs.host_debian_arch())  # the host's own arch needs none
     with pytest.raises(EnvironmentProblem) as raised:
-        emulation.require_arch_test("arm64" if emulation._host_debian_arch() != "arm64" else "amd64")
+        rootfs.require_arch_test("arm64" if rootfs.host_debian_arch() != "arm64" else "amd64")
     assert raised.value.exit_code == 3 and "arch-test" in raised.value.render()
-    check = emulation._check_bootstrap()
+    check = doctor.check_bootstrap()
     assert not check.ok

@@ -6,24 +6,21 @@ interpreter at registration, so the container's filesystem never needs to have i
 default registration without F points at a host path that containers do not have. Reading
 binfmt_misc tells what the host *should* do; running `uname -m` in an arm64 container is the
 proof, and the only evidence available when the engine is remote.
+
+Stage engine: it must not know recipes or builds; the machine checks of `doctor` live in
+builder/doctor.py, bootstrapping a root filesystem in engine/rootfs.py.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import platform
-import shutil
 import subprocess
-import tarfile
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from builder.engine.client import PROXY_VARS, host_ca_bundle
 from builder.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -264,173 +261,3 @@ def disable_arm64_emulation(folder: Path = BINFMT_DIR) -> None:
     entry = find_aarch64_entry(folder) if (folder / "status").is_file() else None
     if entry is not None:
         (folder / entry.name).write_text("-1")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of `lambda-builder doctor`."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-
-def doctor_report(client: docker.DockerClient | None) -> list[Check]:
-    """Everything a build needs from this machine, each with the fix when it is missing."""
-    return [
-        _check_engine(client),
-        _check_emulation(client),
-        _check_bootstrap(),
-        _check_ca_bundle(),
-        _check_zig(client),
-    ]
-
-
-def _check_engine(client: docker.DockerClient | None) -> Check:
-    if client is None:
-        return Check("docker", False, "no Docker engine answered", "start Docker or set DOCKER_HOST")
-    try:
-        version: dict[str, Any] = client.version()
-    except Exception as exc:
-        return Check("docker", False, f"the Docker engine did not answer: {exc}", "start Docker")
-    where = "remote" if engine_is_remote(client) else "local"
-    return Check(
-        "docker",
-        True,
-        f"engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}, {where}: "
-        f"{client.api.base_url})",
-    )
-
-
-def _check_emulation(client: docker.DockerClient | None) -> Check:
-    try:
-        status = check_arm64_emulation(client)
-    except Exception as exc:
-        return Check("arm64 emulation", False, f"could not check: {exc}", fix_commands())
-    return Check("arm64 emulation", status.ok, status.details, status.fix)
-
-
-def _host_debian_arch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def require_arch_test(debian_arch: str) -> None:
-    """mmdebstrap only Recommends arch-test, yet refuses a foreign architecture without it."""
-    if debian_arch != _host_debian_arch() and not shutil.which("arch-test"):
-        raise EnvironmentProblem(
-            f"bootstrapping a Debian {debian_arch} root filesystem on this {platform.machine()} machine: "
-            "mmdebstrap needs arch-test for a foreign architecture, and it is not on PATH",
-            hint="sudo apt-get install -y arch-test (./scripts/setup installs it)",
-        )
-
-
-def _check_bootstrap() -> Check:
-    for tool in ("mmdebstrap", "debootstrap"):
-        path = shutil.which(tool)
-        if path and tool == "mmdebstrap":
-            try:
-                require_arch_test("arm64")
-            except EnvironmentProblem as exc:
-                return Check("bootstrap tool", False, f"mmdebstrap at {path}, but {exc.message}", exc.hint or "")
-        if path:
-            return Check("bootstrap tool", True, f"{tool} at {path} (builds the local base images)")
-    return Check(
-        "bootstrap tool",
-        False,
-        "neither mmdebstrap nor debootstrap is on PATH: local base images cannot be built",
-        "sudo apt-get install -y mmdebstrap",
-    )
-
-
-def _redact(value: str) -> str:
-    """Proxy URLs may carry user:password; doctor output gets pasted into issues."""
-    url = urlparse(value)
-    if url.password or url.username:
-        return value.replace(url.netloc, f"***@{url.hostname}" + (f":{url.port}" if url.port else ""))
-    return value
-
-
-def _check_ca_bundle() -> Check:
-    proxies = [f"{var}={_redact(os.environ[var])}" for var in PROXY_VARS if os.environ.get(var)]
-    proxy_text = "proxy: " + (", ".join(proxies) if proxies else "none set")
-    broken = [
-        f"{var}={os.environ[var]}"
-        for var in ("LAMBDA_BUILDER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-        if os.environ.get(var) and not Path(os.environ[var]).is_file()
-    ]
-    if broken:
-        return Check(
-            "CA bundle", False, f"{', '.join(broken)} does not exist; {proxy_text}", "point it at a PEM file"
-        )
-    bundle = host_ca_bundle()
-    if bundle is None:
-        return Check("CA bundle", True, f"no host CA bundle: containers use their own CAs; {proxy_text}")
-    return Check("CA bundle", True, f"{bundle} is passed into build containers; {proxy_text}")
-
-
-def _check_zig(client: docker.DockerClient | None) -> Check:
-    """Cross mode runs zig inside the cross image, so that image is what matters, not the host."""
-    if client is not None:
-        crosses = [t for i in client.images.list(name="lambda-builder/cross") for t in i.tags]
-        if crosses:
-            return Check("cross toolchain", True, f"zig (PyPI ziglang) in {', '.join(sorted(crosses))}")
-    return Check(
-        "cross toolchain",
-        False,
-        "no cross image yet: the first --mode cross build (or auto on arm64) makes it (about 7 minutes)",
-        "lambda-builder images build --kind cross",
-    )
-
-
-def bootstrap_probe_image(
-    client: docker.DockerClient, ref: str = PROBE_IMAGE, suite: str = "bookworm"
-) -> str:
-    """Make the minimal arm64 Debian image used for probing (mmdebstrap + import), if missing.
-
-    The image module builds the full family; this exists so `doctor` and the tests have an arm64
-    rootfs to run without depending on it. It needs emulation already enabled (mmdebstrap runs
-    arm64 maintainer scripts).
-    """
-    if any(ref in image.tags for image in client.images.list(name=ref.split(":")[0])):
-        return ref
-    tool = shutil.which("mmdebstrap")
-    if tool is None:
-        raise EnvironmentProblem(
-            "mmdebstrap is needed to make " + ref, hint="sudo apt-get install -y mmdebstrap"
-        )
-    require_arch_test("arm64")
-    repository, _, tag = ref.partition(":")
-    with tempfile.TemporaryDirectory(prefix="lb-rootfs-") as tmp:
-        tar = Path(tmp) / "rootfs.tar"
-        started = time.monotonic()
-        done = subprocess.run(
-            [tool, "--variant=minbase", "--arch=arm64", suite, str(tar)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise EnvironmentProblem(
-                f"mmdebstrap failed after {time.monotonic() - started:.0f}s: {done.stderr[-2000:]}",
-                hint="check arm64 emulation: lambda-builder doctor",
-            )
-        import_rootfs(client, tar, repository, tag, "arm64")
-    return ref
-
-
-def import_rootfs(client: docker.DockerClient, tar: Path, repository: str, tag: str, arch: str) -> None:
-    """`docker import` of a rootfs with the right Architecture in its config.
-
-    The engine ignores the platform of a plain import (the image would claim amd64), but a
-    `FROM scratch` + `ADD rootfs.tar /` build honours the build's platform.
-    """
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as archive:
-        dockerfile = b'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n'
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        archive.addfile(info, io.BytesIO(dockerfile))
-        archive.add(str(tar), arcname="rootfs.tar")
-    context.seek(0)
-    client.images.build(
-        fileobj=context, custom_context=True, tag=f"{repository}:{tag}", platform=f"linux/{arch}", rm=True
-    )

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from builder import paths
 from builder.engine import client as engine
-from builder.engine.emulation import import_rootfs, require_arch_test
+from builder.engine.rootfs import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.resources import RESOURCES
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime

@@ -1,0 +1,127 @@
+"""`lambda-builder doctor`: everything a build needs from this machine, each with its fix.
+
+Above the stages it checks (engine, images, emulation, CA bundle, cross toolchain) and below the
+CLI, which only prints its lines: it builds nothing and changes nothing (`--fix-emulation` is
+engine.emulation's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from builder.engine.client import PROXY_VARS, host_ca_bundle
+from builder.engine.emulation import check_arm64_emulation, engine_is_remote, fix_commands
+from builder.engine.rootfs import require_arch_test
+from builder.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    import docker
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `lambda-builder doctor`."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def doctor_report(client: docker.DockerClient | None) -> list[Check]:
+    """Everything a build needs from this machine, each with the fix when it is missing."""
+    return [
+        check_engine(client),
+        check_emulation(client),
+        check_bootstrap(),
+        check_ca_bundle(),
+        check_zig(client),
+    ]
+
+
+def check_engine(client: docker.DockerClient | None) -> Check:
+    if client is None:
+        return Check("docker", False, "no Docker engine answered", "start Docker or set DOCKER_HOST")
+    try:
+        version: dict[str, Any] = client.version()
+    except Exception as exc:
+        return Check("docker", False, f"the Docker engine did not answer: {exc}", "start Docker")
+    where = "remote" if engine_is_remote(client) else "local"
+    return Check(
+        "docker",
+        True,
+        f"engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}, {where}: "
+        f"{client.api.base_url})",
+    )
+
+
+def check_emulation(client: docker.DockerClient | None) -> Check:
+    try:
+        status = check_arm64_emulation(client)
+    except Exception as exc:
+        return Check("arm64 emulation", False, f"could not check: {exc}", fix_commands())
+    return Check("arm64 emulation", status.ok, status.details, status.fix)
+
+
+
+def check_bootstrap() -> Check:
+    for tool in ("mmdebstrap", "debootstrap"):
+        path = shutil.which(tool)
+        if path and tool == "mmdebstrap":
+            try:
+                require_arch_test("arm64")
+            except EnvironmentProblem as exc:
+                return Check("bootstrap tool", False, f"mmdebstrap at {path}, but {exc.message}", exc.hint or "")
+        if path:
+            return Check("bootstrap tool", True, f"{tool} at {path} (builds the local base images)")
+    return Check(
+        "bootstrap tool",
+        False,
+        "neither mmdebstrap nor debootstrap is on PATH: local base images cannot be built",
+        "sudo apt-get install -y mmdebstrap",
+    )
+
+
+def _redact(value: str) -> str:
+    """Proxy URLs may carry user:password; doctor output gets pasted into issues."""
+    url = urlparse(value)
+    if url.password or url.username:
+        return value.replace(url.netloc, f"***@{url.hostname}" + (f":{url.port}" if url.port else ""))
+    return value
+
+
+def check_ca_bundle() -> Check:
+    proxies = [f"{var}={_redact(os.environ[var])}" for var in PROXY_VARS if os.environ.get(var)]
+    proxy_text = "proxy: " + (", ".join(proxies) if proxies else "none set")
+    broken = [
+        f"{var}={os.environ[var]}"
+        for var in ("LAMBDA_BUILDER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+        if os.environ.get(var) and not Path(os.environ[var]).is_file()
+    ]
+    if broken:
+        return Check(
+            "CA bundle", False, f"{', '.join(broken)} does not exist; {proxy_text}", "point it at a PEM file"
+        )
+    bundle = host_ca_bundle()
+    if bundle is None:
+        return Check("CA bundle", True, f"no host CA bundle: containers use their own CAs; {proxy_text}")
+    return Check("CA bundle", True, f"{bundle} is passed into build containers; {proxy_text}")
+
+
+def check_zig(client: docker.DockerClient | None) -> Check:
+    """Cross mode runs zig inside the cross image, so that image is what matters, not the host."""
+    if client is not None:
+        crosses = [t for i in client.images.list(name="lambda-builder/cross") for t in i.tags]
+        if crosses:
+            return Check("cross toolchain", True, f"zig (PyPI ziglang) in {', '.join(sorted(crosses))}")
+    return Check(
+        "cross toolchain",
+        False,
+        "no cross image yet: the first --mode cross build (or auto on arm64) makes it (about 7 minutes)",
+        "lambda-builder images build --kind cross",
+    )
