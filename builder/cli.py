@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,9 @@ from builder import __version__
 from builder.cache import noop
 from builder.errors import LambdaBuilderError, UserError
 from builder.runtimes import ARCHES
+
+if TYPE_CHECKING:
+    from builder.recipe.model import Recipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -170,10 +173,9 @@ def build(
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
     from builder.recipe import loader as recipe_mod
-    from builder.recipe.model import Target
 
     check_build_arguments(arches, runtimes, out)  # before any recipe is read or anything written
-    targets: list[Target] = []
+    wanted: list[tuple[Recipe, str, str]] = []
     for path in recipe_paths:
         recipe = recipe_mod.load(path)
         for rt in runtimes:
@@ -184,15 +186,16 @@ def build(
                 )
         for rt in runtimes or recipe.runtimes:
             for arch in parse_arches(arches, recipe.architectures):
-                targets.append(Target(recipe, rt, arch))
+                wanted.append((recipe, rt, arch))
     from builder.pipeline import finish  # after the recipes: bad input is answered without it
-    from builder.pipeline.build import BuildOptions, build_one
+    from builder.pipeline.build import build_one
+    from builder.pipeline.plan import BuildOptions, BuildRequest
 
+    targets = [BuildRequest(*w) for w in wanted]
     options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode)
     if len(targets) == 1:
-        t = targets[0]
         log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
-        result = build_one(t.recipe, t.runtime, t.arch, options, log)
+        result = build_one(targets[0], options, log)
         click.echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
         warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=click.echo, echo_err=_echo_err)
         if fmt == "zip" and not no_cache:  # --no-cache asks for a real build every time
@@ -207,7 +210,7 @@ def build(
     console.print(summary(outcomes))
     failed = [o for o in outcomes if o.error is not None]
     for o in failed:
-        _echo_err(f"error: {o.target.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
+        _echo_err(f"error: {o.request.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
     if failed:
         raise SystemExit(1)
     finish.check_and_ship(

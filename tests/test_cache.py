@@ -21,7 +21,8 @@ from builder.artifact import pack as package
 from builder.cache.folders import TMP_PREFIX, CacheMiss
 from builder.cache.keys import cache_key, local_requirement_digests, prefix_key, sources_canonical
 from builder.cache.store import BuildCache, CacheEntry, PrefixCache
-from builder.pipeline.context import build_env, runtime_of
+from builder.pipeline.context import build_env
+from builder.pipeline.plan import runtime_of
 from builder.recipe import loader as recipe
 from builder.recipe.model import Recipe
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline.build import effective_mode
+from builder.pipeline.plan import effective_mode
 from builder.recipe import loader as recipe
 from tests.conftest import ROOT
 
@@ -33,17 +33,17 @@ def load(tmp_path: Path, extra: str) -> recipe.Recipe:
     ],
 )
 def test_auto_picks_cross_only_where_sound(engine: None, tmp_path: Path, extra: str, expected: str) -> None:
-    assert effective_mode(load(tmp_path, extra), "arm64", "auto") == expected
+    assert effective_mode(load(tmp_path, extra), "arm64", "auto", "x86_64") == expected
 
 
 def test_explicit_modes_and_native(engine: None, tmp_path: Path) -> None:
     r = load(tmp_path, "system_packages: {apt: [libpq-dev]}\n")
-    assert effective_mode(r, "arm64", "cross") == "cross"
-    assert effective_mode(r, "x86_64", "auto") == "native"
-    assert effective_mode(r, "x86_64", "emulate") == "native"
-    assert effective_mode(r, "x86_64", "cross") == "cross"  # glibc targeting on x86_64 too
+    assert effective_mode(r, "arm64", "cross", "x86_64") == "cross"
+    assert effective_mode(r, "x86_64", "auto", "x86_64") == "native"
+    assert effective_mode(r, "x86_64", "emulate", "x86_64") == "native"
+    assert effective_mode(r, "x86_64", "cross", "x86_64") == "cross"  # glibc targeting on x86_64 too
 
 
 def test_shipped_recipes_choose_a_mode(engine: None) -> None:
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        assert effective_mode(recipe.load(path), "arm64", "auto") in ("cross", "emulate")
+        assert effective_mode(recipe.load(path), "arm64", "auto", "x86_64") in ("cross", "emulate")

@@ -1,7 +1,9 @@
-"""One build, start to finish: recipe x runtime x arch -> zip + manifest (or a clear failure).
+"""Stage pipeline: one build, start to finish: a BuildRequest -> Target -> zip + manifest (or a clear failure).
 
 The orchestration lives here so the CLI stays thin and the matrix runner can call it in
-parallel; each stage it calls is its own module (images, container, steps, repair, package).
+parallel. It resolves the Target first (pipeline/plan.py) and only reads it afterwards: it never
+picks a mode, image or policy itself. Each stage it calls is its own module (cache, engine,
+actions, artifact); it must not print (it logs through `log`) nor know the command line.
 """
 
 from __future__ import annotations
@@ -18,41 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from builder import paths
-from builder.artifact import pack as package
+from builder.artifact import pack
 from builder.artifact.manifest import manifest_path
-from builder.cache import inputs as snapshots
-from builder.cache import keys, noop
-from builder.cache import store as cache
+from builder.cache import keys, noop, store
 from builder.cache.folders import CacheMiss
-from builder.cache.inputs import Inputs
-from builder.engine import client as engine
-from builder.engine import images
+from builder.cache.inputs import Inputs, snapshot
+from builder.engine import client, images
 from builder.engine.container import Container, background, sweep_orphans
-from builder.pipeline import cross
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
-from builder.pipeline.context import (
-    CACHE,
-    NO_CACHE_ENV,
-    PREFIX,
-    BuildContext,
-    build_env,
-    container_files,
-    manifest_meta,
-    runtime_of,
-)
+from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
+from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
 from builder.recipe import sources
 from builder.recipe.model import Recipe
-from builder.runtimes import DEBIAN
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    out: Path = Path("dist")
-    image: str | None = None  # --image override of the build image
-    use_cache: bool = True
-    mode: str | None = None  # None: each recipe's own `mode:` (default auto)
 
 
 @dataclass(frozen=True)
@@ -79,22 +60,20 @@ def downloads_dir() -> Path:
     return path
 
 
-def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> BuildResult:
+def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildResult:
     """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
     started = time.monotonic()
-    runtime = runtime_of(runtime_name)
-    mode = effective_mode(recipe, arch, options.mode or recipe.mode)
-    overlay: dict[str, str] = {}
-    pip_env: dict[str, str] = {}
-    if mode == "cross":
-        image = images.resolve(runtime_name, engine.engine_arch(), "cross", override=options.image, progress=log)
-        overlay, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX)
-    else:
-        image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
-    stem = package.artifact_stem(recipe.name, recipe.version, runtime_name, arch)
+    target = resolve_target(request.recipe, request.runtime, request.arch, options, log)
+    recipe, runtime, arch, image = target.recipe, target.runtime, target.arch, target.image
+    stem = pack.artifact_stem(recipe.name, recipe.version, runtime.name, arch)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
-    inputs = snapshots.snapshot(
-        recipe, lambda: source_digests(recipe, log), image_id=image.id, runtime=runtime_name, arch=arch, mode=mode
+    inputs = snapshot(
+        recipe,
+        lambda: source_digests(recipe, log),
+        image_id=image.id,
+        runtime=runtime.name,
+        arch=arch,
+        mode=target.mode,
     )
     digests = inputs.source_digests
     key = inputs.key
@@ -102,12 +81,12 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         hit = _from_cache(key, options.out, stem, log)
         if hit is not None:
             return BuildResult(
-                recipe.name, runtime_name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs
+                recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs
             )
     # a listing the engine answers while this build's container starts
     sweeping = background(functools.partial(sweep_orphans, log))
-    log(f"building {recipe.name} for {runtime_name} {arch} ({mode}) in {image.name}")
-    run_image, packages_ready, snapshot = _packages_image(recipe, image, options.use_cache)
+    log(f"building {recipe.name} for {runtime.name} {arch} ({target.mode}) in {image.name}")
+    run_image, packages_ready, package_snapshot = _packages_image(recipe, image, options.use_cache)
     container = Container(
         run_image,
         purpose=f"{recipe.name}-{arch}",
@@ -120,46 +99,40 @@ def build_one(recipe: Recipe, runtime_name: str, arch: str, options: BuildOption
         cleanup.callback(sweeping.result)
         cleanup.enter_context(container)
         ctx = BuildContext(
-            recipe=recipe,
-            runtime=runtime,
-            arch=arch,
-            image=image,
+            target=target,
             container=container,
             work=Path(tmp),
             log=log,
             downloads=downloads_dir(),
-            env=build_env(recipe, runtime, arch, {**overlay, **({} if options.use_cache else NO_CACHE_ENV)}),
+            env=build_env(
+                recipe, runtime, arch, {**target.toolchain.env, **({} if options.use_cache else NO_CACHE_ENV)}
+            ),
             source_digests=dict(digests),
-            cross=mode == "cross",
-            pip_env=pip_env,
         )
-        ctx.manifest["mode"] = mode
-        if mode == "cross":
-            python = DEBIAN[image.debian].python if image.debian else None
-            container.put_tar("/", cross.container_files(arch, runtime.glibc, python, PREFIX))
-        prefix = _prefix_step(ctx, mode, reuse=options.use_cache)
+        ctx.manifest["mode"] = target.mode
+        if target.toolchain.files is not None:
+            container.put_tar("/", target.toolchain.files)
+        prefix = _prefix_step(ctx, reuse=options.use_cache)
         # pyelftools: only when something is built
         from builder.pipeline.actions.bundle import GuessLibraries, RepairAndAudit
 
         actions = native_actions(
-            recipe, prefix, packages_ready=packages_ready, snapshot=snapshot, guess=GuessLibraries()
+            recipe, prefix, packages_ready=packages_ready, snapshot=package_snapshot, guess=GuessLibraries()
         )
         timings = run_actions(ctx, [*actions, RepairAndAudit()])
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = timings
-        runtime_image = None if image.family == "custom" else _runtime_image_name(runtime_name, arch, image)
-        meta = manifest_meta(ctx, runtime_image)
-        zip_path, manifest = package.package(
-            ctx.stage, options.out, stem, meta, include=recipe.include, exclude=recipe.exclude
+        zip_path, manifest = pack.package(
+            ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude
         )
         step_seconds = container.exec_seconds
     try:
-        cache.BuildCache().store(key, zip_path, manifest_path(zip_path))
+        store.BuildCache().store(key, zip_path, manifest_path(zip_path))
     except (OSError, ValueError) as exc:
         log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
-    return BuildResult(recipe.name, runtime_name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs)
+    return BuildResult(recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs)
 
 
 def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
@@ -181,7 +154,7 @@ def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tupl
         return image, False, None
     spec = json.dumps({"image": image.id, "packages": recipe.system_packages}, sort_keys=True)
     tag = f"{images.LOCAL_REPO}/packages:{hashlib.sha256(spec.encode()).hexdigest()[:24]}"
-    found = engine.inspect_image(tag) if reuse else None
+    found = client.inspect_image(tag) if reuse else None
     if found is None:
         # committing costs seconds (2-6 s for libpq-dev on this engine's storage driver), so snapshot
         # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it,
@@ -196,7 +169,7 @@ def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tupl
     return ready, True, None
 
 
-def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix | SavePrefix | None:
+def _prefix_step(ctx: BuildContext, *, reuse: bool) -> RestorePrefix | SavePrefix | None:
     """Step reuse: built sources depend on less than the artifact (not on Python requirements)."""
     recipe = ctx.recipe
     if not recipe.sources:
@@ -208,48 +181,21 @@ def _prefix_step(ctx: BuildContext, mode: str, *, reuse: bool) -> RestorePrefix 
         environment=ctx.env,
         image_id=ctx.image.id,
         arch=ctx.arch,
-        mode=mode,
+        mode=ctx.target.mode,
         tool=noop.tool_hash(),
     )
-    tar = cache.PrefixCache().get(key) if reuse else None
+    tar = store.PrefixCache().get(key) if reuse else None
     return RestorePrefix(tar) if tar is not None else SavePrefix(key)
 
 
 def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[str, Any]] | None:
-    store = cache.BuildCache()
-    entry = store.lookup(key)
+    builds = store.BuildCache()
+    entry = builds.lookup(key)
     if entry is None:
         return None
     try:
-        zip_path = store.restore(entry, out, stem)
+        zip_path = builds.restore(entry, out, stem)
     except CacheMiss:
         return None
     log(noop.hit_line(zip_path.name, key))
     return zip_path, entry.manifest
-
-
-def effective_mode(recipe: Recipe, arch: str, requested: str) -> str:
-    """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
-    where it is sound: every source allows it, no Python package must be built from source, and
-    nothing comes from the build image's own packages."""
-    if arch == engine.engine_arch() and requested != "cross":
-        return "native"
-    if requested in ("cross", "emulate"):
-        return requested
-    local_projects = any(Path(r).is_absolute() for r in recipe.python.requirements)
-    # system packages and binaries come from the build image: in the x86_64 cross image they
-    # would be x86_64 builds, so those recipes need the arm64 image (emulation)
-    from_image = bool(recipe.system_packages) or bool(recipe.binaries)
-    sound = (
-        all(s.cross for s in recipe.sources)
-        and not recipe.python.build_from_source
-        and not local_projects
-        and not from_image
-    )
-    return "cross" if sound else "emulate"
-
-
-def _runtime_image_name(runtime_name: str, arch: str, build: images.ImageRef) -> str:
-    if build.family == "official":
-        return runtime_of(runtime_name).official_runtime_image(arch)
-    return images.local_name("runtime", build.debian or "", arch)

@@ -17,14 +17,14 @@ from builder import __version__
 from builder.artifact import wheels
 from builder.engine.container import Container
 from builder.engine.images import ImageRef
-from builder.errors import UserError
 from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import Recipe
 from builder.resources import RESOURCES
-from builder.runtimes import GNU_TRIPLE, RUNTIMES, Runtime
+from builder.runtimes import GNU_TRIPLE, Runtime
 
-if TYPE_CHECKING:  # the resolver GuessLibraries starts and RepairAndAudit uses
+if TYPE_CHECKING:  # the plan makes the Target; GuessLibraries starts the resolver RepairAndAudit uses
     from builder.pipeline.bundling import ContainerResolver
+    from builder.pipeline.plan import Target
 
 Log = Callable[[str], None]
 
@@ -37,12 +37,10 @@ SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
 @dataclass
 class BuildContext:
-    """What the actions of one (recipe, runtime, arch) build share while they run."""
+    """What the actions of one build share while they run: its resolved Target, read-only, and
+    what the actions add (the environment, manifest fields, the resolver)."""
 
-    recipe: Recipe
-    runtime: Runtime
-    arch: str
-    image: ImageRef
+    target: Target
     container: Container
     work: Path  # a host temp folder owned by this build
     log: Log
@@ -50,9 +48,23 @@ class BuildContext:
     env: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields stages add
     source_digests: dict[str, str] = field(default_factory=dict)
-    cross: bool = False  # compiling for `arch` in a container of another arch (zig/gcc cross)
-    pip_env: dict[str, str] = field(default_factory=dict)  # only for Python builds (e.g. cross LDSHARED)
     resolver: ContainerResolver | None = None  # started early by GuessLibraries, used by RepairAndAudit
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.target.recipe
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.target.runtime
+
+    @property
+    def arch(self) -> str:
+        return self.target.arch
+
+    @property
+    def image(self) -> ImageRef:
+        return self.target.image
 
     @property
     def python(self) -> str:
@@ -138,14 +150,14 @@ def pip_env(ctx: BuildContext) -> dict[str, str]:
     """The build environment for pip: compiles on every core (parallel_cc) unless the recipe sets
     LAMBDA_BUILDER_COMPILE_JOBS, and, when the artifact is stripped anyway, without debug info
     (-g0 after Python's own -g: 15% of psycopg2's compile time, for sections strip removes)."""
-    env = {"LAMBDA_BUILDER_COMPILE_JOBS": ctx.env.get("CPU_COUNT", "1"), **ctx.env, **ctx.pip_env}
+    env = {"LAMBDA_BUILDER_COMPILE_JOBS": ctx.env.get("CPU_COUNT", "1"), **ctx.env, **ctx.target.toolchain.pip_env}
     if ctx.recipe.strip:
         for flags in ("CFLAGS", "CXXFLAGS"):
             env[flags] = f"{env[flags]} -g0" if env.get(flags) else "-g0"
     return env
 
 
-def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any]:
+def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "name": ctx.recipe.name,
         "version": ctx.recipe.version,
@@ -159,16 +171,10 @@ def manifest_meta(ctx: BuildContext, runtime_image: str | None) -> dict[str, Any
             "build_id": ctx.image.id,
             "family": ctx.image.family,
             "debian": ctx.image.debian,
-            "runtime": runtime_image,
+            "runtime": ctx.target.runtime_image,
         },
         "sources": dict(sorted(ctx.source_digests.items())),
         "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
         **ctx.manifest,
     }
 
-
-def runtime_of(name: str) -> Runtime:
-    try:
-        return RUNTIMES[name]
-    except KeyError:
-        raise UserError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None

@@ -19,13 +19,13 @@ from rich.live import Live
 from rich.table import Table
 
 from builder.errors import LambdaBuilderError
-from builder.pipeline.build import BuildOptions, BuildResult, build_one
-from builder.recipe.model import Target
+from builder.pipeline.build import BuildResult, build_one
+from builder.pipeline.plan import BuildOptions, BuildRequest
 
 
 @dataclass(frozen=True)
 class Outcome:
-    target: Target
+    request: BuildRequest
     result: BuildResult | None
     error: LambdaBuilderError | None
     log_path: Path
@@ -35,9 +35,9 @@ class Outcome:
 class _Status:
     """The last line each build printed, shared between worker threads and the display."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, requests: Sequence[BuildRequest]) -> None:
         self.lock = threading.Lock()
-        self.lines = {t.label: "waiting" for t in targets}
+        self.lines = {t.label: "waiting" for t in requests}
 
     def set(self, label: str, line: str) -> None:
         with self.lock:
@@ -52,44 +52,44 @@ class _Status:
 
 
 def run_all(
-    targets: Sequence[Target], options: BuildOptions, *, jobs: int, console: Console, echo: Callable[[str], None]
+    requests: Sequence[BuildRequest], options: BuildOptions, *, jobs: int, console: Console, echo: Callable[[str], None]
 ) -> list[Outcome]:
     logs = options.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    status = _Status(targets)
+    status = _Status(requests)
     live = console.is_terminal
 
-    def one(target: Target) -> Outcome:
-        log_path = logs / f"{target.recipe.name}-{target.runtime}-{target.arch}.log"
+    def one(request: BuildRequest) -> Outcome:
+        log_path = logs / f"{request.recipe.name}-{request.runtime}-{request.arch}.log"
         started = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as log_file:
 
             def log(line: str) -> None:
                 log_file.write(line + "\n")
                 log_file.flush()
-                status.set(target.label, line)
+                status.set(request.label, line)
                 if not live:
-                    echo(f"[{target.label}] {line}")
+                    echo(f"[{request.label}] {line}")
 
             try:
-                result = build_one(target.recipe, target.runtime, target.arch, options, log)
-                status.set(target.label, f"done in {result.seconds:.1f}s")
-                return Outcome(target, result, None, log_path, time.monotonic() - started)
+                result = build_one(request, options, log)
+                status.set(request.label, f"done in {result.seconds:.1f}s")
+                return Outcome(request, result, None, log_path, time.monotonic() - started)
             except LambdaBuilderError as exc:
                 log_file.write(exc.render() + "\n")
-                status.set(target.label, f"FAILED: {exc.message.splitlines()[0]}")
-                return Outcome(target, None, exc, log_path, time.monotonic() - started)
+                status.set(request.label, f"FAILED: {exc.message.splitlines()[0]}")
+                return Outcome(request, None, exc, log_path, time.monotonic() - started)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         if live:
             with Live(status.table(), console=console, refresh_per_second=4) as display:
-                futures = [pool.submit(one, t) for t in targets]
+                futures = [pool.submit(one, t) for t in requests]
                 while not all(f.done() for f in futures):
                     display.update(status.table())
                     time.sleep(0.25)
                 display.update(status.table())
         else:
-            futures = [pool.submit(one, t) for t in targets]
+            futures = [pool.submit(one, t) for t in requests]
         return [f.result() for f in futures]
 
 
@@ -105,6 +105,12 @@ def summary(outcomes: Sequence[Outcome]) -> Table:
         else:
             result, zip_name = "FAILED", "-"
         table.add_row(
-            o.target.recipe.name, o.target.runtime, o.target.arch, result, f"{o.seconds:.1f}", zip_name, str(o.log_path)
+            o.request.recipe.name,
+            o.request.runtime,
+            o.request.arch,
+            result,
+            f"{o.seconds:.1f}",
+            zip_name,
+            str(o.log_path),
         )
     return table

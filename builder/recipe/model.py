@@ -101,15 +101,3 @@ class Recipe:
     def folder(self) -> Path:
         return self.path.parent
 
-
-@dataclass(frozen=True)
-class Target:
-    """One build of a matrix: a recipe for one runtime and architecture."""
-
-    recipe: Recipe
-    runtime: str
-    arch: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.recipe.name} {self.runtime} {self.arch}"

@@ -11,21 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.artifact import elf, wheels
-from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtime
+from builder.artifact.policy import Policy
 from builder.artifact.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
 from builder.errors import BuildFailed
 from builder.pipeline.bundling import ContainerResolver
 from builder.pipeline.context import PREFIX, STAGE, BuildContext
 
 PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
-
-
-def target_policy(ctx: BuildContext) -> Policy:
-    """Audit against what the build image really is (Debian for the local family, else Lambda's),
-    or against the Lambda runtime whatever the image when the recipe asks (bundle.policy: lambda)."""
-    if ctx.image.debian and ctx.recipe.bundle.policy == "image":
-        return policy_for_debian(ctx.image.debian, ctx.arch)
-    return policy_for_runtime(ctx.runtime.name, ctx.arch)
 
 
 @dataclass(frozen=True)
@@ -39,7 +31,7 @@ class GuessLibraries:
         bundle = ctx.recipe.bundle
         if not bundle.repair:
             return
-        resolver = _resolver(ctx, target_policy(ctx))
+        resolver = _resolver(ctx, ctx.target.policy)
         resolver.guess_from_stage(STAGE, [*PREFIX_LIB_DIRS, *default_lib_dirs(ctx.arch)], also=bundle.dlopen)
         ctx.resolver = resolver
 
@@ -55,7 +47,7 @@ class RepairAndAudit:
     name: str = "bundle libraries and audit"
 
     def run(self, ctx: BuildContext) -> None:
-        policy = target_policy(ctx)
+        policy = ctx.target.policy
         bundle = ctx.recipe.bundle
         if bundle.repair:
             resolver = ctx.resolver or _resolver(ctx, policy)
@@ -116,7 +108,7 @@ class RepairAndAudit:
             )
         # strip and patchelf changed what this build compiled: its RECORDs say so again
         wheels.rewrite_records(str(ctx.stage))
-        lambda_policy = policy_for_runtime(ctx.runtime.name, ctx.arch)
+        lambda_policy = ctx.target.lambda_policy
         glibc = max((i.versions.get("GLIBC", "0") for i in elfs), key=elf.version_key, default="0")
         lambda_ok = not check_versions(elfs, lambda_policy, bundle.allow_glibc, bundled)
         ctx.manifest["audit"] = {

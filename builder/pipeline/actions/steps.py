@@ -124,7 +124,7 @@ class PipInstall:
                 args.append(dest)
             else:
                 args.append(req)
-        if ctx.cross:
+        if ctx.target.cross:
             self._cross(ctx, args)
             return
         options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]

@@ -1,0 +1,147 @@
+"""Stage pipeline, its first step: a build request resolved once into a frozen Target.
+
+Everything a build decides before it runs is decided here (runtime, mode and toolchain, the image
+family's build and runtime images, the audit policies, the engine's architecture) and passed down;
+nothing after it works any of these out again. Must not run a build step or start a container
+(resolving an image may pull or make it: that is how it is found).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtime
+from builder.engine import client as engine
+from builder.engine import images
+from builder.engine.images import ImageRef
+from builder.errors import UserError
+from builder.pipeline import cross
+from builder.pipeline.context import PREFIX
+from builder.recipe.model import Recipe
+from builder.runtimes import DEBIAN, RUNTIMES, Runtime
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path = Path("dist")
+    image: str | None = None  # --image override of the build image
+    use_cache: bool = True
+    mode: str | None = None  # None: each recipe's own `mode:` (default auto)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build of a matrix as asked for: a recipe for one runtime and architecture, unresolved."""
+
+    recipe: Recipe
+    runtime: str
+    arch: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe.name} {self.runtime} {self.arch}"
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The compilers a build uses: the image's own (native, emulate), or zig behind gcc-named
+    wrappers (cross), which come with an environment overlay and files to unpack first."""
+
+    env: Mapping[str, str] = field(default_factory=dict)  # over every step's environment
+    pip_env: Mapping[str, str] = field(default_factory=dict)  # Python builds only (LDSHARED)
+    files: bytes | None = None  # a tar unpacked at / in the build container before building
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build, resolved: what it builds for, how, in which images, audited against what."""
+
+    recipe: Recipe
+    runtime: Runtime
+    arch: str  # the architecture the artifact is for
+    engine_arch: str  # the architecture the engine runs natively
+    mode: str  # native, emulate or cross
+    toolchain: Toolchain
+    image: ImageRef  # the build image (in cross mode, the engine's own cross image)
+    runtime_image: str | None  # the image the artifact is tested in; None with a custom build image
+    policy: Policy  # what the artifact is audited against (fails the build)
+    lambda_policy: Policy  # Lambda's own, for the manifest's lambda_compatible
+
+    @property
+    def cross(self) -> bool:
+        """Compiling for `arch` in a container of another arch (zig/gcc cross)."""
+        return self.mode == "cross"
+
+
+def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> Target:
+    """Decide everything about one build before it runs (the images may be pulled or made here)."""
+    runtime = runtime_of(runtime_name)
+    engine_arch = engine.engine_arch()
+    mode = effective_mode(recipe, arch, options.mode or recipe.mode, engine_arch)
+    if mode == "cross":
+        image = images.resolve(runtime_name, engine_arch, "cross", override=options.image, progress=log)
+        env, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX)
+        python = DEBIAN[image.debian].python if image.debian else None
+        toolchain = Toolchain(env, pip_env, cross.container_files(arch, runtime.glibc, python, PREFIX))
+    else:
+        image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
+        toolchain = Toolchain()
+    return Target(
+        recipe=recipe,
+        runtime=runtime,
+        arch=arch,
+        engine_arch=engine_arch,
+        mode=mode,
+        toolchain=toolchain,
+        image=image,
+        runtime_image=None if image.family == "custom" else runtime_image_name(runtime, arch, image),
+        policy=audit_policy(recipe, runtime, arch, image),
+        lambda_policy=policy_for_runtime(runtime.name, arch),
+    )
+
+
+def runtime_of(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise UserError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None
+
+
+def effective_mode(recipe: Recipe, arch: str, requested: str, engine_arch: str) -> str:
+    """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
+    where it is sound: every source allows it, no Python package must be built from source, and
+    nothing comes from the build image's own packages."""
+    if arch == engine_arch and requested != "cross":
+        return "native"
+    if requested in ("cross", "emulate"):
+        return requested
+    local_projects = any(Path(r).is_absolute() for r in recipe.python.requirements)
+    # system packages and binaries come from the build image: in the x86_64 cross image they
+    # would be x86_64 builds, so those recipes need the arm64 image (emulation)
+    from_image = bool(recipe.system_packages) or bool(recipe.binaries)
+    sound = (
+        all(s.cross for s in recipe.sources)
+        and not recipe.python.build_from_source
+        and not local_projects
+        and not from_image
+    )
+    return "cross" if sound else "emulate"
+
+
+def runtime_image_name(runtime: Runtime, arch: str, build: ImageRef) -> str:
+    """The runtime image of the build image's family: where the artifact is tested."""
+    if build.family == "official":
+        return runtime.official_runtime_image(arch)
+    return images.local_name("runtime", build.debian or "", arch)
+
+
+def audit_policy(recipe: Recipe, runtime: Runtime, arch: str, image: ImageRef) -> Policy:
+    """Audit against what the build image really is (Debian for the local family, else Lambda's),
+    or against the Lambda runtime whatever the image when the recipe asks (bundle.policy: lambda)."""
+    if image.debian and recipe.bundle.policy == "image":
+        return policy_for_debian(image.debian, arch)
+    return policy_for_runtime(runtime.name, arch)
