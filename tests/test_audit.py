@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.artifact.apply import apply_repair
 from builder.artifact.audit import audit_tree, audit_zip, render_text, to_json
 from builder.artifact.policy import load_policy
-from builder.artifact.repair import HostDirResolver, apply_repair, plan_repair
+from builder.artifact.repair import plan_repair
+from builder.artifact.resolvers import HostDirResolver
 from builder.errors import UserError
 from tests.fixtures.elf import build as fx
 

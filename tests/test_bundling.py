@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from builder.artifact.policy import policy_for_debian
-from builder.artifact.repair import RepairPlan, default_lib_dirs, plan_repair
+from builder.artifact.repair import RepairPlan, plan_repair
+from builder.artifact.resolvers import default_lib_dirs
 from builder.engine import images
 from builder.engine.container import Container
 from builder.pipeline.bundling import ContainerResolver

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.artifact.apply import apply_repair
 from builder.artifact.elf import read_elf
 from builder.artifact.policy import load_policy
-from builder.artifact.repair import HostDirResolver, apply_repair, check_versions, plan_repair, stage_elfs
+from builder.artifact.repair import check_versions, plan_repair, stage_elfs
+from builder.artifact.resolvers import HostDirResolver
 from builder.errors import UserError
 from tests.fixtures.elf import build as fx
 

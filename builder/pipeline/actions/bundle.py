@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.artifact import elf, wheels
+from builder.artifact.apply import apply_repair
 from builder.artifact.policy import Policy
-from builder.artifact.repair import apply_repair, check_versions, default_lib_dirs, plan_repair
+from builder.artifact.repair import check_versions, plan_repair
+from builder.artifact.resolvers import default_lib_dirs
 from builder.errors import BuildFailed
 from builder.pipeline.bundling import ContainerResolver
 from builder.pipeline.context import PREFIX, STAGE, BuildContext
