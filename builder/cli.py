@@ -12,17 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from builder import __version__
-from builder.cache import noop
 from builder.errors import LambdaBuilderError, UserError
-from builder.runtimes import ARCHES
-
-if TYPE_CHECKING:
-    from builder.recipe.model import Recipe
+from builder.runtimes import ARCHES, parse_arches
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,21 +58,6 @@ def _argv() -> list[str] | None:
     return argv
 
 
-def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
-    """--arch x86_64 --arch arm64, --arch x86_64,arm64 and --arch all all work."""
-    out: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if part == "all":
-                out += list(ARCHES)
-            elif part in ARCHES:
-                out.append(part)
-            elif part:
-                raise UserError(f"--arch {part}: unknown architecture; use x86_64, arm64 or all")
-    return tuple(dict.fromkeys(out or default))
-
-
 def check_build_arguments(arches: Sequence[str], runtimes: Sequence[str], out: Path) -> None:
     """Arguments wrong whatever the recipe says: refused before a recipe is read or a folder made."""
     import difflib
@@ -103,12 +84,12 @@ def cli() -> None:
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(recipes: tuple[Path, ...]) -> None:
     """Check recipes against the schema; report every problem with file, line and field."""
-    from builder.recipe import loader as recipe_mod
+    from builder.recipe import loader
 
     failures: list[LambdaBuilderError] = []
     for path in recipes:
         try:
-            loaded = recipe_mod.load(path)
+            loaded = loader.load(path)
             click.echo(
                 f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
                 f"arch {', '.join(loaded.architectures)})"
@@ -172,50 +153,28 @@ def build(
     quiet: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
-    from builder.recipe import loader as recipe_mod
+    from builder.recipe import loader
 
     check_build_arguments(arches, runtimes, out)  # before any recipe is read or anything written
-    wanted: list[tuple[Recipe, str, str]] = []
-    for path in recipe_paths:
-        recipe = recipe_mod.load(path)
-        for rt in runtimes:
-            if rt not in recipe.runtimes:
-                raise UserError(
-                    f"--runtime {rt}: the recipe {path} builds {', '.join(recipe.runtimes)}; pass one of those "
-                    "or add it to the recipe's runtimes"
-                )
-        for rt in runtimes or recipe.runtimes:
-            for arch in parse_arches(arches, recipe.architectures):
-                wanted.append((recipe, rt, arch))
-    from builder.pipeline import finish  # after the recipes: bad input is answered without it
-    from builder.pipeline.build import build_one
+    wanted = loader.requested(recipe_paths, runtimes, arches)
+    from builder.pipeline.command import run_builds  # after the recipes: bad input is answered without it
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
-    targets = [BuildRequest(*w) for w in wanted]
+    requests = [BuildRequest(*w) for w in wanted]
     options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode)
-    if len(targets) == 1:
-        log: Callable[[str], None] = (lambda _line: None) if quiet else click.echo
-        result = build_one(targets[0], options, log)
-        click.echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
-        warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=click.echo, echo_err=_echo_err)
-        if fmt == "zip" and not no_cache:  # --no-cache asks for a real build every time
-            finish.stamp_noop(_argv(), result, quiet=quiet, warnings=warnings)
-        return
-    from rich.console import Console  # the live status of several builds; one build prints plain lines
-
-    from builder.pipeline.parallel import run_all, summary
-
-    console = Console()
-    outcomes = run_all(targets, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else click.echo)
-    console.print(summary(outcomes))
-    failed = [o for o in outcomes if o.error is not None]
-    for o in failed:
-        _echo_err(f"error: {o.request.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
-    if failed:
-        raise SystemExit(1)
-    finish.check_and_ship(
-        [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=click.echo, echo_err=_echo_err
+    ok = run_builds(
+        requests,
+        options,
+        fmt=fmt,
+        push_uri=push_uri,
+        jobs=jobs,
+        quiet=quiet,
+        argv=_argv(),
+        echo=click.echo,
+        echo_err=_echo_err,
     )
+    if not ok:
+        raise SystemExit(1)
 
 
 @cli.command("test")
@@ -239,9 +198,9 @@ def images() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def images_list(as_json: bool) -> None:
     """Images lambda-builder made or uses that are on the engine."""
-    from builder.engine import images as images_mod
+    from builder.engine.images import list_images
 
-    rows = images_mod.list_images()
+    rows = list_images()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -262,7 +221,7 @@ def images_list(as_json: bool) -> None:
 )
 def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     """Make the local image family (bootstrapped from Debian) for these runtimes."""
-    from builder.engine import images as images_mod
+    from builder.engine.images import ensure_local
     from builder.runtimes import RUNTIMES
 
     for rt in runtimes:
@@ -275,7 +234,7 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
             )
         for arch in parse_arches(arches, ("x86_64",)):
             for kind in kinds:
-                ref = images_mod.ensure_local(kind, runtime.debian, arch, progress=click.echo)  # type: ignore[arg-type]
+                ref = ensure_local(kind, runtime.debian, arch, progress=click.echo)  # type: ignore[arg-type]
                 click.echo(f"ready: {ref.name} {ref.id[:19]}")
 
 
@@ -292,18 +251,10 @@ def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tupl
 @click.option("--json", "as_json", is_flag=True)
 def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool) -> None:
     """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
-    from builder.artifact import audit as audit_mod
-    from builder.artifact.manifest import load_manifest, manifest_path
-    from builder.artifact.policy import load_policy, policy_for_runtime
+    from builder.artifact.audit import audit_artifact, render_text, to_json
 
-    manifest = load_manifest(zip_path, zip_must_exist=True) if manifest_path(zip_path).is_file() else None
-    arch = arch or (manifest.arch if manifest else None)
-    runtime = runtime or (manifest.runtime if manifest else None)
-    if arch is None or (runtime is None and policy_name is None):
-        raise UserError(f"{zip_path}: no manifest beside it; pass --runtime (or --policy) and --arch")
-    policy = load_policy(policy_name, arch) if policy_name else policy_for_runtime(str(runtime), arch)
-    report = audit_mod.audit_zip(zip_path, policy)
-    click.echo(json.dumps(audit_mod.to_json(report), indent=2) if as_json else audit_mod.render_text(report))
+    report = audit_artifact(zip_path, runtime=runtime, arch=arch, policy_name=policy_name)
+    click.echo(json.dumps(to_json(report), indent=2) if as_json else render_text(report))
     if not report.ok:
         raise SystemExit(1)
 
@@ -316,19 +267,13 @@ def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: st
 )
 def doctor(fix_emulation: bool) -> None:
     """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
-    from builder import doctor as checks_mod
-    from builder.engine import emulation
+    from builder.doctor import doctor_report, engine_client
+    from builder.engine.emulation import enable_arm64_emulation
 
     if fix_emulation:
-        emulation.enable_arm64_emulation()
+        enable_arm64_emulation()
         click.echo("arm64 emulation registered (qemu-aarch64, flags F)")
-    try:
-        from builder.engine import client as engine
-
-        client = engine.client()
-    except LambdaBuilderError:
-        client = None
-    checks = checks_mod.doctor_report(client)
+    checks = doctor_report(engine_client())
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:
@@ -349,16 +294,16 @@ def doctor(fix_emulation: bool) -> None:
 @click.option("--no-native-arm64", is_flag=True, help="Build arm64 on x86_64 runners (cross/emulated).")
 def matrix(recipes: tuple[Path, ...], fmt: str, arm64_runner: str, no_native_arm64: bool) -> None:
     """Print a CI matrix (recipe x runtime x arch), e.g. for GitHub Actions' $GITHUB_OUTPUT."""
-    from builder.pipeline import ci_matrix as matrix_mod
-    from builder.recipe import loader as recipe_mod
+    from builder.pipeline.ci_matrix import matrix_entries, render_matrix
+    from builder.recipe import loader
 
-    loaded = [recipe_mod.load(p) for p in recipes]
-    entries = matrix_mod.matrix_entries(
+    loaded = [loader.load(p) for p in recipes]
+    entries = matrix_entries(
         [(r.name, p, r.runtimes, r.architectures) for r, p in zip(loaded, recipes, strict=True)],
         arm64_runner=None if no_native_arm64 else arm64_runner,
         relative_to=Path.cwd(),
     )
-    click.echo(matrix_mod.render_matrix(entries, fmt))  # type: ignore[arg-type]
+    click.echo(render_matrix(entries, fmt))  # type: ignore[arg-type]
 
 
 @cli.group("cache")
@@ -369,19 +314,19 @@ def cache_group() -> None:
 @cache_group.command("list")
 def cache_list() -> None:
     """Cached builds, most recently used first, with the cache's total size."""
-    from builder.cache import store as cache
+    from builder.cache.store import BuildCache, PrefixCache
 
-    store = cache.BuildCache()
-    for entry in store.list_entries():
+    builds = BuildCache()
+    for entry in builds.list_entries():
         m = entry.manifest
         click.echo(
             f"{entry.key[:12]}  {m.get('name')}-{m.get('version')} {m.get('runtime')} {m.get('arch')}  "
             f"{entry.size / 1e6:.2f} MB"
         )
-    prefixes = cache.PrefixCache()
+    prefixes = PrefixCache()
     click.echo(
-        f"total: builds {store.total_bytes() / 1e6:.1f} MB, prefixes {prefixes.total_bytes() / 1e6:.1f} MB "
-        f"in {store.root.parent}"
+        f"total: builds {builds.total_bytes() / 1e6:.1f} MB, prefixes {prefixes.total_bytes() / 1e6:.1f} MB "
+        f"in {builds.root.parent}"
     )
 
 
@@ -391,12 +336,12 @@ def cache_list() -> None:
 @click.option("--all", "everything", is_flag=True, help="Remove every entry.")
 def cache_prune(older_than: float | None, max_mb: float | None, everything: bool) -> None:
     """Remove cache entries (and debris of interrupted writes)."""
-    from builder.cache import store as cache
+    from builder.cache.store import BuildCache, PrefixCache
 
     if older_than is None and max_mb is None and not everything:
         raise UserError("cache prune: pass --older-than DAYS, --max-size MB or --all")
     max_bytes = int(max_mb * 1e6) if max_mb is not None else None
-    for store in (cache.BuildCache(), cache.PrefixCache()):
+    for store in (BuildCache(), PrefixCache()):
         result = store.prune(older_than_days=older_than, max_bytes=max_bytes, all=everything)
         click.echo(f"{store.root.name}: removed {result.removed} entries ({result.bytes / 1e6:.1f} MB)")
 
@@ -431,9 +376,9 @@ def publish(
     region: str | None,
 ) -> None:
     """Publish ZIP as a layer version or a function's code, within Lambda's limits."""
-    from builder.ship import publish as publish_mod
+    from builder.ship.publish import publish  # the command is named after it
 
-    result = publish_mod.publish(
+    result = publish(
         zip_path,
         layer=layer,
         function=function,
@@ -475,15 +420,10 @@ def image(
     as_json: bool,
 ) -> None:
     """Make a Lambda container image from ZIP (and push it to ECR)."""
-    from builder.artifact.manifest import load_manifest
-    from builder.ship import container_image as image_output
-    from builder.ship import smoke as verify
-    from builder.ship.publish import make_session
+    from builder.ship.container_image import image_from_zip
 
-    if base is None:
-        base = verify.runtime_image(load_manifest(zip_path, zip_must_exist=True), None, click.echo).name
-    built = image_output.build_image(zip_path, base, tag=tag, handler=handler)
-    result: dict[str, Any] = {"image": built.tag, "id": built.image_id, "base": built.base, "platform": built.platform}
-    if push_uri:
-        result["push"] = image_output.push_to_ecr(built.tag, push_uri, make_session(profile, region))
-    click.echo(json.dumps(result, indent=2) if as_json else f"built {built.tag} ({built.image_id[:19]}) on {base}")
+    result = image_from_zip(
+        zip_path, base, tag=tag, handler=handler, push_uri=push_uri, profile=profile, region=region, log=click.echo
+    )
+    summary = f"built {result['image']} ({result['id'][:19]}) on {result['base']}"
+    click.echo(json.dumps(result, indent=2) if as_json else summary)

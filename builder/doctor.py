@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from builder.engine.client import PROXY_VARS, host_ca_bundle
+from builder.engine.client import PROXY_VARS, client, host_ca_bundle
 from builder.engine.emulation import check_arm64_emulation, engine_is_remote, fix_commands
 from builder.engine.rootfs import require_arch_test
-from builder.errors import EnvironmentProblem
+from builder.errors import EnvironmentProblem, LambdaBuilderError
 
 if TYPE_CHECKING:
     import docker
@@ -31,6 +31,14 @@ class Check:
     ok: bool
     detail: str
     fix: str | None = None
+
+
+def engine_client() -> docker.DockerClient | None:
+    """The engine's client, or None when no engine answers (a check then says so)."""
+    try:
+        return client()
+    except LambdaBuilderError:
+        return None
 
 
 def doctor_report(client: docker.DockerClient | None) -> list[Check]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from builder.errors import UserError
 
 Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[Arch, ...] = ("x86_64", "arm64")
@@ -72,3 +75,18 @@ RUNTIMES: dict[str, Runtime] = {
 def runtime(name: str) -> Runtime:
     """The runtime called `name`; KeyError is the caller's to turn into a UserError."""
     return RUNTIMES[name]
+
+
+def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
+    """--arch x86_64 --arch arm64, --arch x86_64,arm64 and --arch all all work."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part == "all":
+                out += list(ARCHES)
+            elif part in ARCHES:
+                out.append(part)
+            elif part:
+                raise UserError(f"--arch {part}: unknown architecture; use x86_64, arm64 or all")
+    return tuple(dict.fromkeys(out or default))

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.artifact.elf import ElfInfo, is_elf, read_elf
-from builder.artifact.policy import Policy
+from builder.artifact.manifest import load_manifest, manifest_path
+from builder.artifact.policy import Policy, load_policy, policy_for_runtime
 from builder.artifact.repair import PREFIX_PROVIDER, Violation, check_versions, expand_origin, stage_elfs
 from builder.errors import UserError
 from builder.tarsafe import extract_zip
@@ -155,3 +156,17 @@ def render_text(report: AuditReport) -> str:
     bad = sum(f.verdict != "ok" for f in report.files)
     lines += ["", "ok" if not bad else f"{bad} of {len(report.files)} files will not load"]
     return "\n".join(lines)
+
+
+def audit_artifact(
+    zip_path: Path, *, runtime: str | None, arch: str | None, policy_name: str | None
+) -> AuditReport:
+    """The `audit` command: the zip against a named policy, else its runtime's (from the manifest
+    beside it unless given)."""
+    manifest = load_manifest(zip_path, zip_must_exist=True) if manifest_path(zip_path).is_file() else None
+    arch = arch or (manifest.arch if manifest else None)
+    runtime = runtime or (manifest.runtime if manifest else None)
+    if arch is None or (runtime is None and policy_name is None):
+        raise UserError(f"{zip_path}: no manifest beside it; pass --runtime (or --policy) and --arch")
+    policy = load_policy(policy_name, arch) if policy_name else policy_for_runtime(str(runtime), arch)
+    return audit_zip(zip_path, policy)

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -21,6 +22,7 @@ from builder.errors import UserError
 from builder.recipe import yamldoc
 from builder.recipe.model import Bundle, Prune, PythonSpec, Recipe, Source, Tests
 from builder.resources import RESOURCES
+from builder.runtimes import parse_arches
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = yamldoc.PathKey
@@ -384,3 +386,22 @@ def load(path: Path) -> Recipe:
 
 def recipe_sha256(recipe: Recipe) -> str:
     return hashlib.sha256(recipe.canonical.encode()).hexdigest()
+
+
+def requested(
+    recipe_paths: Sequence[Path], runtimes: Sequence[str], arches: Sequence[str]
+) -> list[tuple[Recipe, str, str]]:
+    """Every (recipe, runtime, arch) a `build` asks for: each recipe's own runtimes and arches unless
+    narrowed. Here, not in the pipeline, so bad input is answered before the pipeline loads."""
+    wanted: list[tuple[Recipe, str, str]] = []
+    for path in recipe_paths:
+        recipe = load(path)
+        for rt in runtimes:
+            if rt not in recipe.runtimes:
+                raise UserError(
+                    f"--runtime {rt}: the recipe {path} builds {', '.join(recipe.runtimes)}; pass one of those "
+                    "or add it to the recipe's runtimes"
+                )
+        for rt in runtimes or recipe.runtimes:
+            wanted += [(recipe, rt, arch) for arch in parse_arches(arches, recipe.architectures)]
+    return wanted

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -200,3 +201,28 @@ def push_to_ecr(
     except docker.errors.APIError as exc:
         raise BuildFailed(f"push of {repository}:{tag} failed: {exc.explanation or exc}") from None
     return {"image": f"{repository}:{tag}", "digest": digest, "registry": registry}
+
+
+def image_from_zip(
+    zip_path: Path,
+    base: str | None,
+    *,
+    tag: str | None,
+    handler: str | None,
+    push_uri: str | None,
+    profile: str | None,
+    region: str | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The `image` command: a Lambda container image of the zip on `base` (default: the runtime
+    image of the zip's family), pushed when asked; what happened, as the command prints it."""
+    from builder.ship.publish import make_session
+    from builder.ship.smoke import runtime_image
+
+    if base is None:
+        base = runtime_image(load_manifest(zip_path, zip_must_exist=True), None, log).name
+    built = build_image(zip_path, base, tag=tag, handler=handler)
+    result: dict[str, Any] = {"image": built.tag, "id": built.image_id, "base": built.base, "platform": built.platform}
+    if push_uri:
+        result["push"] = push_to_ecr(built.tag, push_uri, make_session(profile, region))
+    return result

@@ -1,0 +1,55 @@
+"""Stage pipeline: the `build` command's work, from recipe paths to result lines and shipped zips.
+
+One request builds in this thread with plain lines; several run at once with a live status and a
+summary. The CLI only parses arguments into these calls; this module must not parse argv itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from builder.cache import noop
+from builder.pipeline import finish
+from builder.pipeline.build import build_one
+from builder.pipeline.plan import BuildOptions, BuildRequest
+
+Echo = Callable[[str], None]
+
+
+def run_builds(
+    requests: Sequence[BuildRequest],
+    options: BuildOptions,
+    *,
+    fmt: str,
+    push_uri: str | None,
+    jobs: int,
+    quiet: bool,
+    argv: Sequence[str] | None,
+    echo: Echo,
+    echo_err: Echo,
+) -> bool:
+    """Build, then check Lambda's limits and ship; False when a build failed (each failure printed)."""
+    if len(requests) == 1:
+        log: Echo = (lambda _line: None) if quiet else echo
+        result = build_one(requests[0], options, log)
+        echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
+        warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
+        if fmt == "zip" and options.use_cache:  # --no-cache asks for a real build every time
+            finish.stamp_noop(argv, result, quiet=quiet, warnings=warnings)
+        return True
+    from rich.console import Console  # the live status of several builds; one build prints plain lines
+
+    from builder.pipeline.parallel import run_all, summary
+
+    console = Console()
+    outcomes = run_all(requests, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else echo)
+    console.print(summary(outcomes))
+    failed = [o for o in outcomes if o.error is not None]
+    for o in failed:
+        echo_err(f"error: {o.request.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
+    if failed:
+        return False
+    finish.check_and_ship(
+        [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=echo, echo_err=echo_err
+    )
+    return True
