@@ -11,6 +11,6 @@ def main() -> None:
     code = noop.replay(sys.argv[1:])
     if code is not None:
         sys.exit(code)
-    from builder.cli import main as cli_main
+    from builder import cli
 
-    cli_main()
+    cli.main()

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from builder.artifact import manifest as manifests
-from builder.artifact import pack as package
+from builder.artifact import pack
+from builder.artifact.manifest import manifest_path
 from builder.cache.folders import TMP_PREFIX, CacheMiss
 from builder.cache.keys import cache_key, local_requirement_digests, prefix_key, sources_canonical
 from builder.cache.store import BuildCache, CacheEntry, PrefixCache
 from builder.pipeline.context import build_env
 from builder.pipeline.plan import runtime_of
-from builder.recipe import loader as recipe
+from builder.recipe import loader
 from builder.recipe.model import Recipe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -42,11 +42,11 @@ KEY_PARTS: dict[str, Any] = {
 
 
 def artifact(out: Path, stem: str = "greet-1.0.0-python3.11-x86_64", payload: bytes = b"hello") -> Path:
-    """A real zip + manifest written by package.package, as a build leaves them."""
+    """A real zip + manifest written by pack.package, as a build leaves them."""
     stage = out.parent / f"stage-{stem}-{len(payload)}"
     (stage / "pkg").mkdir(parents=True, exist_ok=True)
     (stage / "pkg" / "__init__.py").write_bytes(payload)
-    zip_path, _ = package.package(stage, out, stem, {"name": "greet", "runtime": "python3.11"})
+    zip_path, _ = pack.package(stage, out, stem, {"name": "greet", "runtime": "python3.11"})
     return zip_path
 
 
@@ -67,11 +67,11 @@ def test_default_roots_live_in_the_user_cache(cache_dir: Path) -> None:
 def test_hit_after_store(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "dist")
     assert cache.lookup(key()) is None
-    stored = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    stored = cache.store(key(), zip_path, manifest_path(zip_path))
     hit = cache.lookup(key())
     assert isinstance(hit, CacheEntry)
     assert hit.zip_path.read_bytes() == zip_path.read_bytes()
-    assert hit.manifest == json.loads(manifests.manifest_path(zip_path).read_text())
+    assert hit.manifest == json.loads(manifest_path(zip_path).read_text())
     assert hit.created == stored.created and hit.created <= time.time()
     assert hit.size > 0
     assert [e.key for e in cache.list_entries()] == [key()]
@@ -91,7 +91,7 @@ def test_hit_after_store(cache: BuildCache, tmp_path: Path) -> None:
 def test_miss_when_any_key_part_changes(cache: BuildCache, tmp_path: Path, part: str, changed: Any) -> None:
     zip_path = artifact(tmp_path / "dist")
     base = cache_key(**KEY_PARTS)
-    cache.store(base, zip_path, manifests.manifest_path(zip_path))
+    cache.store(base, zip_path, manifest_path(zip_path))
     other = cache_key(**{**KEY_PARTS, part: changed})
     assert other != base
     assert cache.lookup(other) is None
@@ -112,45 +112,45 @@ def test_keys_are_never_paths(cache: BuildCache) -> None:
 
 def test_restore_writes_identical_bytes_and_is_idempotent(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
-    entry = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    entry = cache.store(key(), zip_path, manifest_path(zip_path))
     out = tmp_path / "dist"
     stem = zip_path.name.removesuffix(".zip")
     restored = cache.restore(entry, out, stem)
     assert restored == out / zip_path.name
     assert restored.read_bytes() == zip_path.read_bytes()
-    assert manifests.manifest_path(restored).read_bytes() == manifests.manifest_path(zip_path).read_bytes()
+    assert manifest_path(restored).read_bytes() == manifest_path(zip_path).read_bytes()
 
     old = 1_000_000_000
     os.utime(restored, (old, old))
-    os.utime(manifests.manifest_path(restored), (old, old))
+    os.utime(manifest_path(restored), (old, old))
     assert cache.restore(entry, out, stem) == restored
     assert restored.stat().st_mtime == old, "identical bytes must not be rewritten"
-    assert manifests.manifest_path(restored).stat().st_mtime == old
-    assert sorted(p.name for p in out.iterdir()) == sorted([restored.name, manifests.manifest_path(restored).name])
+    assert manifest_path(restored).stat().st_mtime == old
+    assert sorted(p.name for p in out.iterdir()) == sorted([restored.name, manifest_path(restored).name])
 
 
 def test_restore_replaces_different_bytes_atomically(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
-    entry = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    entry = cache.store(key(), zip_path, manifest_path(zip_path))
     out = tmp_path / "dist"
     stale = artifact(out, payload=b"an older build")
     assert stale.read_bytes() != zip_path.read_bytes()
     restored = cache.restore(entry, out, zip_path.name.removesuffix(".zip"))
     assert restored.read_bytes() == zip_path.read_bytes()
-    assert json.loads(manifests.manifest_path(restored).read_text())["sha256"] == entry.manifest["sha256"]
+    assert json.loads(manifest_path(restored).read_text())["sha256"] == entry.manifest["sha256"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temp files left in out_dir"
 
 
 def test_restore_under_another_stem_names_the_zip_in_its_manifest(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
-    entry = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    entry = cache.store(key(), zip_path, manifest_path(zip_path))
     restored = cache.restore(entry, tmp_path / "dist", "renamed")
-    assert json.loads(manifests.manifest_path(restored).read_text())["zip"] == "renamed.zip"
+    assert json.loads(manifest_path(restored).read_text())["zip"] == "renamed.zip"
 
 
 def test_restore_of_a_vanished_entry_is_a_miss(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
-    entry = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    entry = cache.store(key(), zip_path, manifest_path(zip_path))
     cache.prune(all=True)
     with pytest.raises(CacheMiss):
         cache.restore(entry, tmp_path / "dist", "x")
@@ -162,7 +162,7 @@ def test_store_refuses_a_zip_its_manifest_contradicts(cache: BuildCache, tmp_pat
     with zip_path.open("ab") as handle:
         handle.write(b"tampered")
     with pytest.raises(ValueError):
-        cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+        cache.store(key(), zip_path, manifest_path(zip_path))
     assert cache.lookup(key()) is None
     assert os.listdir(cache.root) == []
 
@@ -183,7 +183,7 @@ def test_hand_made_temp_folder_is_ignored_and_pruned(cache: BuildCache, tmp_path
 def test_torn_entry_folder_is_a_miss_and_removed(cache: BuildCache, tmp_path: Path) -> None:
     """Even a key-named folder with pieces missing (e.g. restored by a backup tool) never hits."""
     zip_path = artifact(tmp_path / "built")
-    cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    cache.store(key(), zip_path, manifest_path(zip_path))
     (cache.root / key() / "meta.json").unlink()
     assert cache.lookup(key()) is None
     assert not (cache.root / key()).exists()
@@ -197,7 +197,7 @@ def test_killed_mid_store_leaves_no_entry_and_prune_cleans(cache: BuildCache, tm
     """SIGKILL a real storing process halfway through a big zip (fed through a FIFO so the
     moment is deterministic): no entry appears, its lock is free, and prune removes the debris."""
     zip_path = artifact(tmp_path / "built")
-    manifest = json.loads(manifests.manifest_path(zip_path).read_text())
+    manifest = json.loads(manifest_path(zip_path).read_text())
     manifest.update(zipped_size=64 << 20, sha256="0" * 64)  # the big zip the child believes it gets
     manifest_file = tmp_path / "big.manifest.json"
     manifest_file.write_text(json.dumps(manifest))
@@ -228,7 +228,7 @@ def test_killed_mid_store_leaves_no_entry_and_prune_cleans(cache: BuildCache, tm
     result = cache.prune()  # takes the key's lock: proves the dead child's lock was released
     assert result.debris == 1 and result.bytes >= 1 << 20
     assert os.listdir(cache.root) == []
-    cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    cache.store(key(), zip_path, manifest_path(zip_path))
     assert cache.lookup(key()) is not None
 
 
@@ -242,7 +242,7 @@ def _partial_zip_written(root: Path) -> bool:
 
 def test_corrupted_zip_is_a_miss_and_removed(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
-    entry = cache.store(key(), zip_path, manifests.manifest_path(zip_path))
+    entry = cache.store(key(), zip_path, manifest_path(zip_path))
     data = bytearray(entry.zip_path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different bytes: bit rot
     entry.zip_path.write_bytes(bytes(data))
@@ -259,7 +259,7 @@ def _aged(cache: BuildCache, entry_key: str, days_ago: float) -> None:
 def test_prune_by_age_uses_last_use(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
     for n in range(3):
-        cache.store(key(n), zip_path, manifests.manifest_path(zip_path))
+        cache.store(key(n), zip_path, manifest_path(zip_path))
     _aged(cache, key(0), 10)
     _aged(cache, key(1), 10)
     assert cache.lookup(key(1)) is not None  # a hit makes it recent again
@@ -271,7 +271,7 @@ def test_prune_by_age_uses_last_use(cache: BuildCache, tmp_path: Path) -> None:
 def test_prune_by_size_removes_least_recently_used(cache: BuildCache, tmp_path: Path) -> None:
     for n in range(3):
         zip_path = artifact(tmp_path / f"built{n}", payload=os.urandom(50_000))
-        cache.store(key(n), zip_path, manifests.manifest_path(zip_path))
+        cache.store(key(n), zip_path, manifest_path(zip_path))
         _aged(cache, key(n), 3 - n)  # key(0) oldest, key(2) newest
     sizes = {e.key: e.size for e in cache.list_entries()}
     result = cache.prune(max_bytes=sizes[key(2)])
@@ -284,14 +284,14 @@ def test_prune_by_size_removes_least_recently_used(cache: BuildCache, tmp_path: 
 def test_prune_all(cache: BuildCache, tmp_path: Path) -> None:
     zip_path = artifact(tmp_path / "built")
     for n in range(2):
-        cache.store(key(n), zip_path, manifests.manifest_path(zip_path))
+        cache.store(key(n), zip_path, manifest_path(zip_path))
     assert cache.prune(all=True).removed == 2
     assert cache.list_entries() == [] and os.listdir(cache.root) == []
 
 
 def _store_after(root: str, entry_key: str, zip_path: str, barrier: Any, out: Any) -> None:
     barrier.wait()
-    entry = BuildCache(Path(root)).store(entry_key, Path(zip_path), manifests.manifest_path(Path(zip_path)))
+    entry = BuildCache(Path(root)).store(entry_key, Path(zip_path), manifest_path(Path(zip_path)))
     out.put(entry.manifest["sha256"])
 
 
@@ -306,7 +306,7 @@ def test_concurrent_stores_of_one_key_end_with_one_valid_entry(cache: BuildCache
     for child in children:
         child.join(60)
         assert child.exitcode == 0
-    sha = json.loads(manifests.manifest_path(zips[0]).read_text())["sha256"]
+    sha = json.loads(manifest_path(zips[0]).read_text())["sha256"]
     assert [results.get(timeout=5), results.get(timeout=5)] == [sha, sha]
     assert os.listdir(cache.root) == [key()], "exactly one entry, no debris"
     hit = cache.lookup(key())
@@ -408,7 +408,7 @@ def _recipe_copy(tmp_path: Path, name: str, requirements_yaml: str) -> Recipe:
     text = (folder / "recipe.yaml").read_text()
     head, _, tail = text.partition("python:\n  requirements:\n    - ./greet_ext\n")
     (folder / "recipe.yaml").write_text(head + requirements_yaml + tail)
-    return recipe.load(folder / "recipe.yaml")
+    return loader.load(folder / "recipe.yaml")
 
 
 def test_python_requirements_change_only_the_build_key(tmp_path: Path) -> None:

@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 
 from builder.pipeline.plan import effective_mode
-from builder.recipe import loader as recipe
+from builder.recipe import loader
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.docker  # asks the engine for its architecture
 
 
-def load(tmp_path: Path, extra: str) -> recipe.Recipe:
+def load(tmp_path: Path, extra: str) -> loader.Recipe:
     (tmp_path / "src").mkdir(exist_ok=True)
     path = tmp_path / "r.yaml"
     path.write_text("name: a\nversion: '1'\nruntimes: [python3.11]\n"
                     "sources: [{name: s, path: ./src, build: [make]}]\n" + extra)
-    return recipe.load(path)
+    return loader.load(path)
 
 
 @pytest.mark.parametrize(
@@ -46,4 +46,4 @@ def test_explicit_modes_and_native(engine: None, tmp_path: Path) -> None:
 
 def test_shipped_recipes_choose_a_mode(engine: None) -> None:
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        assert effective_mode(recipe.load(path), "arm64", "auto", "x86_64") in ("cross", "emulate")
+        assert effective_mode(loader.load(path), "arm64", "auto", "x86_64") in ("cross", "emulate")

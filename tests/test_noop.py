@@ -111,10 +111,10 @@ def test_image_id_needs_a_local_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.docker
 def test_image_id_matches_the_engine(local_images: dict[str, str]) -> None:
-    from builder.engine import client as engine
+    from builder.engine.client import inspect_image
 
     name = local_images["build"]
-    found = engine.inspect_image(name)
+    found = inspect_image(name)
     assert found is not None
     assert noop.image_id(name, os.environ) == found["Id"]
     assert noop.image_id("lambda-builder/no-such-image:never", os.environ) is None
@@ -249,15 +249,15 @@ def test_socketapi_reads_the_engine_and_names_a_missing_one(tmp_path: Path) -> N
 
 @pytest.mark.docker
 def test_socketapi_get_matches_the_sdk(client: object) -> None:
-    from builder.engine import client as engine
     from builder.engine import socketapi
+    from builder.engine.client import engine_arch
 
     sock = socketapi.socket_path(os.environ)
     assert sock is not None
     status, body = socketapi.get(sock, "/version")
     assert status == 200 and json.loads(body)["ApiVersion"] == client.version()["ApiVersion"]  # type: ignore[attr-defined]
     assert socketapi.get(sock, "/images/lambda-builder%2Fno-such:never/json")[0] == 404
-    assert engine.engine_arch() == ("arm64" if client.version()["Arch"] == "arm64" else "x86_64")  # type: ignore[attr-defined]
+    assert engine_arch() == ("arm64" if client.version()["Arch"] == "arm64" else "x86_64")  # type: ignore[attr-defined]
 
 
 def test_tree_state_does_not_follow_a_link_out_of_the_tree(tmp_path: Path) -> None:

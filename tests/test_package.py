@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.artifact import manifest as manifests
-from builder.artifact import pack as package
-from builder.artifact import zipwrite
+from builder.artifact import pack, zipwrite
+from builder.artifact.manifest import manifest_path
 
 
 def make_stage(root: Path) -> Path:
@@ -30,8 +29,8 @@ def test_deterministic_bytes_and_metadata(tmp_path: Path) -> None:
     a = make_stage(tmp_path / "a")
     b = make_stage(tmp_path / "b")
     os.utime(b / "pkg" / "__init__.py", (1e9, 1e9))  # mtimes must not matter
-    za, ma = package.package(a, tmp_path / "outa", "x-1-python3.11-x86_64", {"name": "x"})
-    zb, mb = package.package(b, tmp_path / "outb", "x-1-python3.11-x86_64", {"name": "x"})
+    za, ma = pack.package(a, tmp_path / "outa", "x-1-python3.11-x86_64", {"name": "x"})
+    zb, mb = pack.package(b, tmp_path / "outb", "x-1-python3.11-x86_64", {"name": "x"})
     assert za.read_bytes() == zb.read_bytes()
     assert ma["sha256"] == mb["sha256"]
     with zipfile.ZipFile(za) as zf:
@@ -41,21 +40,21 @@ def test_deterministic_bytes_and_metadata(tmp_path: Path) -> None:
         assert modes["lib/libx.so.1"] == 0o755 and modes["pkg/__init__.py"] == 0o644
         assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
     assert ma["unzipped_size"] == sum(c["size"] for c in ma["contents"])
-    assert manifests.manifest_path(za).is_file()
+    assert manifest_path(za).is_file()
 
 
 def test_include_exclude(tmp_path: Path) -> None:
     stage = make_stage(tmp_path / "s")
-    entries = package.collect(stage, exclude=["pkg/tests"])
+    entries = pack.collect(stage, exclude=["pkg/tests"])
     assert [e.path for e in entries] == ["lib/libx.so.1", "pkg/__init__.py"]
-    entries = package.collect(stage, include=["lib/*"])
+    entries = pack.collect(stage, include=["lib/*"])
     assert [e.path for e in entries] == ["lib/libx.so.1"]
 
 
 def test_failure_keeps_previous_artifact_and_leaves_no_temp(tmp_path: Path) -> None:
     stage = make_stage(tmp_path / "s")
     out = tmp_path / "out"
-    good, _ = package.package(stage, out, "x-1", {})
+    good, _ = pack.package(stage, out, "x-1", {})
     before = good.read_bytes()
     unreadable = stage / "pkg" / "secret.py"
     unreadable.write_text("")
@@ -67,21 +66,21 @@ def test_failure_keeps_previous_artifact_and_leaves_no_temp(tmp_path: Path) -> N
         unreadable.unlink()
         (stage / "pkg" / "gone.py").symlink_to(stage / "pkg" / "later")
         (stage / "pkg" / "later").write_text("")
-        real_write = package.write_zip
+        real_write = pack.write_zip
 
-        def failing(entries: list[package.Entry], dest: Path) -> zipwrite.Written:
+        def failing(entries: list[pack.Entry], dest: Path) -> zipwrite.Written:
             real_write(entries, dest)
             raise OSError("disk full")
 
-        package.write_zip = failing  # type: ignore[assignment]
+        pack.write_zip = failing  # type: ignore[assignment]
         try:
             with pytest.raises(OSError):
-                package.package(stage, out, "x-1", {})
+                pack.package(stage, out, "x-1", {})
         finally:
-            package.write_zip = real_write  # type: ignore[assignment]
+            pack.write_zip = real_write  # type: ignore[assignment]
     else:
         with pytest.raises(PermissionError):
-            package.package(stage, out, "x-1", {})
+            pack.package(stage, out, "x-1", {})
     assert good.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["x-1.manifest.json", "x-1.zip"]
     assert not any(stat.S_ISFIFO(p.lstat().st_mode) for p in out.iterdir())

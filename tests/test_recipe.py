@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import UserError
-from builder.recipe import loader as recipe
+from builder.recipe import loader
 from tests.conftest import FIXTURES, ROOT, run_cli
 
 
@@ -18,18 +18,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def problems(path: Path) -> list[str]:
-    with pytest.raises(recipe.RecipeInvalid) as info:
-        recipe.load(path)
+    with pytest.raises(loader.RecipeInvalid) as info:
+        loader.load(path)
     return [p.render(path) for p in info.value.problems]
 
 
 def test_fixture_and_shipped_recipes_load() -> None:
-    r = recipe.load(FIXTURES / "greet" / "recipe.yaml")
+    r = loader.load(FIXTURES / "greet" / "recipe.yaml")
     assert r.name == "greet" and r.runtimes == ("python3.11",) and r.architectures == ("x86_64",)
     assert r.sources[0].path == (FIXTURES / "greet" / "libgreet").resolve()
     assert r.python.requirements == (str((FIXTURES / "greet" / "greet_ext").resolve()),)
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        assert recipe.load(path).name
+        assert loader.load(path).name
 
 
 def test_unknown_key_gets_line_and_did_you_mean(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ tests:
 def test_bad_input_messages(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(UserError) as info:
-        recipe.load(path)
+        loader.load(path)
     assert expected in info.value.render()
 
 
@@ -97,16 +97,16 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
 
 def test_build_isolation_defaults_on_and_can_be_turned_off(tmp_path: Path) -> None:
     base = "name: a\nversion: '1'\nruntimes: [python3.11]\npython:\n  requirements: [psycopg2==2.9.10]\n"
-    assert recipe.load(write(tmp_path, base)).python.build_isolation is True
-    off = recipe.load(write(tmp_path, base + "  build_isolation: false\n"))
-    assert off.python.build_isolation is False and off.canonical != recipe.load(write(tmp_path, base)).canonical
+    assert loader.load(write(tmp_path, base)).python.build_isolation is True
+    off = loader.load(write(tmp_path, base + "  build_isolation: false\n"))
+    assert off.python.build_isolation is False and off.canonical != loader.load(write(tmp_path, base)).canonical
 
 
 def test_canonical_hash_follows_content(tmp_path: Path) -> None:
-    a = recipe.load(write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\n"))
-    b = recipe.load(write(tmp_path, "runtimes: [python3.11]\nversion: '1'\nname: a  # same content\n"))
-    c = recipe.load(write(tmp_path, "name: a\nversion: '2'\nruntimes: [python3.11]\n"))
-    assert recipe.recipe_sha256(a) == recipe.recipe_sha256(b) != recipe.recipe_sha256(c)
+    a = loader.load(write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\n"))
+    b = loader.load(write(tmp_path, "runtimes: [python3.11]\nversion: '1'\nname: a  # same content\n"))
+    c = loader.load(write(tmp_path, "name: a\nversion: '2'\nruntimes: [python3.11]\n"))
+    assert loader.recipe_sha256(a) == loader.recipe_sha256(b) != loader.recipe_sha256(c)
 
 
 def test_anchors_reused_within_the_budget_load(tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_anchors_reused_within_the_budget_load(tmp_path: Path) -> None:
     text = "name: a\nversion: '1'\nruntimes: [python3.11]\nsources:\n"
     text += "  - {name: s0, path: ., build: &steps [./configure, make, make install]}\n"
     text += "".join(f"  - {{name: s{i}, path: ., build: *steps}}\n" for i in range(1, 20))
-    loaded = recipe.load(write(tmp_path, text))
+    loaded = loader.load(write(tmp_path, text))
     assert [s.build for s in loaded.sources] == [("./configure", "make", "make install")] * 20
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.artifact import pack as package
-from builder.artifact import zipwrite
+from builder.artifact import pack, zipwrite
 from builder.errors import BuildFailed
 
 
@@ -33,7 +32,7 @@ def tree(root: Path) -> Path:
 
 def test_round_trip_through_zipfile_and_unzip(tmp_path: Path) -> None:
     stage = tree(tmp_path / "stage")
-    members = package.collect(stage)
+    members = pack.collect(stage)
     dest = tmp_path / "a.zip"
     written = zipwrite.write_zip(members, dest, jobs=3)
     assert written.size == dest.stat().st_size
@@ -63,7 +62,7 @@ def test_round_trip_through_zipfile_and_unzip(tmp_path: Path) -> None:
 
 
 def test_same_bytes_whatever_the_number_of_threads(tmp_path: Path) -> None:
-    members = package.collect(tree(tmp_path / "stage"))
+    members = pack.collect(tree(tmp_path / "stage"))
     digests = {zipwrite.write_zip(members, tmp_path / f"{jobs}.zip", jobs=jobs).sha256 for jobs in (1, 2, 7)}
     assert len(digests) == 1
 
@@ -71,6 +70,6 @@ def test_same_bytes_whatever_the_number_of_threads(tmp_path: Path) -> None:
 def test_more_entries_than_a_plain_zip_holds_is_a_clear_error(tmp_path: Path) -> None:
     one = tmp_path / "one.py"
     one.write_text("")
-    members = [package.Entry(f"m{i}.py", one, False) for i in range(0x10000)]
+    members = [pack.Entry(f"m{i}.py", one, False) for i in range(0x10000)]
     with pytest.raises(BuildFailed, match="65536 zip entries"):
         zipwrite.write_zip(members, tmp_path / "big.zip")

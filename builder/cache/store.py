@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.artifact.manifest import manifest_path as package_manifest_path
+from builder.artifact import manifest
 from builder.cache.folders import (
     MANIFEST_NAME,
     META_NAME,
@@ -169,14 +169,14 @@ class BuildCache(_Store):
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         zip_dest = out_dir / f"{stem}.zip"
-        manifest_dest = package_manifest_path(zip_dest)
+        manifest_dest = manifest.manifest_path(zip_dest)
         try:
             manifest_bytes = entry.manifest_path.read_bytes()
         except OSError:
             raise CacheMiss(f"cache entry {entry.key[:12]} vanished") from None
         if entry.manifest.get("zip") != zip_dest.name:  # same content restored under another name
-            manifest = {**entry.manifest, "zip": zip_dest.name}
-            manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+            renamed = {**entry.manifest, "zip": zip_dest.name}
+            manifest_bytes = (json.dumps(renamed, indent=2, sort_keys=True) + "\n").encode()
         sha = str(entry.manifest["sha256"])
         zip_same = _same_bytes(zip_dest, entry.zip_path)
         try:

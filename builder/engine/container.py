@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from builder.engine import client as engine
+from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
 from builder.errors import BuildFailed, EnvironmentProblem
 from builder.runtimes import DOCKER_PLATFORM
@@ -56,7 +56,7 @@ def sweep_orphans(log: Log | None = None) -> int:
 
     removed = 0
     host = socket.gethostname()
-    api = engine.client().api
+    api = client().api
     # the plain listing, labels included: the SDK's containers.list inspects each container after
     # listing, which fails when another build removes one in between (builds run side by side)
     for container in api.containers(all=True, filters={"label": LABEL}):
@@ -128,7 +128,7 @@ class Container:
         self.purpose = purpose
         self.log = log
         self.arch = arch or image.arch
-        self.base_env: dict[str, str] = {**engine.proxy_env(), **(env or {})}
+        self.base_env: dict[str, str] = {**proxy_env(), **(env or {})}
         self.volumes = dict(volumes or {})  # named volume -> path: caches that outlive the container
         self._container: Any = None
         self._removing: Future[None] | None = None
@@ -156,12 +156,12 @@ class Container:
     ) -> None:
         self.remove()
 
-    def _check_emulation(self, client: Any) -> None:
+    def _check_emulation(self, docker_client: Any) -> None:
         """A foreign-arch container without emulation fails with 'exec format error' deep in a step:
         say what is missing and how to enable it before starting one."""
         from builder.engine import emulation
 
-        if self.arch != "arm64" or engine.engine_arch() == "arm64" or emulation.engine_is_remote(client):
+        if self.arch != "arm64" or engine_arch() == "arm64" or emulation.engine_is_remote(docker_client):
             return
         status = emulation.binfmt_status()
         if not status.ok:
@@ -172,8 +172,8 @@ class Container:
             )
 
     def start(self) -> None:
-        client = engine.client()
-        self._check_emulation(client)
+        docker_client = client()
+        self._check_emulation(docker_client)
         name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
         labels = {
             LABEL: "1",
@@ -181,7 +181,7 @@ class Container:
             "org.lambda-builder.host": socket.gethostname(),
             "org.lambda-builder.purpose": self.purpose,
         }
-        self._container = client.containers.create(
+        self._container = docker_client.containers.create(
             self.image.id,
             command=["sleep", "infinity"],
             entrypoint=[],
@@ -196,7 +196,7 @@ class Container:
         try:
             self._container.start()
             files = {path: (content, 0o644) for path, content in self.files.items()}
-            ca = engine.host_ca_bundle()
+            ca = host_ca_bundle()
             if ca is not None:
                 files[CA_IN_CONTAINER] = (ca.read_bytes(), 0o644)
                 self.base_env.update(_ca_env())
@@ -259,7 +259,7 @@ class Container:
         Returns the output (its last `max_output` lines; None keeps all) so callers can read answers.
         """
         self._ready()  # before the clock starts, and before base_env is read (start adds the CA's)
-        api = engine.client().api
+        api = client().api
         environment = {**self.base_env, **(env or {})}
         self._busy(+1)
         try:

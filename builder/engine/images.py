@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import paths
-from builder.engine import client as engine
+from builder.engine.client import client, host_ca_bundle, inspect_image, proxy_env
 from builder.engine.rootfs import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.resources import RESOURCES
@@ -85,7 +85,7 @@ def verify_arch(image: Any, name: str, arch: str) -> None:
 
 @dataclass(frozen=True)
 class _Image:
-    """What an image inspect says that we use (read without the SDK: see engine.api_get)."""
+    """What an image inspect says that we use (read without the SDK: see client.api_get)."""
 
     id: str
     attrs: dict[str, Any]
@@ -96,7 +96,7 @@ class _Image:
 
 
 def _get(name: str) -> _Image | None:
-    attrs = engine.inspect_image(name)
+    attrs = inspect_image(name)
     return _Image(str(attrs["Id"]), attrs) if attrs else None
 
 
@@ -124,7 +124,7 @@ def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
     repo, _, tag = name.rpartition(":")
     progress(f"pulling {name}")
     try:
-        engine.client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
+        client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
         return _get(name)
     except docker.errors.APIError as exc:
         progress(f"cannot pull {name}: {str(exc.explanation or exc)[:160]}")
@@ -230,7 +230,7 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
         progress(f"importing {name}")
         repo, _, tag = name.rpartition(":")
         # a plain import ignores the platform (arm64 rootfs would claim amd64): build FROM scratch
-        import_rootfs(engine.client(), tarball, repo, tag, DEBIAN_ARCH[arch])
+        import_rootfs(client(), tarball, repo, tag, DEBIAN_ARCH[arch])
     image = _get(name)
     if image is None:
         raise BuildFailed(f"importing {name} produced no image")
@@ -240,7 +240,7 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
 
 def _context(dockerfile: str) -> io.BytesIO:
     """The build context: the Dockerfile and the host CA bundle, for builds behind a TLS proxy."""
-    ca = engine.host_ca_bundle()
+    ca = host_ca_bundle()
     files = {"Dockerfile": (dockerfile.encode(), 0o644), "lb-ca.crt": (ca.read_bytes() if ca else b"", 0o644)}
     return io.BytesIO(tar_bytes(files))
 
@@ -261,9 +261,9 @@ def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progre
         verify_arch(existing, name, base.arch)
         return ImageRef(name, existing.id, base.arch, "local", base.debian)
     progress(f"building {name} from build-images/{kind}.Dockerfile")
-    buildargs = {"BASE": base.name, **engine.proxy_env()}
+    buildargs = {"BASE": base.name, **proxy_env()}
     tail: list[str] = []
-    stream = engine.client().api.build(
+    stream = client().api.build(
         fileobj=_context(dockerfile),
         custom_context=True,
         tag=name,
@@ -319,7 +319,7 @@ def ensure_local(
 def list_images() -> list[dict[str, str]]:
     """Every image lambda-builder made or would use that is on the engine now."""
     rows = []
-    for image in engine.client().images.list():
+    for image in client().images.list():
         for tag in image.tags:
             if tag.startswith(f"{LOCAL_REPO}/") or tag.startswith(
                 ("public.ecr.aws/sam/", "public.ecr.aws/lambda/")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from builder.artifact.manifest import load_manifest, manifest_path
 from builder.cache import noop
-from builder.cache import store as cache
-from builder.engine import client as engine
+from builder.cache.store import BuildCache
 from builder.engine import images
+from builder.engine.client import seen_images
 from builder.errors import UserError
 from builder.pipeline.build import BuildResult
 from builder.ship.limits import check_limits
@@ -33,14 +33,14 @@ def stamp_noop(argv: Sequence[str] | None, result: BuildResult, *, quiet: bool, 
         recipes={inputs.recipe_path: inputs.recipe_digest},
         trees=inputs.trees,
         tool=inputs.tool,
-        images=engine.seen_images(),
+        images=seen_images(),
         pull_skip_until=images.pull_skip_until(),
         outputs=[str(zip_path), str(manifest_path(zip_path))],
         zip_path=str(result.zip_path),
         key=result.key,
         quiet=quiet,
         warnings=warnings,
-        touch=str(cache.BuildCache().entry_dir(result.key)) if result.key else None,
+        touch=str(BuildCache().entry_dir(result.key)) if result.key else None,
     )
 
 

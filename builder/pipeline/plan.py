@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.artifact.policy import Policy, policy_for_debian, policy_for_runtime
-from builder.engine import client as engine
-from builder.engine import images
+from builder.engine import client, images
 from builder.engine.images import ImageRef
 from builder.errors import UserError
 from builder.pipeline import cross
@@ -80,7 +79,7 @@ class Target:
 def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> Target:
     """Decide everything about one build before it runs (the images may be pulled or made here)."""
     runtime = runtime_of(runtime_name)
-    engine_arch = engine.engine_arch()
+    engine_arch = client.engine_arch()
     mode = effective_mode(recipe, arch, options.mode or recipe.mode, engine_arch)
     if mode == "cross":
         image = images.resolve(runtime_name, engine_arch, "cross", override=options.image, progress=log)
