@@ -2,6 +2,8 @@
 
 Exit codes: 0 ok; 1 a build/test/publish ran and failed; 2 bad input (recipe, arguments,
 files); 3 the machine lacks something (Docker engine, emulation, bootstrap tool); 130 interrupted.
+
+Top of the stack: parses arguments and maps errors to exit codes; must not do a stage's work itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""sha256 of files: one reader for sources, the caches and the manifest (archives can be hundreds of MB)."""
+"""sha256 of files: one reader for sources, the caches and the manifest (archives can be hundreds of MB).
+
+Shared vocabulary, below every stage: must not import one.
+"""
 
 from __future__ import annotations
 

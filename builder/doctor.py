@@ -3,6 +3,8 @@
 Above the stages it checks (engine, images, emulation, CA bundle, cross toolchain) and below the
 CLI, which only prints its lines: it builds nothing and changes nothing (`--fix-emulation` is
 engine.emulation's).
+
+A layer beside pipeline, above engine: it may look at every stage below it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The `lambda-builder` entry point: an unchanged build is answered before the CLI is loaded."""
+"""The `lambda-builder` entry point: an unchanged build is answered before the CLI is loaded.
+
+Imports only the standard library until the no-op answers (a lint-imports contract, tests/test_noop.py).
+"""
 
 from __future__ import annotations
 

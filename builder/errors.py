@@ -5,6 +5,8 @@ Exit codes (documented in the README):
   1  a build, test or publish ran and failed (BuildFailed)
   2  the user's input is wrong: recipe, arguments, files, environment (UserError)
   3  the environment cannot do what was asked: no Docker engine, no emulation (EnvironmentProblem)
+
+Shared vocabulary, below every stage (the bottom layer): must import nothing of builder.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Where lambda-builder keeps state on the host, and a lock so parallel builds don't race."""
+"""Where lambda-builder keeps state on the host, and a lock so parallel builds don't race.
+
+Shared vocabulary, below every stage: must not import one.
+"""
 
 from __future__ import annotations
 

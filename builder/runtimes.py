@@ -1,4 +1,7 @@
-"""Lambda runtimes and architectures as data: what each runtime runs on and which images serve it."""
+"""Lambda runtimes and architectures as data: what each runtime runs on and which images serve it.
+
+Shared vocabulary, below every stage: must not import one.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Read-only and host-side: each needed soname is classified the way the loader on Lambda
 would find it (the runtime image, the zip's lib/ which Lambda puts on LD_LIBRARY_PATH,
 or the file's own $ORIGIN RUNPATH), and symbol versions are checked against the policy.
+
+Stage artifact: reads files on the host only; must not touch Docker or the engine.
 """
 
 from __future__ import annotations

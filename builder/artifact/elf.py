@@ -3,6 +3,8 @@
 pyelftools parses the file directly, so this works for any architecture on any host (an
 arm64 extension is analysed on an x86_64 laptop) and never executes untrusted code the
 way `ldd` would.
+
+Stage artifact: reads ELF files on the host only; must not touch Docker or the engine.
 """
 
 from __future__ import annotations

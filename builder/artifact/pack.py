@@ -4,6 +4,8 @@ Same inputs give the same bytes (sorted entries, fixed timestamps, normalized mo
 compression), so a zip's sha256 identifies its content and publishing it twice uploads nothing.
 A build writes beside the old artifact and renames at the end: a failed or interrupted build
 never leaves a half-written zip and never destroys the last good one.
+
+Stage artifact: the stage folder on the host in, the zip out; must not touch Docker or the engine.
 """
 
 from __future__ import annotations

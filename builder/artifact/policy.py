@@ -4,6 +4,8 @@ A policy answers two questions for repair and audit: which sonames the runtime i
 already has (never bundled), and the newest GLIBC/GLIBCXX/CXXABI/GCC symbol versions it
 can satisfy. The numbers live in JSON, each with its source, so they can be checked and
 updated without touching code.
+
+Stage artifact: data only; must not touch Docker or the engine.
 """
 
 from __future__ import annotations

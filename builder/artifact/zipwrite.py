@@ -9,6 +9,8 @@ zlib on that artifact and its output 2% smaller (measured: 0.26 s against 0.77 s
 
 It writes the plain (not zip64) format, which caps a zip at 65,535 entries and 4 GiB, far above
 Lambda's 250 MB unzipped limit; anything bigger is refused with a clear error.
+
+Stage artifact: bytes on the host only; must not touch Docker, the engine or the manifest's meaning.
 """
 
 from __future__ import annotations

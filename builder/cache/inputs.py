@@ -5,6 +5,8 @@ twice, kept equal by hand, and the stamp read the trees only after the build, so
 during it was stamped as built. Here they are read once, before anything runs: the stat state
 of each local tree first (what the stamp checks), then the content digests (what the key is
 made of), so an edit that lands in between makes the stamp stale, never the key wrong.
+
+Stage cache: reads files and asks for source digests; must not start a container or run a build.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The rules worth a careful review live here, apart from the storage (`cache.store`): a key that
 misses an input serves a stale zip; one that has a needless input only costs a rebuild.
 Pure functions of values: no files are read here except local requirement trees.
+
+Stage cache: pure functions of their inputs; must not read files, the engine or the clock.
 """
 
 from __future__ import annotations

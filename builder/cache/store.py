@@ -15,6 +15,8 @@ atomic on POSIX. A crash mid-write leaves only a `.tmp-*` folder that lookups ne
 reader never sees half an entry. Content is verified against its recorded sha256 on every
 lookup; a corrupted entry is a miss and is removed, so the cache can cost time but never
 correctness.
+
+Stage cache: folders on the host only; must not start a container or decide what a key covers (cache/keys.py does).
 """
 
 from __future__ import annotations

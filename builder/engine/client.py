@@ -1,4 +1,7 @@
-"""The Docker engine connection and the host's network settings that must reach containers."""
+"""The Docker engine connection and the host's network settings that must reach containers.
+
+Stage engine: must not know recipes or builds (a lint-imports contract).
+"""
 
 from __future__ import annotations
 

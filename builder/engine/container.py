@@ -5,6 +5,8 @@ tar streams (never bind mounts), so a remote DOCKER_HOST works; the host's CA bu
 variables go in so downloads work behind TLS-intercepting proxies; and the container is removed
 whatever happens: success, failure, Ctrl-C or SIGTERM. A sweep also removes containers left by a
 process that was killed outright (SIGKILL, power loss), recognised by their labels.
+
+Stage engine: must not know recipes or what a build does (a lint-imports contract).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ base images to test in), right for anyone who can reach public.ecr.aws; and a lo
 bootstrapped from Debian (mmdebstrap or debootstrap, imported, then built from the Dockerfiles in
 build-images/), for air-gapped machines and this project's own CI. `auto` takes official images
 that are present or pullable and falls back to the local family, building what is missing.
+
+Stage engine: must not know recipes or builds (a lint-imports contract).
 """
 
 from __future__ import annotations

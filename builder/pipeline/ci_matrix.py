@@ -4,6 +4,8 @@ arm64 jobs go to GitHub's native arm64 runners by default (`ubuntu-24.04-arm`, f
 public repositories since January 2025) because they build without emulation or cross
 toolchains. Private repositories without them use `--no-native-arm64`: arm64 is then built
 on x86_64 runners, by cross-compilation or emulation as the recipe's mode decides.
+
+Stage pipeline: prints a plan for CI; must not build or touch the engine.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ Emulated arm64 builds run ~15x slower than native ones. Two toolchains avoid emu
 
 Everything here is data (environment variables and script texts); the pipeline writes the
 scripts into the cross image (`build-images/cross.Dockerfile`) and exports the environment.
+
+Stage pipeline: text and tars for the cross toolchain; must not run anything (the plan and the build put them in place).
 """
 
 from __future__ import annotations

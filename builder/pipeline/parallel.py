@@ -3,6 +3,8 @@
 Each build writes its full log to a file; the terminal shows one live status line per build
 (or prefixed lines when output is not a terminal) and a summary table at the end. One failure
 never hides the other builds' results.
+
+Stage pipeline: runs build_one per request; must not resolve a target or build anything itself.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The JSON Schema in builder/resources/schema/recipe.schema.json is the contract (
 complete and check recipes); this module enforces it, adds the checks a schema cannot express
 (paths that must exist, one kind of origin per source), and turns both into messages a person
 can act on, with a did-you-mean for misspelt keys.
+
+Stage recipe: YAML and the schema only; must not know Docker, images or builds.
 """
 
 from __future__ import annotations

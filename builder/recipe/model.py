@@ -2,6 +2,8 @@
 
 Everything here is frozen and built only by `builder.recipe.loader` (from YAML) or by the stages
 that produce it, so a stage can never change what an earlier stage decided.
+
+Stage recipe: values only; must not know Docker, images or builds.
 """
 
 from __future__ import annotations

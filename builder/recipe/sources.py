@@ -4,6 +4,8 @@ Sources reach the build container with `put_archive`, never via bind mounts, so 
 DOCKER_HOST works. Remote content is trusted only through its sha256: downloads land under
 a temporary name and are renamed into the content-addressed cache only once the hash matched,
 so the cache never holds a file that was not verified.
+
+Stage recipe: fetches and digests on the host; must not know Docker, images or builds.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ is imported (nothing is imported eagerly), so each object is compiled by its own
 call, as before, only several at a time. LAMBDA_BUILDER_COMPILE_JOBS sets how many (1: off).
 
 Python 3.8 compatible (annotations are never evaluated): it runs under the build image's interpreter.
+
+Runs in the build image's Python, not in lambda-builder: must import only the standard library and nothing of builder.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ For code past the 250 MB zip limit (images may be 10 GB) or teams that deploy im
 files go where Lambda would have unpacked them (/var/task for a function, /opt for a layer) on
 top of the runtime image for the zip's runtime and arch. The build context is made in memory
 from the zip itself, so the image holds exactly the bytes the manifest describes.
+
+Stage ship: must not build an artifact; it packs a finished zip into an image.
 """
 
 from __future__ import annotations

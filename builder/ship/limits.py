@@ -3,6 +3,8 @@
 The numbers are the byte values Lambda itself enforces (GetAccountSettings reports them as
 CodeSizeZipped / CodeSizeUnzipped; a rejected layer says "Unzipped size must be smaller than
 262144000 bytes"), so a build can warn before a publish fails half-way.
+
+Stage ship: reads a manifest only; must not touch the engine or AWS.
 """
 
 from __future__ import annotations

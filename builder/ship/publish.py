@@ -4,6 +4,8 @@ Configuration is boto3's own (profiles, AWS_REGION, AWS_ENDPOINT_URL, credential
 whatever works for the AWS CLI works here. Every botocore failure becomes one UserError,
 BuildFailed or EnvironmentProblem whose message says what to fix; nothing mutating runs
 until the artifact, the target and the limits have been checked.
+
+Stage ship: must not build or change an artifact; it uploads a finished zip.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The zip is unpacked into a clean runtime container (Python only, no compiler, no -dev or
 library packages) at /var/task for a function or /opt for a layer, with Lambda's environment,
 and the recipe's tests (recorded in the manifest) run there.
+
+Stage ship: must not build or change an artifact; it only runs one in a runtime container.
 """
 
 from __future__ import annotations
