@@ -1,4 +1,6 @@
-"""How `--mode auto` decides between cross-compiling and emulating arm64 on an x86_64 engine."""
+"""How a build is resolved before it runs: `--mode auto` between cross-compiling and emulating arm64 on an
+x86_64 engine (the engine's arch is given: the plan asks the engine once), the runtime image and the
+audit policy of each image family."""
 
 from __future__ import annotations
 
@@ -6,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline.plan import effective_mode
+from builder.engine.images import ImageRef
+from builder.pipeline.plan import audit_policy, effective_mode, runtime_image_name, runtime_of
 from builder.recipe import loader
 from tests.conftest import ROOT
-
-pytestmark = pytest.mark.docker  # asks the engine for its architecture
 
 
 def load(tmp_path: Path, extra: str) -> loader.Recipe:
@@ -32,11 +33,11 @@ def load(tmp_path: Path, extra: str) -> loader.Recipe:
         ("binaries: [/usr/bin/pg_dump]\n", "emulate"),
     ],
 )
-def test_auto_picks_cross_only_where_sound(engine: None, tmp_path: Path, extra: str, expected: str) -> None:
+def test_auto_picks_cross_only_where_sound(tmp_path: Path, extra: str, expected: str) -> None:
     assert effective_mode(load(tmp_path, extra), "arm64", "auto", "x86_64") == expected
 
 
-def test_explicit_modes_and_native(engine: None, tmp_path: Path) -> None:
+def test_explicit_modes_and_native(tmp_path: Path) -> None:
     r = load(tmp_path, "system_packages: {apt: [libpq-dev]}\n")
     assert effective_mode(r, "arm64", "cross", "x86_64") == "cross"
     assert effective_mode(r, "x86_64", "auto", "x86_64") == "native"
@@ -44,6 +45,22 @@ def test_explicit_modes_and_native(engine: None, tmp_path: Path) -> None:
     assert effective_mode(r, "x86_64", "cross", "x86_64") == "cross"  # glibc targeting on x86_64 too
 
 
-def test_shipped_recipes_choose_a_mode(engine: None) -> None:
+def test_shipped_recipes_choose_a_mode() -> None:
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         assert effective_mode(loader.load(path), "arm64", "auto", "x86_64") in ("cross", "emulate")
+
+
+def test_runtime_image_and_policy_follow_the_build_image(tmp_path: Path) -> None:
+    """The local family is tested in its own runtime image and audited as Debian (unless the recipe
+    asks for Lambda's policy); the official family in Lambda's runtime image, against Lambda's policy."""
+    runtime = runtime_of("python3.11")
+    local = ImageRef("lambda-builder/build:bookworm-arm64", "sha256:1", "arm64", "local", "bookworm")
+    official = ImageRef(runtime.official_build_image("arm64"), "sha256:2", "arm64", "official")
+    recipe = load(tmp_path, "")
+    assert runtime_image_name(runtime, "arm64", local) == "lambda-builder/runtime:bookworm-arm64"
+    assert runtime_image_name(runtime, "arm64", official) == runtime.official_runtime_image("arm64")
+    assert audit_policy(recipe, runtime, "arm64", local).name == "debian-bookworm"
+    lambda_name = audit_policy(recipe, runtime, "arm64", official).name
+    assert lambda_name != "debian-bookworm" and audit_policy(recipe, runtime, "arm64", official).arch == "arm64"
+    as_lambda = load(tmp_path, "bundle: {policy: lambda}\n")
+    assert audit_policy(as_lambda, runtime, "arm64", local).name == lambda_name
