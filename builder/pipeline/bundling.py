@@ -52,8 +52,7 @@ class ContainerResolver:
         container) and the sonames `also`, so it runs beside the steps before repair (pruning,
         stripping, copying the stage out); the walk's first prefetch waits for it."""
         self._guessed = True
-        queue = STAGE_QUEUE.format(stage=shlex.quote(stage), also=" ".join(shlex.quote(s) for s in also))
-        self._guessing = background(functools.partial(self._guess, dirs, queue, owners=True))
+        self._guessing = background(functools.partial(self._guess, dirs, stage_queue(stage, also), owners=True))
 
     def _list(self, dirs: Sequence[str]) -> None:
         new = [d for d in dirs if d not in self._listings]
@@ -224,11 +223,19 @@ done
 
 
 # The queue from a folder of files: what its ELF files need, except what it holds itself (by name).
+# `also` (bundle.dlopen) is one shell-quoted word assigned on its own: inside the double-quoted
+# queue it is only expanded, never parsed again, so no name can run a command substitution.
 STAGE_QUEUE = r"""
+also={also}
 skip="$skip$(find {stage} \( -type f -o -type l \) -printf '%f ' 2>/dev/null) "
-queue="{also} $(find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \) \
+queue="$also $(find {stage} -type f \( -name '*.so' -o -name '*.so.*' -o -perm -u+x \) \
   -exec readelf -d {{}} + 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p' | sort -u | tr '\n' ' ')"
 """
+
+
+def stage_queue(stage: str, also: Sequence[str]) -> str:
+    """The shell lines that set $queue (and extend $skip) for CLOSURE from the files in `stage`."""
+    return STAGE_QUEUE.format(stage=shlex.quote(stage), also=shlex.quote(" ".join(also)))
 
 
 def elf_machine(path: Path) -> str | None:
