@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
+from builder.engine.reference import parse_reference
 from builder.errors import BuildFailed, EnvironmentProblem
 from builder.runtimes import DOCKER_PLATFORM
 from builder.tarsafe import tar_bytes
@@ -319,9 +320,9 @@ class Container:
 
     def commit(self, tag: str, labels: Mapping[str, str]) -> str:
         """Keep the container's filesystem as an image (caches volumes are not part of it)."""
-        repo, _, name = tag.rpartition(":")
+        ref = parse_reference(tag)
         self._ready()
-        image = self._container.commit(repository=repo, tag=name, conf={"Labels": dict(labels)})
+        image = self._container.commit(repository=ref.repository, tag=ref.pull_tag, conf={"Labels": dict(labels)})
         return str(image.id)
 
     # --- files ---------------------------------------------------------------------------------

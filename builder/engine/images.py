@@ -4,7 +4,8 @@ Two families serve every runtime: the official AWS images (SAM build images to b
 base images to test in), right for anyone who can reach public.ecr.aws; and a local family
 bootstrapped from Debian (mmdebstrap or debootstrap, imported, then built from the Dockerfiles in
 build-images/), for air-gapped machines and this project's own CI. `auto` takes official images
-that are present or pullable and falls back to the local family, building what is missing.
+that are present or pullable and falls back to the local family (building what is missing) only
+when their registry is unreachable, saying so: any other pull failure is an error.
 
 Stage engine: must not know recipes or builds (a lint-imports contract).
 """
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 from builder import paths
 from builder.engine.client import client, host_ca_bundle, inspect_image, proxy_env
+from builder.engine.reference import ImageReference, PullProblem, classify_pull_error, parse_reference, pull_error
 from builder.engine.rootfs import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.resources import RESOURCES
@@ -102,8 +104,10 @@ def _get(name: str) -> _Image | None:
     return _Image(str(attrs["Id"]), attrs) if attrs else None
 
 
-def _unreachable_marker() -> Path:
-    return paths.cache_dir() / "registry-unreachable"
+def _unreachable_marker(ref: ImageReference) -> Path:
+    """One marker per registry host: an unreachable public.ecr.aws says nothing of another registry."""
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in ref.registry_host)
+    return paths.cache_dir() / f"registry-unreachable-{host}"
 
 
 _pull_skip_until: list[float] = []
@@ -114,34 +118,94 @@ def pull_skip_until() -> float | None:
     return min(_pull_skip_until, default=None)
 
 
-def _try_pull(name: str, arch: str, progress: Progress) -> _Image | None:
-    """Pull an official image; remember a failure for a while so every build doesn't wait on it."""
-    marker = _unreachable_marker()
-    skip_until = marker.stat().st_mtime + UNREACHABLE_MARKER_TTL if marker.exists() else 0.0
-    if time.time() < skip_until:
-        _pull_skip_until.append(skip_until)
+@dataclass(frozen=True)
+class PullFailure:
+    """Why an image could not be had: the reference, the kind of failure, the engine's words."""
+
+    ref: ImageReference
+    problem: PullProblem
+    detail: str
+    remembered: bool = False  # from an earlier run's marker, not a pull just now
+
+
+def _remembered_unreachable(ref: ImageReference) -> PullFailure | None:
+    marker = _unreachable_marker(ref)
+    try:
+        skip_until = marker.stat().st_mtime + UNREACHABLE_MARKER_TTL
+        reason = marker.read_text().strip()
+    except OSError:
         return None
+    if time.time() >= skip_until:
+        return None
+    _pull_skip_until.append(skip_until)
+    return PullFailure(ref, "unreachable", reason, remembered=True)
+
+
+def _pull(ref: ImageReference, arch: str, progress: Progress) -> _Image | PullFailure:
+    """Pull `ref` for `arch`; a failure says which kind it was (see reference.classify_pull_error)."""
     import docker.errors
 
-    repo, _, tag = name.rpartition(":")
-    progress(f"pulling {name}")
+    progress(f"pulling {ref}")
     try:
-        client().images.pull(repo, tag=tag, platform=DOCKER_PLATFORM[arch])
-        return _get(name)
+        client().images.pull(ref.repository, tag=ref.pull_tag, platform=DOCKER_PLATFORM[arch])
     except docker.errors.APIError as exc:
-        progress(f"cannot pull {name}: {str(exc.explanation or exc)[:160]}")
-        marker.write_text(str(exc))
+        detail = str(exc.explanation or exc)[:300]
+        return PullFailure(ref, classify_pull_error(detail, exc.status_code), detail)
+    return _get(str(ref)) or PullFailure(ref, "other", "the pull succeeded but the engine has no such image")
+
+
+def obtain(ref: ImageReference, arch: str, progress: Progress) -> _Image | PullFailure:
+    """The image on the engine, pulled if missing. Only an unreachable registry is remembered (for a
+    while, so every build does not wait on it): anything else is worth trying again next time."""
+    image = _get(str(ref))
+    if image is not None:
+        return image
+    remembered = _remembered_unreachable(ref)
+    if remembered is not None:
+        return remembered
+    pulled = _pull(ref, arch, progress)
+    if isinstance(pulled, PullFailure) and pulled.problem == "unreachable":
+        marker = _unreachable_marker(ref)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(pulled.detail)
         _pull_skip_until.append(marker.stat().st_mtime + UNREACHABLE_MARKER_TTL)
-        return None
+    return pulled
 
 
-def _official(runtime: Runtime, arch: str, kind: Kind, progress: Progress) -> ImageRef | None:
+def _official(runtime: Runtime, arch: str, kind: Kind, progress: Progress) -> ImageRef | PullFailure:
     name = runtime.official_build_image(arch) if kind == "build" else runtime.official_runtime_image(arch)
-    image = _get(name) or _try_pull(name, arch, progress)
-    if image is None:
-        return None
+    image = obtain(parse_reference(name), arch, progress)
+    if isinstance(image, PullFailure):
+        return image
     verify_arch(image, name, arch)
     return ImageRef(name, image.id, arch, "official")
+
+
+def _custom(override: str, arch: str, progress: Progress) -> ImageRef:
+    """An explicit --image: used as given or pulled; never replaced by another image."""
+    ref = parse_reference(override, what="--image")
+    image = _get(override)
+    if image is None:
+        pulled = _pull(ref, arch, progress)
+        if isinstance(pulled, PullFailure):
+            raise pull_error(ref, pulled.problem, pulled.detail, what="--image")
+        image = pulled
+    verify_arch(image, override, arch)
+    return ImageRef(override, image.id, arch, "custom")
+
+
+def _fallback_notice(failure: PullFailure, runtime: Runtime, kind: Kind) -> str:
+    """What a build says when it leaves the official images: artifacts of the local family need a
+    newer glibc than Lambda has, so this must never happen silently."""
+    debian = DEBIAN[runtime.debian] if runtime.debian else None
+    when = "earlier (remembered for 6 hours)" if failure.remembered else "now"
+    glibc = f"glibc {debian.glibc}" if debian else "a newer glibc"
+    return (
+        f"warning: {failure.ref.registry_host} is unreachable ({when}: {failure.detail}); the {kind} image "
+        f"{failure.ref} cannot be had, so the local Debian family is used instead. Its artifacts need "
+        f"{glibc}, newer than Lambda {runtime.name}'s {runtime.glibc}: for artifacts you deploy, make the "
+        "registry reachable or build with --mode cross"
+    )
 
 
 def resolve(
@@ -153,24 +217,24 @@ def resolve(
     source: Source | None = None,
     progress: Progress = _quiet,
 ) -> ImageRef:
-    """The image for this runtime, arch and role, made locally if that is the only way."""
+    """The image for this runtime, arch and role, made locally if that is the only way.
+
+    The local family stands in for official images only when their registry is unreachable;
+    refused credentials, rate limits or a missing image stop with an error instead."""
     runtime = RUNTIMES[runtime_name]
     if override:
-        image = _get(override) or _try_pull(override, arch, progress)
-        if image is None:
-            raise UserError(f"--image {override}: no such image on the engine, and it cannot be pulled")
-        verify_arch(image, override, arch)
-        return ImageRef(override, image.id, arch, "custom")
+        return _custom(override, arch, progress)
     source = source or image_source()
     if source != "local" and kind != "cross":
         found = _official(runtime, arch, kind, progress)
-        if found:
+        if isinstance(found, ImageRef):
             return found
-        if source == "official":
-            raise EnvironmentProblem(
-                f"the official {kind} image for {runtime_name} ({arch}) is not on the engine and cannot be pulled",
-                hint="check registry access, or use LAMBDA_BUILDER_IMAGES=local to build a local family",
-            )
+        what = f"the official {kind} image for {runtime_name} ({arch})"
+        if source == "official" or found.problem != "unreachable":
+            also = "LAMBDA_BUILDER_IMAGES=local uses the local family on purpose"
+            raise pull_error(found.ref, found.problem, found.detail, what=what, also=also)
+        if runtime.debian is not None:
+            progress(_fallback_notice(found, runtime, kind))
     if runtime.debian is None:
         have = ", ".join(sorted(n for n, r in RUNTIMES.items() if r.debian))
         raise UserError(
@@ -230,9 +294,9 @@ def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> Ima
             with tarfile.open(tarball, "w") as tar:
                 tar.add(Path(tmp) / "root", arcname=".")
         progress(f"importing {name}")
-        repo, _, tag = name.rpartition(":")
+        ref = parse_reference(name)
         # a plain import ignores the platform (arm64 rootfs would claim amd64): build FROM scratch
-        import_rootfs(client(), tarball, repo, tag, DEBIAN_ARCH[arch])
+        import_rootfs(client(), tarball, ref.repository, ref.pull_tag, DEBIAN_ARCH[arch])
     image = _get(name)
     if image is None:
         raise BuildFailed(f"importing {name} produced no image")

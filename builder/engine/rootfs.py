@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.engine.emulation import PROBE_IMAGE
+from builder.engine.reference import parse_reference
 from builder.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def bootstrap_probe_image(
     rootfs to run without depending on it. It needs emulation already enabled (mmdebstrap runs
     arm64 maintainer scripts).
     """
-    if any(ref in image.tags for image in client.images.list(name=ref.split(":")[0])):
+    parsed = parse_reference(ref)
+    if any(str(parsed) in image.tags for image in client.images.list(name=parsed.repository)):
         return ref
     tool = shutil.which("mmdebstrap")
     if tool is None:
@@ -55,7 +57,7 @@ def bootstrap_probe_image(
             "mmdebstrap is needed to make " + ref, hint="sudo apt-get install -y mmdebstrap"
         )
     require_arch_test("arm64")
-    repository, _, tag = ref.partition(":")
+    repository, tag = parsed.repository, parsed.pull_tag
     with tempfile.TemporaryDirectory(prefix="lb-rootfs-") as tmp:
         tar = Path(tmp) / "rootfs.tar"
         started = time.monotonic()

@@ -27,6 +27,7 @@ from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
 from builder.engine import client, images
 from builder.engine.container import Container, background, sweep_orphans
+from builder.engine.reference import parse_reference
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
@@ -159,7 +160,7 @@ def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tupl
         # committing costs seconds (2-6 s for libpq-dev on this engine's storage driver), so snapshot
         # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it,
         # nor does a --no-cache build, which would never read the snapshot (it still counts as seen)
-        seen = paths.cache_dir() / "package-sets" / tag.rpartition(":")[2]
+        seen = paths.cache_dir() / "package-sets" / str(parse_reference(tag).tag)
         if seen.exists() and reuse:
             return image, False, tag
         seen.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import docker
 import docker.errors
 
 from builder.artifact.manifest import Manifest, load_manifest, verify_zip
+from builder.engine.reference import parse_reference
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
 from builder.ship.publish import CLIENT_CONFIG, aws_errors
@@ -142,13 +143,13 @@ def _build(client: Any, context: BinaryIO, m: Manifest, base_image: str, tag: st
 
 def _split_repository(uri: str) -> tuple[str, str, str | None]:
     """registry/path[:tag] -> (registry, registry/path, tag); a port in the registry is not a tag."""
-    registry, _, path = uri.partition("/")
-    if not path:
-        raise UserError(f"repository URI {uri!r} needs a registry host and a repository name")
-    name, sep, tag = path.rpartition(":")
-    if sep and "/" not in tag:
-        return registry, f"{registry}/{name}", tag
-    return registry, uri, None
+    ref = parse_reference(uri, what="repository URI")
+    if ref.registry is None or ref.digest:
+        raise UserError(
+            f"repository URI {uri!r} needs a registry host and a repository name (and no @digest)",
+            hint="e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/my-function[:TAG]",
+        )
+    return ref.registry, ref.repository, ref.tag
 
 
 def ecr_credentials(registry: str, session: boto3.Session) -> tuple[str, str]:
