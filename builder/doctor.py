@@ -14,12 +14,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from builder.engine.client import PROXY_VARS, client, host_ca_bundle
 from builder.engine.emulation import check_arm64_emulation, engine_is_remote, fix_commands
 from builder.engine.rootfs import require_arch_test
 from builder.errors import EnvironmentProblem, LambdaBuilderError
+from builder.redact import redact_url
 
 if TYPE_CHECKING:
     import docker
@@ -97,16 +97,8 @@ def check_bootstrap() -> Check:
     )
 
 
-def _redact(value: str) -> str:
-    """Proxy URLs may carry user:password; doctor output gets pasted into issues."""
-    url = urlparse(value)
-    if url.password or url.username:
-        return value.replace(url.netloc, f"***@{url.hostname}" + (f":{url.port}" if url.port else ""))
-    return value
-
-
 def check_ca_bundle() -> Check:
-    proxies = [f"{var}={_redact(os.environ[var])}" for var in PROXY_VARS if os.environ.get(var)]
+    proxies = [f"{var}={redact_url(os.environ[var])}" for var in PROXY_VARS if os.environ.get(var)]
     proxy_text = "proxy: " + (", ".join(proxies) if proxies else "none set")
     broken = [
         f"{var}={os.environ[var]}"

@@ -11,6 +11,8 @@ Shared vocabulary, below every stage (the bottom layer): must import nothing of 
 
 from __future__ import annotations
 
+from builder.redact import redact_text
+
 
 class LambdaBuilderError(Exception):
     """Base of every error the CLI turns into a message and an exit code."""
@@ -18,9 +20,11 @@ class LambdaBuilderError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # messages quote URLs and environment values: their credentials never reach the user's screen
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact_text(hint) if hint else hint
 
     def render(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
@@ -39,7 +43,7 @@ class BuildFailed(LambdaBuilderError):
 
     def __init__(self, message: str, *, tail: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
-        self.tail = tail
+        self.tail = redact_text(tail)
 
     def render(self) -> str:
         text = self.message

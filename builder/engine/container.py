@@ -29,6 +29,7 @@ from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
 from builder.engine.reference import parse_reference
 from builder.errors import BuildFailed, EnvironmentProblem
+from builder.redact import redact_text
 from builder.runtimes import DOCKER_PLATFORM
 from builder.tarsafe import tar_bytes
 
@@ -307,12 +308,12 @@ class Container:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                line = raw.decode("utf-8", "replace").rstrip("\r")
+                line = redact_text(raw.decode("utf-8", "replace").rstrip("\r"))
                 tail.append(line)
                 if not quiet:
                     self.log(f"[{step}] {line}")
         if pending:
-            line = pending.decode("utf-8", "replace")
+            line = redact_text(pending.decode("utf-8", "replace"))
             tail.append(line)
             if not quiet:
                 self.log(f"[{step}] {line}")

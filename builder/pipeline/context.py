@@ -149,8 +149,15 @@ def container_files() -> dict[str, bytes]:
 def pip_env(ctx: BuildContext) -> dict[str, str]:
     """The build environment for pip: compiles on every core (parallel_cc) unless the recipe sets
     LAMBDA_BUILDER_COMPILE_JOBS, and, when the artifact is stripped anyway, without debug info
-    (-g0 after Python's own -g: 15% of psycopg2's compile time, for sections strip removes)."""
+    (-g0 after Python's own -g: 15% of psycopg2's compile time, for sections strip removes).
+    The recipe's package indexes come through the environment too."""
     env = {"LAMBDA_BUILDER_COMPILE_JOBS": ctx.env.get("CPU_COUNT", "1"), **ctx.env, **ctx.target.toolchain.pip_env}
+    # index URLs may hold credentials: in the exec's environment, not its command line (which
+    # `docker inspect` of the exec shows); pip masks their passwords in what it prints
+    if ctx.recipe.python.index_url:
+        env["PIP_INDEX_URL"] = ctx.recipe.python.index_url
+    if ctx.recipe.python.extra_index_urls:
+        env["PIP_EXTRA_INDEX_URL"] = " ".join(ctx.recipe.python.extra_index_urls)
     if ctx.recipe.strip:
         for flags in ("CFLAGS", "CXXFLAGS"):
             env[flags] = f"{env[flags]} -g0" if env.get(flags) else "-g0"

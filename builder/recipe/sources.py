@@ -10,6 +10,7 @@ Stage recipe: fetches and digests on the host; must not know Docker, images or b
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import http.client
@@ -32,6 +33,7 @@ from builder import __version__
 from builder.digest import file_sha256
 from builder.errors import UserError
 from builder.recipe.model import Source
+from builder.redact import redact_text, redact_url, url_credentials
 from builder.tarsafe import extract_tar, extract_zip, safe_relpath, tar_from_dir
 
 Progress = Callable[[str], None]
@@ -296,10 +298,10 @@ def _download(src: Source, url: str, sha: str, filename: str, download_dir: Path
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise UserError(f"source {src.name!r}: url {url} must be http:// or https://")
-    say(f"downloading {src.name} from {url}")
+    say(f"downloading {src.name} from {redact_url(url)}")
     try:
         with _open(src, url) as response:
-            _store(response, final, sha, src, url, url)
+            _store(response, final, sha, src, redact_url(url), redact_url(url))
     except urllib.error.HTTPError as exc:
         raise _http_error(src, url, exc) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -336,8 +338,15 @@ def _store(data: IO[bytes], final: Path, sha: str, src: Source, origin: str, url
 
 
 def _open(src: Source, url: str) -> http.client.HTTPResponse:
-    """Open `url` honouring proxy env vars (urllib does) and a corporate CA bundle if configured."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    """Open `url` honouring proxy env vars (urllib does) and a corporate CA bundle if configured.
+
+    user:password in the URL (urllib would take it for part of the host name) becomes basic auth,
+    in a header urllib never carries on to the host of a redirect (a presigned S3 URL, say)."""
+    bare, credentials = url_credentials(url)
+    request = urllib.request.Request(bare, headers={"User-Agent": USER_AGENT})
+    if credentials is not None:
+        token = base64.b64encode(credentials.encode()).decode("ascii")
+        request.add_unredirected_header("Authorization", f"Basic {token}")
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler(),
         urllib.request.HTTPSHandler(context=_ssl_context(src)),
@@ -373,13 +382,13 @@ def _http_error(src: Source, url: str, exc: BaseException) -> UserError:
     elif isinstance(exc, urllib.error.URLError):
         why = str(exc.reason)
     else:
-        why = str(exc) or type(exc).__name__
+        why = redact_text(str(exc)) or type(exc).__name__
     hint: str | None = "check the network, or HTTPS_PROXY/HTTP_PROXY/NO_PROXY if you are behind a proxy"
     if "CERTIFICATE_VERIFY_FAILED" in why:
         hint = "behind a TLS-intercepting proxy? set SSL_CERT_FILE to your company's CA bundle"
     elif isinstance(exc, urllib.error.HTTPError):
         hint = "check the url" if exc.code in (403, 404, 410) else None
-    return UserError(f"source {src.name!r}: cannot download {url}: {why}", hint=hint)
+    return UserError(f"source {src.name!r}: cannot download {redact_url(url)}: {why}", hint=hint)
 
 
 def _file_name(url: str) -> str:

@@ -133,10 +133,6 @@ class PipInstall:
             options += ["--no-binary=" + ",".join(spec.build_from_source), "--use-pep517"]
         if not spec.build_isolation:
             options.append("--no-build-isolation")
-        if spec.index_url:
-            options += ["--index-url", spec.index_url]
-        for url in spec.extra_index_urls:
-            options += ["--extra-index-url", url]
         command = [ctx.python, "-m", "pip", "install", *options, *args]
         ctx.container.run(
             PATH_PREFIX + hook_script(ctx.python) + shlex.join(command), step=self.name, env=pip_env(ctx), workdir="/"
@@ -174,10 +170,6 @@ class PipInstall:
             "--find-links",
             wheels,
         ]
-        if spec.index_url:
-            options += ["--index-url", spec.index_url]
-        for url in spec.extra_index_urls:
-            options += ["--extra-index-url", url]
         wheel_glob = f"{wheels}/*.whl" if local else ""
         command = shlex.join([ctx.python, "-m", "pip", "install", *options, *names])
         ctx.container.run(
