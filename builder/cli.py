@@ -365,6 +365,11 @@ def cache_prune(older_than: float | None, max_mb: float | None, everything: bool
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--profile", default=None)
 @click.option("--region", default=None)
+@click.option(
+    "--allow-incompatible",
+    is_flag=True,
+    help="Publish even when the manifest says the zip needs a newer glibc than the Lambda runtime has.",
+)
 def publish(
     zip_path: Path,
     layer: str | None,
@@ -376,6 +381,7 @@ def publish(
     as_json: bool,
     profile: str | None,
     region: str | None,
+    allow_incompatible: bool,
 ) -> None:
     """Publish ZIP as a layer version or a function's code, within Lambda's limits."""
     from builder.ship.publish import publish  # the command is named after it
@@ -390,6 +396,7 @@ def publish(
         publish_version=publish_version,
         profile=profile,
         region=region,
+        allow_incompatible=allow_incompatible,
     )
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -19,7 +19,9 @@ from aws.env import REGION, closed_port, isolate_aws_config
 
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.ship.limits import DIRECT_UPLOAD_MAX
-from builder.ship.publish import make_session, publish, publish_layer, s3_key
+from builder.ship.publish import make_session, publish, publish_layer
+from builder.ship.s3code import s3_key
+from tests.conftest import run_cli
 
 pytest_plugins = ("aws.emulator",)
 
@@ -77,7 +79,9 @@ def test_dry_run_changes_nothing(aws: Aws, tmp_path: Path) -> None:
     aws.client("s3").create_bucket(Bucket="code")
     out = publish(z, function="greet", s3_bucket="code", dry_run=True)
     assert out["dry_run"] is True and out["would"] == "update_function_code greet"
-    assert out["s3"] == {"bucket": "code", "key": s3_key_of(z), "already_there": False, "uploaded": False}
+    assert out["s3"] == {
+        "bucket": "code", "key": s3_key_of(z), "already_there": False, "uploaded": False, "object_version": None
+    }
     assert aws.client("lambda").get_function_configuration(FunctionName="greet")["CodeSha256"] == old
     assert aws.client("s3").list_objects_v2(Bucket="code").get("KeyCount") == 0
     layer = publish(make_artifact(tmp_path / "l", {"python/x.py": b""}, layout="layer"), layer="deps", dry_run=True)
@@ -127,10 +131,9 @@ def test_large_zip_goes_through_s3_once(aws: Aws, tmp_path: Path) -> None:
     assert first["upload"] == "s3"
     assert first["s3"]["uploaded"] is True and first["s3"]["already_there"] is False
     assert first["s3"]["key"].startswith("lambda-builder/greet/") and first["code_sha256"] == b64sha(z)
-    head = aws.client("s3").head_object(Bucket="artifacts", Key=first["s3"]["key"])
+    head = aws.client("s3").head_object(Bucket="artifacts", Key=first["s3"]["key"], ChecksumMode="ENABLED")
     assert head["ContentLength"] == z.stat().st_size
-    etag_before = head["ETag"]
-    assert "-" in etag_before  # multipart upload
+    assert head["ChecksumSHA256"] == b64sha(z)  # S3's own checksum, checked by S3 on upload
     second = publish(z, function="big", s3_bucket="artifacts")
     assert second["s3"]["uploaded"] is False and second["s3"]["already_there"] is True
     assert aws.client("s3").list_objects_v2(Bucket="artifacts")["KeyCount"] == 1
@@ -278,3 +281,57 @@ def test_lambda_checksum_mismatch_is_build_failed() -> None:
 
     with pytest.raises(BuildFailed, match="Lambda stored code with sha256"):
         _verify_stored(M(), base64.b64encode(hashlib.sha256(b"b").digest()).decode())  # type: ignore[arg-type]
+
+
+@pytest.mark.docker
+def test_lambda_incompatible_zip_is_refused_unless_allowed(aws: Aws, tmp_path: Path) -> None:
+    """A zip whose audit says it needs a newer glibc than the runtime is refused before any call
+    (the old code published it with exit 0)."""
+    audit = {"policy": "debian-bookworm", "max_glibc": "2.36", "lambda_policy": "al2", "lambda_compatible": False}
+    z = make_artifact(tmp_path, {"app.py": HANDLER}, overrides={"audit": audit})
+    create_function(aws, "greet")
+    result = run_cli("publish", str(z), "--function", "greet")
+    assert result.returncode == 2, result.stderr
+    assert "needs GLIBC_2.36, newer than Lambda python3.11's glibc 2.26" in result.stderr
+    assert "--mode cross" in result.stderr and "--allow-incompatible" in result.stderr
+    before = aws.client("lambda").get_function_configuration(FunctionName="greet")["CodeSha256"]
+    assert before != b64sha(z)
+    allowed = run_cli("publish", str(z), "--function", "greet", "--allow-incompatible", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["code_sha256"] == b64sha(z)
+
+
+@pytest.mark.docker
+def test_s3_object_with_forged_metadata_is_replaced_not_reused(aws: Aws, tmp_path: Path) -> None:
+    """Same size and a `sha256` metadata anyone can write: S3's own checksum tells it is not the
+    zip, so the zip is uploaded over it before Lambda reads it (the old code reused it, updated the
+    function with the wrong code and only then noticed)."""
+    z = make_artifact(tmp_path, {"app.py": HANDLER})
+    create_function(aws, "greet")
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="artifacts")
+    sha = hashlib.sha256(z.read_bytes()).hexdigest()
+    forged = bytes(len(z.read_bytes()))
+    s3.put_object(Bucket="artifacts", Key=s3_key_of(z), Body=forged, Metadata={"sha256": sha})
+    out = publish(z, function="greet", s3_bucket="artifacts")
+    assert out["s3"]["already_there"] is False and out["s3"]["uploaded"] is True
+    assert out["code_sha256"] == b64sha(z)
+    assert s3.get_object(Bucket="artifacts", Key=s3_key_of(z))["Body"].read() == z.read_bytes()
+
+
+@pytest.mark.docker
+def test_stored_object_is_checked_and_pinned_before_lambda_reads_it(aws: Aws, tmp_path: Path) -> None:
+    from builder.artifact.manifest import load_manifest
+    from builder.ship import s3code
+
+    z = make_artifact(tmp_path, {"app.py": HANDLER})
+    m = load_manifest(z)
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_bucket_versioning(Bucket="artifacts", VersioningConfiguration={"Status": "Enabled"})
+    create_function(aws, "greet")
+    out = publish(z, function="greet", s3_bucket="artifacts")
+    assert out["s3"]["object_version"]  # Lambda reads the version that was checked, whatever comes later
+    s3.put_object(Bucket="artifacts", Key=s3_key_of(z), Body=b"other bytes")
+    with pytest.raises(BuildFailed, match=r"is not greet-1\.0\.0-python3\.11-x86_64\.zip"):
+        s3code.pinned_location(s3, "artifacts", s3_key_of(z), m)

@@ -7,6 +7,7 @@ place. Knows nothing of recipes, containers or AWS: a manifest is a file beside 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -207,9 +208,23 @@ def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Mani
 def verify_zip(m: Manifest) -> None:
     """The zip is the one the manifest describes; a stale or edited zip must never ship."""
     try:
-        digest = file_sha256(m.zip_path)
+        _same_digest(m, file_sha256(m.zip_path))
     except FileNotFoundError:
         raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
+
+
+def read_verified_zip(m: Manifest) -> bytes:
+    """The zip's bytes, read once and checked against the manifest: a caller that ships them ships
+    exactly what was hashed (a zip rewritten between a check and a second read cannot slip through)."""
+    try:
+        data = m.zip_path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{m.zip_path} is missing (named by {m.manifest_path})") from None
+    _same_digest(m, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _same_digest(m: Manifest, digest: str) -> None:
     if digest != m.sha256:
         raise UserError(
             f"{m.zip_path} changed since it was built: sha256 {digest} but the manifest says {m.sha256}",

@@ -16,7 +16,7 @@ from builder.engine import images
 from builder.engine.client import seen_images
 from builder.errors import UserError
 from builder.pipeline.build import BuildResult
-from builder.ship.limits import check_limits
+from builder.ship.limits import check_limits, incompatibility
 
 Echo = Callable[[str], None]
 
@@ -49,11 +49,19 @@ def check_and_ship(zips: Sequence[Path], fmt: str, push_uri: str | None, *, echo
     Returns the warnings it printed."""
     warnings: list[str] = []
     for zip_path in zips:
-        for finding in check_limits(load_manifest(zip_path)):
+        manifest = load_manifest(zip_path)
+        for finding in check_limits(manifest):
             warnings.append(f"{finding.level}: {finding.message}")
             echo_err(warnings[-1])
             if finding.level == "error":
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
+        problem = incompatibility(manifest)
+        if problem:  # at every build end: a cache hit or a no-op replay ships the same zip
+            warnings.append(
+                f"warning: {zip_path.name} will not load on Lambda: {problem}. Build with the official "
+                "images (or --mode cross) for artifacts you deploy; publish refuses it"
+            )
+            echo_err(warnings[-1])
         if fmt == "image":
             from builder.ship import container_image, smoke
 

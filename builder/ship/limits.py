@@ -131,3 +131,18 @@ def check_limits(manifest: Manifest, layers: Sequence[Manifest] = ()) -> list[Li
 
 def errors(findings: Sequence[LimitFinding]) -> list[LimitFinding]:
     return [f for f in findings if f.level == "error"]
+
+
+def incompatibility(m: Manifest) -> str | None:
+    """Why the zip would fail on its Lambda runtime (its audit found a newer glibc needed), or None.
+
+    From the manifest alone, so a build can say it at every end (a cache hit and a no-op replay
+    too) and publish can refuse it without reading the zip."""
+    audit = m.data.get("audit")
+    if not isinstance(audit, dict) or audit.get("lambda_compatible") is not False:
+        return None
+    built_on = audit.get("policy") or "its build image"
+    return (
+        f"built on {built_on}, it needs GLIBC_{audit.get('max_glibc', '?')}, newer than Lambda {m.runtime}'s "
+        f"glibc {RUNTIMES[m.runtime].glibc}"
+    )

@@ -10,28 +10,23 @@ Stage ship: must not build or change an artifact; it uploads a finished zip.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 import botocore.exceptions as bce
 from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from builder.artifact.manifest import Manifest, load_manifest, verify_zip
+from builder.artifact.manifest import Manifest, load_manifest, read_verified_zip
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.ship.limits import DIRECT_UPLOAD_MAX, check_limits
+from builder.ship import s3code
+from builder.ship.limits import DIRECT_UPLOAD_MAX, check_limits, incompatibility
+from builder.ship.s3code import b64_sha256, s3_key
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-S3_PREFIX = "lambda-builder"
-MULTIPART = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024)
 # Fail fast on a dead endpoint, but give a 50 MB direct upload time to go through.
 CLIENT_CONFIG = Config(connect_timeout=10, read_timeout=300, retries={"max_attempts": 3, "mode": "standard"})
 
@@ -114,19 +109,29 @@ def aws_errors(action: str, *, permission: str = "", not_found: str | None = Non
         raise BuildFailed(f"{action} failed: {code}: {message}") from None
 
 
-def _checked_artifact(zip_path: Path | str, layout: str, layers: Sequence[Manifest] = ()) -> Manifest:
-    """The manifest of a zip that is what was built and that Lambda can take; otherwise a UserError."""
+def _checked_artifact(
+    zip_path: Path | str, layout: str, layers: Sequence[Manifest] = (), *, allow_incompatible: bool = False
+) -> tuple[Manifest, bytes]:
+    """The manifest and the bytes (read once: what is hashed is what is uploaded) of a zip that is
+    what was built and that Lambda can take and run; otherwise a UserError."""
     m = load_manifest(zip_path)
     if m.layout != layout:
         raise UserError(
             f"{m.label} was built with layout: {m.layout}, so it cannot be published as a {layout}",
             hint=f"rebuild with layout: {layout} in the recipe",
         )
-    verify_zip(m)
+    problem = incompatibility(m)
+    if problem and not allow_incompatible:
+        raise UserError(
+            f"{m.label} would fail on Lambda: {problem}",
+            hint="build it with the official images or --mode cross (which pin the runtime's glibc); "
+            "--allow-incompatible publishes it anyway",
+        )
+    data = read_verified_zip(m)
     problems = [f.message for f in check_limits(m, layers) if f.level == "error"]
     if problems:
         raise UserError("; ".join(problems))
-    return m
+    return m, data
 
 
 def _whoami(session: boto3.Session) -> str:
@@ -136,23 +141,8 @@ def _whoami(session: boto3.Session) -> str:
         return str(sts.get_caller_identity()["Account"])
 
 
-def s3_key(m: Manifest) -> str:
-    """Content-addressed: the same bytes always land on the same key, so a re-publish uploads nothing."""
-    return f"{S3_PREFIX}/{m.name}/{m.sha256}.zip"
-
-
-def _object_is_there(s3: S3Client, bucket: str, key: str, m: Manifest) -> bool:
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except bce.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-            return False
-        raise
-    return head.get("ContentLength") == m.zipped_size and head.get("Metadata", {}).get("sha256") == m.sha256
-
-
 def _stage_code(
-    m: Manifest, session: boto3.Session, s3_bucket: str | None, dry_run: bool
+    m: Manifest, data: bytes, session: boto3.Session, s3_bucket: str | None, dry_run: bool
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Where Lambda will read the zip from: the request itself, or S3 (uploaded once per sha256)."""
     if s3_bucket is None:
@@ -162,7 +152,7 @@ def _stage_code(
                 f"{DIRECT_UPLOAD_MAX} bytes",
                 hint="pass --s3-bucket BUCKET (in the same region); the zip is uploaded there first",
             )
-        return {"ZipFile": m.zip_path.read_bytes()}, None
+        return {"ZipFile": data}, None
     s3 = session.client("s3", config=CLIENT_CONFIG)
     key = s3_key(m)
     region = session.region_name
@@ -180,34 +170,28 @@ def _stage_code(
             hint=f"pass --region {bucket_region} or a bucket in {region}",
         )
     with aws_errors(f"look for s3://{s3_bucket}/{key}", permission="s3:GetObject"):
-        present = _object_is_there(s3, s3_bucket, key, m)
-    if not present and not dry_run:
-        with aws_errors(f"upload {m.label} to s3://{s3_bucket}/{key}", permission="s3:PutObject"):
-            s3.upload_file(
-                str(m.zip_path),
-                s3_bucket,
-                key,
-                ExtraArgs={"ContentType": "application/zip", "Metadata": {"sha256": m.sha256}},
-                Config=MULTIPART,
-            )
+        present = s3code.holds(s3code.stored_object(s3, s3_bucket, key), m)
+    location = {"S3Bucket": s3_bucket, "S3Key": key}
+    if not dry_run:
+        if not present:
+            with aws_errors(f"upload {m.label} to s3://{s3_bucket}/{key}", permission="s3:PutObject"):
+                s3code.upload(s3, s3_bucket, key, m, data)
+        with aws_errors(f"check s3://{s3_bucket}/{key}", permission="s3:GetObject"):
+            location = s3code.pinned_location(s3, s3_bucket, key, m)
     info = {
         "bucket": s3_bucket,
         "key": key,
         "already_there": present,
         "uploaded": not present and not dry_run,
+        "object_version": location.get("S3ObjectVersion"),
     }
-    return {"S3Bucket": s3_bucket, "S3Key": key}, info
-
-
-def _lambda_sha256(hex_digest: str) -> str:
-    """Lambda reports CodeSha256 as base64 of the digest; the manifest has hex."""
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+    return dict(location), info
 
 
 def _verify_stored(m: Manifest, reported: str) -> None:
-    if reported and reported != _lambda_sha256(m.sha256):
+    if reported and reported != b64_sha256(m.sha256):
         raise BuildFailed(
-            f"Lambda stored code with sha256 {reported} but {m.label} is {_lambda_sha256(m.sha256)}",
+            f"Lambda stored code with sha256 {reported} but {m.label} is {b64_sha256(m.sha256)}",
             hint="an object with the same S3 key but other bytes was used; delete it and publish again",
         )
 
@@ -237,11 +221,12 @@ def publish_layer(
     session: boto3.Session,
     s3_bucket: str | None = None,
     dry_run: bool = False,
+    allow_incompatible: bool = False,
 ) -> dict[str, Any]:
     """Publish a layer zip as a new version of layer `name`, compatible with its runtime and arch only."""
-    m = _checked_artifact(zip_path, "layer")
+    m, data = _checked_artifact(zip_path, "layer", allow_incompatible=allow_incompatible)
     account = _whoami(session)
-    code, s3 = _stage_code(m, session, s3_bucket, dry_run)
+    code, s3 = _stage_code(m, data, session, s3_bucket, dry_run)
     description = f"{m.name} {m.version} sha256:{m.sha256}"[:256]
     result: dict[str, Any] = {
         "action": "publish-layer",
@@ -290,6 +275,7 @@ def update_function(
     dry_run: bool = False,
     publish_version: bool = False,
     layers: Sequence[Path | str] = (),
+    allow_incompatible: bool = False,
 ) -> dict[str, Any]:
     """Replace function `name`'s code, after checking it runs on the zip's architecture and runtime.
 
@@ -299,7 +285,7 @@ def update_function(
     `layers` are the layer zips the function will run with; they count toward the 250 MB limit.
     """
     layer_manifests = [load_manifest(p) for p in layers]
-    m = _checked_artifact(zip_path, "function", layer_manifests)
+    m, data = _checked_artifact(zip_path, "function", layer_manifests, allow_incompatible=allow_incompatible)
     account = _whoami(session)
     client = session.client("lambda", config=CLIENT_CONFIG)
     region = session.region_name
@@ -327,7 +313,7 @@ def update_function(
             hint=f"publish the {function_runtime} build, or change the function's runtime first "
             f"(aws lambda update-function-configuration --runtime {m.runtime})",
         )
-    code, s3 = _stage_code(m, session, s3_bucket, dry_run)
+    code, s3 = _stage_code(m, data, session, s3_bucket, dry_run)
     result: dict[str, Any] = {
         "action": "update-function",
         "dry_run": dry_run,
@@ -374,6 +360,7 @@ def publish(
     profile: str | None = None,
     region: str | None = None,
     session: boto3.Session | None = None,
+    allow_incompatible: bool = False,
 ) -> dict[str, Any]:
     """What `lambda-builder publish` runs: exactly one of --layer / --function."""
     if (layer is None) == (function is None):
@@ -382,7 +369,14 @@ def publish(
         raise UserError("--with-layer and --publish apply to --function only")
     session = session or make_session(profile, region)
     if layer is not None:
-        return publish_layer(zip_path, layer, session=session, s3_bucket=s3_bucket, dry_run=dry_run)
+        return publish_layer(
+            zip_path,
+            layer,
+            session=session,
+            s3_bucket=s3_bucket,
+            dry_run=dry_run,
+            allow_incompatible=allow_incompatible,
+        )
     assert function is not None
     return update_function(
         zip_path,
@@ -392,4 +386,5 @@ def publish(
         dry_run=dry_run,
         publish_version=publish_version,
         layers=with_layers,
+        allow_incompatible=allow_incompatible,
     )

@@ -119,12 +119,7 @@ class RepairAndAudit:
             "lambda_policy": lambda_policy.name,
             "lambda_compatible": lambda_ok,
         }
-        if not lambda_ok:
-            ctx.log(
-                f"warning: built on {policy.name}; needs GLIBC_{glibc}, newer than Lambda {ctx.runtime.name} "
-                f"({lambda_policy.name}, glibc {lambda_policy.max_versions.get('GLIBC')}). Build with the "
-                "official images (or --mode cross) for artifacts you deploy."
-            )
+        # the warning comes from this record at every build end (pipeline/finish.py), cache hits too
 
 
 def prebuilt_in(stage: Path) -> frozenset[str]:
