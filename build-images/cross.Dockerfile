@@ -9,12 +9,8 @@ FROM ${BASE}
 
 # Python version whose arm64 headers and _sysconfigdata are installed ("3" = the release's default).
 ARG PYTHON=3
-ARG HTTP_PROXY
-ARG HTTPS_PROXY
-ARG NO_PROXY
-ARG http_proxy
-ARG https_proxy
-ARG no_proxy
+# HTTP_PROXY and friends are Docker's predefined build args: usable in RUN without an ARG line,
+# and kept out of `docker history` only while undeclared (a proxy URL can hold user:password).
 
 RUN dpkg --add-architecture arm64 \
  && apt-get update \

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -318,28 +319,39 @@ def _dockerfile(kind: str) -> str:
     return path.read_text()
 
 
-def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
-    """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
-    dockerfile = _dockerfile(kind)
-    spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
-    existing = _get(name)
-    if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
-        verify_arch(existing, name, base.arch)
-        return ImageRef(name, existing.id, base.arch, "local", base.debian)
-    progress(f"building {name} from build-images/{kind}.Dockerfile")
-    buildargs = {"BASE": base.name, **proxy_env()}
+# Docker's predefined build args: passed without an ARG line, and then never recorded in the image's
+# history; declaring one records its value (a proxy's user:password) in every RUN of the history.
+PREDEFINED_ARGS = frozenset(
+    {v for name in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY") for v in (name, name.lower())}
+)
+
+
+def declared_predefined_args(dockerfile: str) -> list[str]:
+    """Predefined build args the Dockerfile declares (each one would leak its value into history)."""
+    names = re.findall(r"(?im)^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile)
+    return [n for n in names if n in PREDEFINED_ARGS]
+
+
+def engine_build(
+    dockerfile: str, name: str, base: str, labels: dict[str, str], platform: str, progress: Progress = _quiet
+) -> list[str]:
+    """Build `dockerfile` FROM `base` as `name`, with the invoking shell's proxy variables as build
+    args (never declared: see PREDEFINED_ARGS), streaming the engine's output; returns its tail."""
+    declared = declared_predefined_args(dockerfile)
+    if declared:
+        raise EnvironmentProblem(
+            f"the Dockerfile for {name} declares {', '.join(declared)}: their values would be kept in the "
+            "image's history",
+            hint="remove those ARG lines; Docker passes proxy build args to RUN without them",
+        )
     tail: list[str] = []
     stream = client().api.build(
         fileobj=_context(dockerfile),
         custom_context=True,
         tag=name,
-        buildargs=buildargs,
-        labels={
-            SPEC_LABEL: spec,
-            "org.lambda-builder.debian": base.debian or "",
-            "org.lambda-builder.arch": base.arch,
-        },
-        platform=DOCKER_PLATFORM[base.arch],
+        buildargs={"BASE": base, **proxy_env()},
+        labels=labels,
+        platform=platform,
         rm=True,
         forcerm=True,
         decode=True,
@@ -351,6 +363,20 @@ def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progre
             if line.strip():
                 tail = [*tail[-40:], line]
                 progress(line)
+    return tail
+
+
+def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
+    """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
+    dockerfile = _dockerfile(kind)
+    spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
+    existing = _get(name)
+    if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
+        verify_arch(existing, name, base.arch)
+        return ImageRef(name, existing.id, base.arch, "local", base.debian)
+    progress(f"building {name} from build-images/{kind}.Dockerfile")
+    labels = {SPEC_LABEL: spec, "org.lambda-builder.debian": base.debian or "", "org.lambda-builder.arch": base.arch}
+    tail = engine_build(dockerfile, name, base.name, labels, DOCKER_PLATFORM[base.arch], progress)
     image = _get(name)
     if image is None:
         raise BuildFailed(f"building image {name} produced no image", tail="\n".join(tail))
