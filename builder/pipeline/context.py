@@ -7,6 +7,8 @@ Docker directly (the Container it holds is the engine's).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,7 +163,23 @@ def pip_env(ctx: BuildContext) -> dict[str, str]:
     if ctx.recipe.strip:
         for flags in ("CFLAGS", "CXXFLAGS"):
             env[flags] = f"{env[flags]} -g0" if env.get(flags) else "-g0"
+    if "PIP_NO_CACHE_DIR" not in env:
+        env["PIP_CACHE_DIR"] = wheel_cache_dir(ctx.image.id, ctx.arch, env)
     return env
+
+
+# what a wheel pip builds from an sdist depends on besides the sdist (which pip's cache keys it by)
+WHEEL_INPUTS = ("CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED", "LDCXXSHARED",
+                "_PYTHON_HOST_PLATFORM", "_PYTHON_SYSCONFIGDATA_NAME", "LB_TARGET_GLIBC")  # fmt: skip
+
+
+def wheel_cache_dir(image_id: str, arch: str, env: dict[str, str]) -> str:
+    """pip's cache folder for this image, target and compiler environment: pip keys a wheel it built
+    only by the sdist, so one shared folder served a wheel built on another image or with other
+    flags (a -g0 or cross build) to the next build."""
+    inputs = {"image": image_id, "arch": arch, **{k: env.get(k, "") for k in WHEEL_INPUTS}}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{CACHE}/pip/{key}"
 
 
 def manifest_meta(ctx: BuildContext) -> dict[str, Any]:

@@ -51,7 +51,19 @@ def hook_script(python: str) -> str:
     return (
         f'site="{site}"\nmkdir -p "$site"\ncp {HOOKS}/{PARALLEL_CC}.py "$site/"\n'
         f'echo "import {PARALLEL_CC}; {PARALLEL_CC}.install()" > "$site/{PARALLEL_CC}.pth"\n'
-    )
+    ) + PIP_CACHE_LINKS
+
+
+# pip's cache folder is keyed by what a built wheel depends on (context.wheel_cache_dir); downloads
+# do not depend on it, so its http caches are links to one folder every key shares
+PIP_CACHE_LINKS = (
+    'if [ -n "${PIP_CACHE_DIR:-}" ] && [ -z "${PIP_NO_CACHE_DIR:-}" ]; then\n'
+    '  shared="$(dirname "$PIP_CACHE_DIR")/shared"; mkdir -p "$PIP_CACHE_DIR"\n'
+    '  for d in http http-v2; do\n'
+    '    mkdir -p "$shared/$d"; [ -e "$PIP_CACHE_DIR/$d" ] || ln -s "$shared/$d" "$PIP_CACHE_DIR/$d"\n'
+    "  done\n"
+    "fi\n"
+)
 
 
 COLLECT = r"""

@@ -21,6 +21,7 @@ from builder.pipeline.context import PREFIX, PYSRC, SRC, STAGE, WHEELS_SCRIPT, A
 from builder.pipeline.scripts import (
     COLLECT,
     PATH_PREFIX,
+    PIP_CACHE_LINKS,
     STRIP,
     detect_and_check,
     hook_script,
@@ -173,7 +174,7 @@ class PipInstall:
         wheel_glob = f"{wheels}/*.whl" if local else ""
         command = shlex.join([ctx.python, "-m", "pip", "install", *options, *names])
         ctx.container.run(
-            f"mkdir -p {wheels}\n{PATH_PREFIX}{command} {wheel_glob}", step=self.name, env=pip_env(ctx)
+            f"mkdir -p {wheels}\n{PATH_PREFIX}{PIP_CACHE_LINKS}{command} {wheel_glob}", step=self.name, env=pip_env(ctx)
         )
 
 
