@@ -9,16 +9,14 @@ Top of the stack: parses arguments and maps errors to exit codes; must not do a 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
-from builder import __version__
+from builder import __version__, boundary, interrupts
 from builder.errors import LambdaBuilderError, UserError
 from builder.runtimes import ARCHES, parse_arches
 
@@ -29,28 +27,20 @@ def _echo_err(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C so every `with Container(...)` removes its container.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.install()  # SIGTERM unwinds like Ctrl-C, so every `with Container(...)` removes its container
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        args = list(argv) if argv is not None else sys.argv[1:]
         cli.main(args=args, standalone_mode=False, obj={"argv": args})
-    except LambdaBuilderError as exc:
-        _echo_err(f"error: {exc.render()}")
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _echo_err("interrupted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        _echo_err("interrupted: containers removed, no partial artifact written")
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click's name for a KeyboardInterrupt
+        sys.exit(boundary.report(exc.__cause__ or KeyboardInterrupt(), _echo_err))
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the one boundary: engine, disk and archive errors included
+        sys.exit(boundary.report(exc, _echo_err))
     sys.exit(0)
 
 
@@ -141,6 +131,12 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="Builds run at once (several targets).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
+@click.option(
+    "--step-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds any one build step may run (default: the recipe's `timeout:`, else 3600).",
+)
 def build(
     recipe_paths: tuple[Path, ...],
     arches: tuple[str, ...],
@@ -153,6 +149,7 @@ def build(
     push_uri: str | None,
     jobs: int,
     quiet: bool,
+    step_timeout: float | None,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
     from builder.recipe import loader
@@ -163,7 +160,7 @@ def build(
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
     requests = [BuildRequest(*w) for w in wanted]
-    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode)
+    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode, step_timeout=step_timeout)
     ok = run_builds(
         requests,
         options,

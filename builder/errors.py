@@ -5,8 +5,9 @@ Exit codes (documented in the README):
   1  a build, test or publish ran and failed (BuildFailed)
   2  the user's input is wrong: recipe, arguments, files, environment (UserError)
   3  the environment cannot do what was asked: no Docker engine, no emulation (EnvironmentProblem)
+  130 interrupted by Ctrl-C or SIGTERM (Interrupted)
 
-Shared vocabulary, below every stage (the bottom layer): must import nothing of builder.
+Shared vocabulary, below every stage (the bottom layer): must import nothing of builder but redact.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class LambdaBuilderError(Exception):
     """Base of every error the CLI turns into a message and an exit code."""
 
     exit_code = 1
+    secondary: str | None = None  # an error while cleaning up after this one: reported, never instead
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # messages quote URLs and environment values: their credentials never reach the user's screen
@@ -58,3 +60,9 @@ class EnvironmentProblem(LambdaBuilderError):
     """The machine lacks something (Docker engine, emulation, bootstrap tool)."""
 
     exit_code = 3
+
+
+class Interrupted(LambdaBuilderError):
+    """Ctrl-C or SIGTERM: the build stopped, its container is removed, nothing partial was written."""
+
+    exit_code = 130

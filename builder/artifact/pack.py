@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path
+from builder.artifact.pair import put_pair
 from builder.artifact.zipwrite import write_zip
 from builder.errors import BuildFailed
 
@@ -85,6 +86,21 @@ def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
+def _check_size(entries: Sequence[Entry], stem: str, max_unzipped: int | None) -> None:
+    """Lambda refuses an artifact over its unzipped limit: say so before a byte is written or cached."""
+    if max_unzipped is None:
+        return
+    total = sum(e.source.stat().st_size for e in entries)
+    if total > max_unzipped:
+        biggest = sorted(entries, key=lambda e: e.source.stat().st_size, reverse=True)[:3]
+        raise BuildFailed(
+            f"{stem}: unzipped size {total} bytes ({total / 2**20:.1f} MB) is over Lambda's limit of "
+            f"{max_unzipped} bytes ({max_unzipped / 2**20:.0f} MB); nothing was written, the previous zip is kept",
+            hint=f"largest files: {', '.join(e.path for e in biggest)}; exclude or prune what the function "
+            "does not need, split it into layers, or ship a container image",
+        )
+
+
 def package(
     stage: Path,
     out_dir: Path,
@@ -93,10 +109,13 @@ def package(
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    max_unzipped: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all.
+    Over `max_unzipped` bytes of content it fails before writing anything (the old zip stays)."""
     entries = collect(stage, include, exclude)
+    _check_size(entries, stem, max_unzipped)
+    out_dir.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir / f"{stem}.zip"
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=".zip.tmp")
     os.close(fd)
@@ -122,8 +141,7 @@ def package(
         )
         os.chmod(tmp_zip, 0o644)
         os.chmod(tmp_manifest, 0o644)
-        os.replace(tmp_zip, zip_path)
-        os.replace(tmp_manifest, manifest_path(zip_path))
+        put_pair(tmp_zip, zip_path, tmp_manifest, manifest_path(zip_path))
     except BaseException:
         tmp_zip.unlink(missing_ok=True)
         if tmp_manifest is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.artifact import manifest
+from builder.artifact.pair import put_pair
 from builder.cache.folders import (
     MANIFEST_NAME,
     META_NAME,
@@ -206,12 +207,8 @@ class BuildCache(_Store):
                 tmp_manifest = self._temp_in(out_dir, stem, ".manifest.json.tmp")
                 _write_durable(tmp_manifest, manifest_bytes)
                 os.chmod(tmp_manifest, 0o644)
-            if tmp_zip is not None:
-                os.replace(tmp_zip, zip_dest)
-                tmp_zip = None
-            if tmp_manifest is not None:
-                os.replace(tmp_manifest, manifest_dest)
-                tmp_manifest = None
+            put_pair(tmp_zip, zip_dest, tmp_manifest, manifest_dest)
+            tmp_zip = tmp_manifest = None
         finally:
             for leftover in (tmp_zip, tmp_manifest):
                 if leftover is not None:

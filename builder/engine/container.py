@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from builder import interrupts
 from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
 from builder.engine.reference import parse_reference
@@ -92,7 +93,8 @@ def background(work: Callable[[], T]) -> Future[T]:
         except BaseException as exc:
             future.set_exception(exc)
 
-    threading.Thread(target=run, name=getattr(work, "__name__", "background")).start()
+    # a daemon: the interpreter's exit never waits for it (callers that need it wait with a deadline)
+    threading.Thread(target=run, name=getattr(work, "__name__", "background"), daemon=True).start()
     return future
 
 
@@ -126,8 +128,10 @@ class Container:
         arch: str | None = None,
         volumes: Mapping[str, str] | None = None,
         files: Mapping[str, bytes] | None = None,
+        step_timeout: float | None = None,
     ) -> None:
         self.image = image
+        self.step_timeout = step_timeout  # seconds any one command may run before the build fails
         self.files = dict(files or {})  # path -> content, put in before anything runs (with the CA bundle)
         self.purpose = purpose
         self.log = log
@@ -197,6 +201,8 @@ class Container:
             working_dir="/",
             volumes={name: {"bind": path, "mode": "rw"} for name, path in self.volumes.items()},
         )
+        container = self._container
+        interrupts.register(id(self), name, lambda: _force_remove(container))  # removes it if already cancelled
         try:
             self._container.start()
             files = {path: (content, 0o644) for path, content in self.files.items()}
@@ -207,8 +213,9 @@ class Container:
             if files:
                 self._put("/", tar_bytes(files))
         except BaseException:
-            container, self._container = self._container, None
+            self._container = None
             _force_remove(container)
+            interrupts.unregister(id(self))
             raise
 
     def remove(self, *, wait: bool = True) -> None:
@@ -220,7 +227,9 @@ class Container:
                 self.join()
             return
         if self._starting is not None:  # never leave one behind that is still being created
-            futures.wait([self._starting])
+            # bounded: a start still hanging after this registers its container, which an
+            # interrupt's remove_all (or the next build's sweep) removes
+            futures.wait([self._starting], timeout=interrupts.CLEANUP_SECONDS)
         if self._container is None:
             return
         container = self._container
@@ -228,6 +237,7 @@ class Container:
         def remove() -> None:
             self._container = None
             _force_remove(container)
+            interrupts.unregister(id(self))
 
         if wait:
             remove()
@@ -262,21 +272,55 @@ class Container:
 
         Returns the output (its last `max_output` lines; None keeps all) so callers can read answers.
         """
+        interrupts.check()
         self._ready()  # before the clock starts, and before base_env is read (start adds the CA's)
         api = client().api
         environment = {**self.base_env, **(env or {})}
         self._busy(+1)
+        watchdog = self._watchdog()
         try:
             exec_id, tail = self._stream(api, script, step, environment, workdir, quiet, max_output)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except Exception:
+            self._stopped_by(watchdog, step)  # a timeout or an interrupt is the cause, not the broken stream
+            raise
         finally:
             self._busy(-1)
-        code = api.exec_inspect(exec_id).get("ExitCode")
+            if watchdog is not None:
+                watchdog[0].cancel()
+        self._stopped_by(watchdog, step)
         if code != 0:
             raise BuildFailed(
                 f"step '{step}' failed with exit code {code} in {self.purpose}",
                 tail="\n".join(list(tail)[-TAIL_LINES:]),
             )
         return "\n".join(tail)
+
+    def _watchdog(self) -> tuple[threading.Timer, threading.Event] | None:
+        """A timer that kills the container when a command outlives the step timeout: the exec's
+        stream then ends, and the build fails naming the step instead of hanging."""
+        if not self.step_timeout:
+            return None
+        container, fired = self._container, threading.Event()
+
+        def kill() -> None:
+            fired.set()
+            with contextlib.suppress(Exception):  # gone already: the stream has ended anyway
+                container.kill()
+
+        timer = threading.Timer(self.step_timeout, kill)
+        timer.daemon = True
+        timer.start()
+        return timer, fired
+
+    def _stopped_by(self, watchdog: tuple[threading.Timer, threading.Event] | None, step: str) -> None:
+        """Raise what really ended the command: an interrupt, or the step timeout."""
+        interrupts.check()
+        if watchdog is not None and watchdog[1].is_set():
+            raise BuildFailed(
+                f"step '{step}' did not finish within its timeout of {self.step_timeout:g} s in {self.purpose}",
+                hint="raise the recipe's `timeout:` (seconds per step) or --step-timeout if it is just slow",
+            ) from None
 
     def _busy(self, change: int) -> None:
         """Count exec time once however many run at a time (the library guess runs beside pruning

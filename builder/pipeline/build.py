@@ -15,11 +15,13 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import paths
+from builder import interrupts, paths
 from builder.artifact import pack
 from builder.artifact.manifest import manifest_path
 from builder.cache import keys, noop, store
@@ -33,6 +35,7 @@ from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_en
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
 from builder.recipe import sources
 from builder.recipe.model import Recipe
+from builder.ship import limits
 
 Log = Callable[[str], None]
 
@@ -95,9 +98,10 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
         # --no-cache means from scratch: no shared pip/ccache volume either
         volumes={f"lambda-builder-cache-{image.arch}": CACHE} if options.use_cache else {},
         files=container_files(),
+        step_timeout=options.step_timeout or recipe.timeout,
     )
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
-        cleanup.callback(sweeping.result)
+        cleanup.callback(_settle, sweeping)
         cleanup.enter_context(container)
         ctx = BuildContext(
             target=target,
@@ -124,7 +128,8 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = timings
         zip_path, manifest = pack.package(
-            ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude
+            ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
+            max_unzipped=limits.UNZIPPED_MAX,
         )
         step_seconds = container.exec_seconds
     try:
@@ -134,6 +139,14 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
     return BuildResult(recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs)
+
+
+def _settle(sweeping: Future[int]) -> None:
+    """Wait for the orphan sweep, bounded (a stuck engine must not hold an interrupted build);
+    its error counts only when nothing else went wrong and no one interrupted."""
+    done, _ = futures.wait([sweeping], timeout=interrupts.CLEANUP_SECONDS)
+    if done and not interrupts.cancelled():
+        sweeping.result()
 
 
 def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:

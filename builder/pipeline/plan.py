@@ -30,6 +30,7 @@ class BuildOptions:
     image: str | None = None  # --image override of the build image
     use_cache: bool = True
     mode: str | None = None  # None: each recipe's own `mode:` (default auto)
+    step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.recipe import yamldoc
-from builder.recipe.model import Bundle, Prune, PythonSpec, Recipe, Source, Tests
+from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Prune, PythonSpec, Recipe, Source, Tests
 from builder.resources import RESOURCES
 from builder.runtimes import parse_arches
 
@@ -382,6 +382,7 @@ def load(path: Path) -> Recipe:
             imports=_tuple(data.get("tests", {}).get("imports")), command=data.get("tests", {}).get("command")
         ),
         mode=data.get("mode", "auto"),
+        timeout=float(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
         canonical=canonical,
     )
 

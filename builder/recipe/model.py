@@ -69,6 +69,9 @@ class Bundle:
     policy: str = "image"
 
 
+DEFAULT_STEP_TIMEOUT = 3600.0
+
+
 @dataclass(frozen=True)
 class Tests:
     imports: tuple[str, ...] = ()
@@ -97,6 +100,7 @@ class Recipe:
     ] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
     tests: Tests = Tests()
     mode: Mode = "auto"
+    timeout: float = DEFAULT_STEP_TIMEOUT  # seconds any one build step may run (a hung step fails the build)
     canonical: str = ""  # canonical JSON of the recipe content, for hashing
 
     @property
