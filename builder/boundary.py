@@ -92,8 +92,20 @@ def _engine_error(exc: BaseException) -> LambdaBuilderError | None:
         import requests.exceptions
     except ImportError:  # pragma: no cover - both are dependencies
         return None
+    import http.client
+
+    import urllib3.exceptions
+
     host = os.environ.get("DOCKER_HOST", "/var/run/docker.sock")
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+    # the SDK reads exec output from the raw socket: there a dead engine is a plain ConnectionError
+    lost = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        urllib3.exceptions.ProtocolError,
+        http.client.HTTPException,
+        ConnectionError,
+    )
+    if isinstance(exc, lost):
         return EnvironmentProblem(
             f"the Docker engine at {host} stopped answering: {_short(exc)}",
             hint="check the engine (`docker info`); the next build removes any container this one left",

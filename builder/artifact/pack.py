@@ -81,8 +81,12 @@ def _walk(root: Path) -> Iterator[Path]:
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except BaseException:  # a full disk: no temp file left beside the good zip
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return Path(tmp)
 
 

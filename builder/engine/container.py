@@ -289,12 +289,27 @@ class Container:
             if watchdog is not None:
                 watchdog[0].cancel()
         self._stopped_by(watchdog, step)
+        if code != 0 and not self._running():
+            raise BuildFailed(
+                f"the build container stopped during step '{step}' in {self.purpose} "
+                "(killed or removed from outside the build)",
+                tail="\n".join(list(tail)[-TAIL_LINES:]),
+            )
         if code != 0:
             raise BuildFailed(
                 f"step '{step}' failed with exit code {code} in {self.purpose}",
                 tail="\n".join(list(tail)[-TAIL_LINES:]),
             )
         return "\n".join(tail)
+
+    def _running(self) -> bool:
+        import docker.errors
+
+        try:
+            self._container.reload()
+        except docker.errors.NotFound:
+            return False
+        return bool(self._container.status == "running")
 
     def _watchdog(self) -> tuple[threading.Timer, threading.Event] | None:
         """A timer that kills the container when a command outlives the step timeout: the exec's
