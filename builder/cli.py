@@ -30,18 +30,20 @@ def _echo_err(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     interrupts.install()  # SIGTERM unwinds like Ctrl-C, so every `with Container(...)` removes its container
     args = list(argv) if argv is not None else sys.argv[1:]
+    code: int | str | None = 0
     try:
         cli.main(args=args, standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort as exc:  # click's name for a KeyboardInterrupt
-        sys.exit(boundary.report(exc.__cause__ or KeyboardInterrupt(), _echo_err))
+        code = boundary.report(exc.__cause__ or KeyboardInterrupt(), _echo_err)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
-    except SystemExit:
-        raise
+        code = 2
+    except SystemExit as exc:
+        code = exc.code
     except BaseException as exc:  # the one boundary: engine, disk and archive errors included
-        sys.exit(boundary.report(exc, _echo_err))
-    sys.exit(0)
+        code = boundary.report(exc, _echo_err)
+    interrupts.settle()
+    sys.exit(code)
 
 
 def _argv() -> list[str] | None:

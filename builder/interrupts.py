@@ -81,6 +81,13 @@ def install() -> None:
     threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
 
 
+def settle() -> None:
+    """The work is done and reported: a signal now must not turn the exit code into a death by
+    signal (the interpreter's shutdown restores the default handlers, which kill)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _relay(read_end: int) -> None:
     main = threading.main_thread().ident
     assert main is not None
