@@ -389,3 +389,60 @@ def test_hanging_step_ends_at_its_timeout(cache_dir: Path, local_images: dict[st
     assert time.monotonic() - started < 120
     _assert_clean(stderr, child.proc.pid)
     assert not out.exists() or not list(out.glob("*.zip"))
+
+
+# --- without the engine: the boundary and the size limit ----------------------------------------
+
+
+def test_size_limit_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    from builder.artifact import pack
+    from builder.errors import BuildFailed
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "big.bin").write_bytes(b"x" * 5000)
+    out = tmp_path / "dist"
+    out.mkdir()
+    (out / "a.zip").write_bytes(b"previous good zip")
+    with pytest.raises(BuildFailed, match=r"unzipped size 5000 bytes .* over Lambda's limit of 4096 bytes"):
+        pack.package(stage, out, "a", {}, max_unzipped=4096)
+    assert sorted(p.name for p in out.iterdir()) == ["a.zip"]
+    assert (out / "a.zip").read_bytes() == b"previous good zip"
+
+
+def test_first_cause_is_kept_and_the_cleanup_error_is_secondary() -> None:
+    import requests
+
+    from builder.boundary import translate
+
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            raise requests.exceptions.ConnectionError("removing the container: connection refused") from None
+    except requests.exceptions.ConnectionError as late:
+        late.__suppress_context__ = False  # what a `with` block's cleanup raising really looks like
+        try:
+            raise late
+        except Exception as exc:
+            error = translate(exc)
+    assert error.exit_code == 3
+    assert "stopped answering" in error.message and "Connection reset by peer" in error.message
+    assert error.secondary is not None and "removing the container" in error.secondary
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "text"),
+    [
+        (OSError(28, "No space left on device", "/out/x.zip"), 3, "/out/x.zip: no space left on the device"),
+        (OSError(30, "Read-only file system", "/out"), 2, "/out: the file system is read-only"),
+        (OSError(13, "Permission denied", "/out"), 2, "/out: permission denied"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (KeyError("x"), 1, "internal error: KeyError"),
+    ],
+)
+def test_boundary_exit_codes(exc: BaseException, code: int, text: str) -> None:
+    from builder.boundary import translate
+
+    error = translate(exc)
+    assert error.exit_code == code and text in error.message
