@@ -100,8 +100,12 @@ class Child:
         self.lines: list[str] = []
         self.err: list[str] = []
         self._seen = threading.Condition()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     def _pump(self, stream: Any, into: list[str]) -> None:
         for line in stream:
@@ -119,7 +123,8 @@ class Child:
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
         code = self.proc.wait(timeout=timeout)
-        time.sleep(0.1)  # the pumps read the last lines
+        for pump in self._pumps:  # until the last lines are read
+            pump.join(10)
         return code, "".join(self.err)
 
 
@@ -225,12 +230,17 @@ def _our_container_of(pid: int, timeout: float = 120) -> Any:
     raise AssertionError(f"no container of pid {pid}")
 
 
-@pytest.mark.docker
-def test_container_killed_from_outside_mid_step(good_zip: Path, cache_dir: Path, tmp_path: Path) -> None:
+def _sleeping_greet(tmp_path: Path, good: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """greet whose source build sleeps a minute, and an out folder holding the good zip."""
     recipe = copy_greet(tmp_path / "src")
     recipe.write_text(recipe.read_text().replace(*SLEEP_STEP))
     out = tmp_path / "dist"
-    kept = _seed(out, good_zip)
+    return recipe, out, _seed(out, good)
+
+
+@pytest.mark.docker
+def test_container_killed_from_outside_mid_step(good_zip: Path, cache_dir: Path, tmp_path: Path) -> None:
+    recipe, out, kept = _sleeping_greet(tmp_path, good_zip)
     child = Child(["build", str(recipe), "--out", str(out), "--no-cache"])
     child.wait_for("==> source")
     time.sleep(1)  # inside the step's `sleep 60`
@@ -289,10 +299,7 @@ class SocketProxy:
 def test_engine_unreachable_mid_build(good_zip: Path, cache_dir: Path, tmp_path: Path) -> None:
     from builder.engine.container import sweep_orphans
 
-    recipe = copy_greet(tmp_path / "src")
-    recipe.write_text(recipe.read_text().replace(*SLEEP_STEP))
-    out = tmp_path / "dist"
-    kept = _seed(out, good_zip)
+    recipe, out, kept = _sleeping_greet(tmp_path, good_zip)
     proxy = SocketProxy(Path(f"/tmp/lb-faults-{os.getpid()}.sock"))
     child = Child(["build", str(recipe), "--out", str(out), "--no-cache"], env={"DOCKER_HOST": f"unix://{proxy.path}"})
     try:
