@@ -453,3 +453,48 @@ def test_boundary_exit_codes(exc: BaseException, code: int, text: str) -> None:
 
     error = translate(exc)
     assert error.exit_code == code and text in error.message
+
+
+def test_a_signal_while_the_pair_is_renamed_waits_for_both(tmp_path: Path) -> None:
+    """The zipping phase's end, in-process: a SIGTERM between the zip's and the manifest's rename
+    must not leave a new zip beside the old manifest; after it, nothing more is renamed."""
+    from builder import interrupts
+    from builder.artifact.pair import put_pair
+    from builder.errors import Interrupted
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    (tmp_path / "a.zip").write_bytes(b"old zip")
+    (tmp_path / "a.manifest.json").write_bytes(b"old manifest")
+
+    def temp(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    real_replace = os.replace
+
+    def replace_then_signal(src: Any, dst: Any) -> None:  # the signal lands between the renames
+        real_replace(src, dst)
+        if str(dst).endswith(".zip"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+
+    try:
+        interrupts.install()
+        os.replace = replace_then_signal  # type: ignore[assignment]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                put_pair(temp(".z1", b"new zip"), tmp_path / "a.zip", temp(".m1", b"new manifest"),
+                         tmp_path / "a.manifest.json")  # fmt: skip
+        finally:
+            os.replace = real_replace
+        assert (tmp_path / "a.zip").read_bytes() == b"new zip"
+        assert (tmp_path / "a.manifest.json").read_bytes() == b"new manifest"
+        with pytest.raises(Interrupted):  # cancelled: an unfinished build renames nothing
+            put_pair(temp(".z2", b"newer zip"), tmp_path / "a.zip", None, tmp_path / "a.manifest.json")
+        assert (tmp_path / "a.zip").read_bytes() == b"new zip"
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(-1)
+        interrupts._cancelled.clear()
