@@ -383,13 +383,20 @@ def test_four_concurrent_builds_into_one_folder(good_zip: Path, cache_dir: Path,
 
 
 @pytest.mark.docker
-def test_hanging_step_ends_at_its_timeout(cache_dir: Path, local_images: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["recipe", "flag"])
+def test_hanging_step_ends_at_its_timeout(
+    cache_dir: Path, local_images: dict[str, str], tmp_path: Path, where: str
+) -> None:
     recipe = copy_greet(tmp_path / "src")
     text = recipe.read_text().replace(*SLEEP_STEP)
-    recipe.write_text(text.replace("layout: function\n", "layout: function\ntimeout: 4\n"))
+    if where == "recipe":
+        recipe.write_text(text.replace("layout: function\n", "layout: function\ntimeout: 4\n"))
+    else:
+        recipe.write_text(text.replace("layout: function\n", "layout: function\ntimeout: 1000\n"))
     out = tmp_path / "dist"
     started = time.monotonic()
-    child = Child(["build", str(recipe), "--out", str(out), "--no-cache"])
+    flag = ["--step-timeout", "4"] if where == "flag" else []
+    child = Child(["build", str(recipe), "--out", str(out), "--no-cache", *flag])
     code, stderr = child.finish(timeout=300)
     assert code == 1, stderr
     assert "step 'libgreet 3/3' did not finish within its timeout of 4 s" in stderr, stderr
