@@ -29,7 +29,14 @@ def first_cause(exc: BaseException) -> BaseException:
     """The error that started it: an exception raised while handling another (a failed container
     removal after the engine died) hides the one that mattered unless we walk back to it."""
     seen = {id(exc)}
-    while exc.__context__ is not None and not exc.__suppress_context__ and id(exc.__context__) not in seen:
+    # an interrupt is a cause of its own: what it cut short (an exception a library was handling,
+    # e.g. Path.mkdir's FileExistsError on an existing folder) is not the story
+    while (
+        not isinstance(exc, (KeyboardInterrupt, Interrupted))
+        and exc.__context__ is not None
+        and not exc.__suppress_context__
+        and id(exc.__context__) not in seen
+    ):
         if isinstance(exc.__context__, KeyboardInterrupt) or _is_cleanup_noise(exc):
             exc = exc.__context__
             seen.add(id(exc))

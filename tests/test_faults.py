@@ -505,3 +505,19 @@ def test_a_signal_while_the_pair_is_renamed_waits_for_both(tmp_path: Path) -> No
             signal.signal(sig, handler)
         signal.set_wakeup_fd(-1)
         interrupts._cancelled.clear()
+
+
+def test_an_interrupt_is_its_own_cause_not_what_it_cut_short(tmp_path: Path) -> None:
+    """SIGTERM landed inside Path.mkdir while it was handling its own FileExistsError for an
+    existing folder: the build reported 'downloads: File exists' (exit 1) instead of exit 130."""
+    from builder.boundary import translate
+
+    try:
+        try:
+            raise FileExistsError(17, "File exists", str(tmp_path))
+        except FileExistsError:
+            raise KeyboardInterrupt from None
+    except KeyboardInterrupt as exc:
+        exc.__suppress_context__ = False  # as when the handler raises inside an except block
+        error = translate(exc)
+    assert error.exit_code == 130 and "File exists" not in error.message

@@ -44,7 +44,7 @@ def test_a_proxy_password_stays_out_of_the_image(
     lines: list[str] = []
     try:
         images.engine_build(dockerfile, name, base, {"test": "1"}, "linux/amd64", lines.append)
-        assert images.engine.inspect_image(name) is not None
+        assert images.inspect_image(name) is not None
         shown = _history_and_inspect(name) + "\n".join(lines)
         assert PASSWORD not in shown
         declared = dockerfile.replace("FROM ${BASE}\n", "FROM ${BASE}\nARG HTTP_PROXY\n")

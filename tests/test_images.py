@@ -31,7 +31,7 @@ def test_local_images_are_reused_not_rebuilt(local_images: dict[str, str]) -> No
 
 def test_wrong_architecture_image_is_refused(local_images: dict[str, str], tmp_path: Path) -> None:
     arm = images.local_name("base", "bookworm", "arm64")
-    if images.engine.inspect_image(arm) is None:
+    if images.inspect_image(arm) is None:
         pytest.skip("no arm64 base image on this engine")
     result = run_cli("build", str(FIXTURES / "greet" / "recipe.yaml"), "--image", arm, "--out", str(tmp_path))
     assert result.returncode == 2

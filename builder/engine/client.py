@@ -52,9 +52,12 @@ def api_get(path: str) -> Any | None:
         return _sdk_get(path)
     try:
         status, body = socketapi.get(sock_path, path)
-    except OSError:
+    except OSError as exc:
         client()  # raises the EnvironmentProblem that explains a missing engine
-        raise
+        raise EnvironmentProblem(  # it answered before (the client is made): it stopped answering
+            f"the Docker engine at unix://{sock_path} stopped answering: {exc}",
+            hint="check the engine (`docker info`); the next build removes any container this one left",
+        ) from exc
     except ValueError:  # not a plain reply
         return _sdk_get(path)
     if status == 404:

@@ -289,7 +289,7 @@ class Container:
             if watchdog is not None:
                 watchdog[0].cancel()
         self._stopped_by(watchdog, step)
-        if code != 0 and not self._running():
+        if code != 0 and not self._running(settle=code is None or code >= 128):
             raise BuildFailed(
                 f"the build container stopped during step '{step}' in {self.purpose} "
                 "(killed or removed from outside the build)",
@@ -302,14 +302,21 @@ class Container:
             )
         return "\n".join(tail)
 
-    def _running(self) -> bool:
+    def _running(self, *, settle: bool = False) -> bool:
+        """Whether the container still runs. With `settle` (the command died of a signal, as it does
+        when the container is killed), give the engine a moment to record the container's end: on
+        a busy machine it still said "running" right after the kill."""
         import docker.errors
 
-        try:
-            self._container.reload()
-        except docker.errors.NotFound:
-            return False
-        return bool(self._container.status == "running")
+        deadline = time.monotonic() + (3.0 if settle else 0.0)
+        while True:
+            try:
+                self._container.reload()
+            except docker.errors.NotFound:
+                return False
+            if self._container.status != "running" or time.monotonic() >= deadline:
+                return bool(self._container.status == "running")
+            time.sleep(0.1)
 
     def _watchdog(self) -> tuple[threading.Timer, threading.Event] | None:
         """A timer that kills the container when a command outlives the step timeout: the exec's

@@ -28,7 +28,7 @@ from builder.runtimes import parse_arches
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = yamldoc.PathKey
-CHECKS_VERSION = b"2\0"  # bump when the checks change in this module: old "valid" markers stop counting
+CHECKS_VERSION = b"3\0"  # bump when the checks change in this module: old "valid" markers stop counting
 MAX_RECIPE_BYTES = 1 << 20  # real recipes are a few KB; more is a mistake (or an attack) to stop early
 
 
@@ -281,7 +281,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
         Problem(d.line, field_name(d.path), f"duplicate key (first given on line {d.first_line}); keep one")
         for d in doc.duplicates
     ]
-    data = yamldoc.as_written(doc, bools_under=("environment",))
+    data = yamldoc.as_written(doc, bools_under=("environment",), numbers=("timeout",))
     if not isinstance(data, dict):
         raise RecipeInvalid(
             path, [Problem(1, "", f"a recipe is a mapping of keys (name:, version:, ...), not a {_kind(data)}")]

@@ -156,10 +156,11 @@ class _Builder:
         return value
 
 
-def as_written(doc: Document, *, bools_under: tuple[str, ...] = ()) -> Any:
+def as_written(doc: Document, *, bools_under: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> Any:
     """`doc.data` with every number or date put back as the text it was written as (`3.10` stays
-    "3.10", not 3.1), for formats in which no field is a number; booleans too under the top-level
-    keys `bools_under` (where every value is text, like environment variables)."""
+    "3.10", not 3.1), except at the top-level keys `numbers` (fields that are numbers, such as a
+    timeout); booleans too under the top-level keys `bools_under` (where every value is text, like
+    environment variables)."""
 
     def walk(value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
@@ -169,7 +170,7 @@ def as_written(doc: Document, *, bools_under: tuple[str, ...] = ()) -> Any:
         if isinstance(value, bool):
             as_text = bool(path) and path[0] in bools_under
             return doc.texts[path] if as_text and path in doc.texts else value
-        if isinstance(value, _PLAIN_TYPES) and path in doc.texts:
+        if isinstance(value, _PLAIN_TYPES) and path in doc.texts and not (path and path[0] in numbers):
             return doc.texts[path]
         return value
 
