@@ -52,22 +52,6 @@ def _argv() -> list[str] | None:
     return argv
 
 
-def check_build_arguments(arches: Sequence[str], runtimes: Sequence[str], out: Path) -> None:
-    """Arguments wrong whatever the recipe says: refused before a recipe is read or a folder made."""
-    import difflib
-
-    from builder.runtimes import RUNTIMES
-
-    parse_arches(arches, ())
-    for rt in runtimes:
-        if rt not in RUNTIMES:
-            guess = difflib.get_close_matches(rt, list(RUNTIMES), n=1)
-            known = f"did you mean {guess[0]}?" if guess else f"known: {', '.join(RUNTIMES)}"
-            raise UserError(f"--runtime {rt}: unknown runtime ({known})")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, not a folder; name a folder (it is made if missing)")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lambda-builder")
 def cli() -> None:
@@ -156,8 +140,7 @@ def build(
     """Build recipes into one zip + manifest per runtime and architecture."""
     from builder.recipe import loader
 
-    check_build_arguments(arches, runtimes, out)  # before any recipe is read or anything written
-    wanted = loader.requested(recipe_paths, runtimes, arches)
+    wanted = loader.requested(recipe_paths, runtimes, arches, out=out)
     from builder.pipeline.command import run_builds  # after the recipes: bad input is answered without it
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
@@ -222,21 +205,9 @@ def images_list(as_json: bool) -> None:
 )
 def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     """Make the local image family (bootstrapped from Debian) for these runtimes."""
-    from builder.engine.images import ensure_local
-    from builder.runtimes import RUNTIMES
+    from builder.pipeline.command import make_local_images
 
-    for rt in runtimes:
-        runtime = RUNTIMES.get(rt)
-        if runtime is None:
-            raise UserError(f"--runtime {rt}: unknown runtime; known: {', '.join(RUNTIMES)}")
-        if runtime.debian is None:
-            raise UserError(
-                f"--runtime {rt}: no Debian release ships Python {runtime.python}; only the official images serve it"
-            )
-        for arch in parse_arches(arches, ("x86_64",)):
-            for kind in kinds:
-                ref = ensure_local(kind, runtime.debian, arch, progress=click.echo)  # type: ignore[arg-type]
-                click.echo(f"ready: {ref.name} {ref.id[:19]}")
+    make_local_images(runtimes, parse_arches(arches, ("x86_64",)), kinds, echo=click.echo)
 
 
 @cli.command()

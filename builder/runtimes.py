@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
 from typing import Literal
 
 from builder.errors import UserError
@@ -93,3 +95,15 @@ def parse_arches(values: Sequence[str], default: Sequence[str]) -> tuple[str, ..
             elif part:
                 raise UserError(f"--arch {part}: unknown architecture; use x86_64, arm64 or all")
     return tuple(dict.fromkeys(out or default))
+
+
+def check_build_arguments(arches: Sequence[str], runtimes: Sequence[str], out: Path) -> None:
+    """Arguments wrong whatever the recipe says: refused before a recipe is read or a folder made."""
+    parse_arches(arches, ())
+    for rt in runtimes:
+        if rt not in RUNTIMES:
+            guess = get_close_matches(rt, list(RUNTIMES), n=1)
+            known = f"did you mean {guess[0]}?" if guess else f"known: {', '.join(RUNTIMES)}"
+            raise UserError(f"--runtime {rt}: unknown runtime ({known})")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; name a folder (it is made if missing)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from builder.cache import noop
+from builder.errors import UserError
 from builder.pipeline import finish
 from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
@@ -53,3 +54,24 @@ def run_builds(
         [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=echo, echo_err=echo_err
     )
     return True
+
+
+def make_local_images(
+    runtimes: Sequence[str], arches: Sequence[str], kinds: Sequence[str], *, echo: Echo
+) -> None:
+    """The `images build` command: the local image family (bootstrapped from Debian) per runtime."""
+    from builder.engine.images import ensure_local
+    from builder.runtimes import RUNTIMES
+
+    for rt in runtimes:
+        runtime = RUNTIMES.get(rt)
+        if runtime is None:
+            raise UserError(f"--runtime {rt}: unknown runtime; known: {', '.join(RUNTIMES)}")
+        if runtime.debian is None:
+            raise UserError(
+                f"--runtime {rt}: no Debian release ships Python {runtime.python}; only the official images serve it"
+            )
+        for arch in arches:
+            for kind in kinds:
+                ref = ensure_local(kind, runtime.debian, arch, progress=echo)  # type: ignore[arg-type]
+                echo(f"ready: {ref.name} {ref.id[:19]}")

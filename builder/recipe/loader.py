@@ -24,7 +24,7 @@ from builder.errors import UserError
 from builder.recipe import yamldoc
 from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Prune, PythonSpec, Recipe, Source, Tests
 from builder.resources import RESOURCES
-from builder.runtimes import parse_arches
+from builder.runtimes import check_build_arguments, parse_arches
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = yamldoc.PathKey
@@ -392,10 +392,12 @@ def recipe_sha256(recipe: Recipe) -> str:
 
 
 def requested(
-    recipe_paths: Sequence[Path], runtimes: Sequence[str], arches: Sequence[str]
+    recipe_paths: Sequence[Path], runtimes: Sequence[str], arches: Sequence[str], *, out: Path
 ) -> list[tuple[Recipe, str, str]]:
     """Every (recipe, runtime, arch) a `build` asks for: each recipe's own runtimes and arches unless
-    narrowed. Here, not in the pipeline, so bad input is answered before the pipeline loads."""
+    narrowed. Here, not in the pipeline, so bad input is answered before the pipeline loads; the
+    arguments that are wrong whatever a recipe says are refused before any recipe is read."""
+    check_build_arguments(arches, runtimes, out)
     wanted: list[tuple[Recipe, str, str]] = []
     for path in recipe_paths:
         recipe = load(path)
