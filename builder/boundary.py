@@ -112,7 +112,14 @@ def _engine_error(exc: BaseException) -> LambdaBuilderError | None:
         http.client.HTTPException,
         ConnectionError,
     )
-    if isinstance(exc, lost):
+    # connecting to a unix socket that is gone (ENOENT) or closed (ECONNREFUSED): an OSError without
+    # a file name, which file operations always carry; some of the SDK's paths let it through bare
+    socket_gone = (
+        isinstance(exc, OSError)
+        and exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
+        and exc.filename is None
+    )
+    if isinstance(exc, lost) or socket_gone:
         return EnvironmentProblem(
             f"the Docker engine at {host} stopped answering: {_short(exc)}",
             hint="check the engine (`docker info`); the next build removes any container this one left",

@@ -521,3 +521,14 @@ def test_an_interrupt_is_its_own_cause_not_what_it_cut_short(tmp_path: Path) -> 
         exc.__suppress_context__ = False  # as when the handler raises inside an except block
         error = translate(exc)
     assert error.exit_code == 130 and "File exists" not in error.message
+
+
+def test_a_bare_socket_error_is_the_engine_gone_not_a_file() -> None:
+    """The engine's socket vanished mid-build and a bare FileNotFoundError (no file name: a socket
+    connect) came through one of the SDK's paths: it is the engine (exit 3), not a file (exit 1)."""
+    from builder.boundary import translate
+
+    error = translate(FileNotFoundError(2, "No such file or directory"))
+    assert error.exit_code == 3 and "stopped answering" in error.message
+    missing_file = translate(FileNotFoundError(2, "No such file or directory", "/tmp/nothing-here"))
+    assert missing_file.exit_code == 1 and "/tmp/nothing-here" in missing_file.message
