@@ -117,6 +117,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="Builds run at once (several targets).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
+@click.option("--timings", is_flag=True, help="Print where each build's time went, phase by phase.")
 @click.option(
     "--step-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -135,6 +136,7 @@ def build(
     push_uri: str | None,
     jobs: int,
     quiet: bool,
+    timings: bool,
     step_timeout: float | None,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
@@ -153,6 +155,7 @@ def build(
         push_uri=push_uri,
         jobs=jobs,
         quiet=quiet,
+        timings=timings,
         argv=_argv(),
         echo=click.echo,
         echo_err=_echo_err,

@@ -31,9 +31,31 @@ GREET = FIXTURES / "greet"
 @pytest.fixture(scope="module")
 def greet_build(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    result = run_cli("build", str(GREET / "recipe.yaml"), "--out", str(out), "--no-cache")
+    result = run_cli("build", str(GREET / "recipe.yaml"), "--out", str(out), "--no-cache", "--timings")
     assert result.returncode == 0, result.stdout + result.stderr
+    (out / "build.log").write_text(result.stdout)
     return out / "greet-1.0.0-python3.11-x86_64.zip"
+
+
+def test_timings_account_for_the_whole_build(greet_build: Path) -> None:
+    """`--timings` prints every phase, and the rows add up to the wall time of the result line."""
+    log = (greet_build.parent / "build.log").read_text().splitlines()
+    start = next(i for i, line in enumerate(log) if line.startswith("timings for greet python3.11 x86_64 ("))
+    total = float(log[start].rsplit("(", 1)[1].rstrip("s):"))
+    rows = {}
+    for line in log[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        name, seconds, _share = line.strip().rsplit(None, 2)
+        rows[name.strip()] = float(seconds.rstrip("s"))
+    for phase in ("resolve target", "start container", "pip install", "copy artifact out", "pack", "cache store"):
+        assert phase in rows, rows
+    assert any(name.startswith("source ") for name in rows), rows
+    assert abs(sum(rows.values()) - total) <= 0.01 * len(rows), (rows, total)
+    # the manifest keeps what ran before packing (it is written by the pack phase itself)
+    manifest = json.loads(greet_build.with_name("greet-1.0.0-python3.11-x86_64.manifest.json").read_text())
+    assert {"resolve target", "start container", "pip install"} <= set(manifest["timings"])
+    assert "pack" not in manifest["timings"]
 
 
 def test_build_writes_zip_and_manifest(greet_build: Path) -> None:

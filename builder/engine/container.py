@@ -154,6 +154,10 @@ class Container:
         self._starting = background(self.start)
         return self
 
+    def wait_started(self) -> None:
+        """Block until the container runs (for a caller that times its start on its own)."""
+        self._ready()
+
     def _ready(self) -> None:
         """Wait for a start begun by __enter__ (its error, such as no arm64 emulation, is raised here)."""
         if self._starting is not None:

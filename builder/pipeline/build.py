@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from builder.engine.reference import parse_reference
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
+from builder.pipeline.timings import Phases
 from builder.recipe import sources
 from builder.recipe.model import Recipe
 from builder.ship import limits
@@ -51,6 +52,7 @@ class BuildResult:
     step_seconds: float  # time inside the container's commands (the compile itself)
     cached: bool = False
     inputs: Inputs | None = None  # what the build read, before it ran (the key and the no-op stamp)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`build --timings`)
 
     @property
     def key(self) -> str:
@@ -67,30 +69,36 @@ def downloads_dir() -> Path:
 def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildResult:
     """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
     started = time.monotonic()
-    target = resolve_target(request.recipe, request.runtime, request.arch, options, log)
+    phases = Phases()
+    with phases.phase("resolve target"):
+        target = resolve_target(request.recipe, request.runtime, request.arch, options, log)
     recipe, runtime, arch, image = target.recipe, target.runtime, target.arch, target.image
     stem = pack.artifact_stem(recipe.name, recipe.version, runtime.name, arch)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
-    inputs = snapshot(
-        recipe,
-        lambda: source_digests(recipe, log),
-        image_id=image.id,
-        runtime=runtime.name,
-        arch=arch,
-        mode=target.mode,
-    )
+    with phases.phase("read inputs"):
+        inputs = snapshot(
+            recipe,
+            lambda: source_digests(recipe, log),
+            image_id=image.id,
+            runtime=runtime.name,
+            arch=arch,
+            mode=target.mode,
+        )
     digests = inputs.source_digests
     key = inputs.key
     if options.use_cache:
-        hit = _from_cache(key, options.out, stem, log)
+        with phases.phase("cache lookup"):
+            hit = _from_cache(key, options.out, stem, log)
         if hit is not None:
             return BuildResult(
-                recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs
+                recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs,
+                phases.as_dict(),
             )
     # a listing the engine answers while this build's container starts
     sweeping = background(functools.partial(sweep_orphans, log))
     log(f"building {recipe.name} for {runtime.name} {arch} ({target.mode}) in {image.name}")
-    run_image, packages_ready, package_snapshot = _packages_image(recipe, image, options.use_cache)
+    with phases.phase("package snapshot lookup"):
+        run_image, packages_ready, package_snapshot = _packages_image(recipe, image, options.use_cache)
     container = Container(
         run_image,
         purpose=f"{recipe.name}-{arch}",
@@ -115,30 +123,38 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
             source_digests=dict(digests),
         )
         ctx.manifest["mode"] = target.mode
-        if target.toolchain.files is not None:
-            container.put_tar("/", target.toolchain.files)
-        prefix = _prefix_step(ctx, reuse=options.use_cache)
+        with phases.phase("prefix cache lookup"):
+            prefix = _prefix_step(ctx, reuse=options.use_cache)
         # pyelftools: only when something is built
         from builder.pipeline.actions.bundle import GuessLibraries, RepairAndAudit
 
         actions = native_actions(
             recipe, prefix, packages_ready=packages_ready, snapshot=package_snapshot, guess=GuessLibraries()
         )
-        timings = run_actions(ctx, [*actions, RepairAndAudit()])
+        with phases.phase("start container"):  # only the wait left after the preparations above
+            container.wait_started()
+            if target.toolchain.files is not None:
+                container.put_tar("/", target.toolchain.files)
+        phases.update(run_actions(ctx, [*actions, RepairAndAudit()]))
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
-        ctx.manifest["timings"] = timings
-        zip_path, manifest = pack.package(
-            ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
-            max_unzipped=limits.UNZIPPED_MAX,
-        )
+        ctx.manifest["timings"] = phases.as_dict()  # what ran before packing; pack and store print only
+        with phases.phase("pack"):
+            zip_path, manifest = pack.package(
+                ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
+                max_unzipped=limits.UNZIPPED_MAX,
+            )
         step_seconds = container.exec_seconds
-    try:
-        store.BuildCache().store(key, zip_path, manifest_path(zip_path))
-    except (OSError, ValueError) as exc:
-        log(f"warning: could not store the build in the cache: {exc}")
+    with phases.phase("cache store"):
+        try:
+            store.BuildCache().store(key, zip_path, manifest_path(zip_path))
+        except (OSError, ValueError) as exc:
+            log(f"warning: could not store the build in the cache: {exc}")
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
-    return BuildResult(recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs)
+    return BuildResult(
+        recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs,
+        timings=phases.as_dict(),
+    )
 
 
 def _settle(sweeping: Future[int]) -> None:

@@ -13,6 +13,7 @@ from builder.errors import UserError
 from builder.pipeline import finish
 from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
+from builder.pipeline.timings import report
 
 Echo = Callable[[str], None]
 
@@ -26,6 +27,7 @@ def run_builds(
     jobs: int,
     quiet: bool,
     argv: Sequence[str] | None,
+    timings: bool = False,
     echo: Echo,
     echo_err: Echo,
 ) -> bool:
@@ -34,6 +36,9 @@ def run_builds(
         log: Echo = (lambda _line: None) if quiet else echo
         result = build_one(requests[0], options, log)
         echo(noop.built_line(str(result.zip_path), result.seconds, result.step_seconds, result.cached))
+        if timings:
+            for line in report(requests[0].label, result.timings, result.seconds):
+                echo(line)
         warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
         if fmt == "zip" and options.use_cache:  # --no-cache asks for a real build every time
             finish.stamp_noop(argv, result, quiet=quiet, warnings=warnings)
@@ -45,6 +50,10 @@ def run_builds(
     console = Console()
     outcomes = run_all(requests, options, jobs=jobs, console=console, echo=(lambda _line: None) if quiet else echo)
     console.print(summary(outcomes))
+    for o in outcomes:
+        if timings and o.result is not None:
+            for line in report(o.request.label, o.result.timings, o.result.seconds):
+                echo(line)
     failed = [o for o in outcomes if o.error is not None]
     for o in failed:
         echo_err(f"error: {o.request.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
