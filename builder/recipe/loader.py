@@ -22,13 +22,13 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.recipe import yamldoc
-from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Prune, PythonSpec, Recipe, Source, Tests
+from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Code, Prune, PythonSpec, Recipe, Source, Tests
 from builder.resources import RESOURCES
 from builder.runtimes import check_build_arguments, parse_arches
 
 SCHEMA_PATH = RESOURCES / "schema" / "recipe.schema.json"
 PathKey = yamldoc.PathKey
-CHECKS_VERSION = b"3\0"  # bump when the checks change in this module: old "valid" markers stop counting
+CHECKS_VERSION = b"4\0"  # bump when the checks change in this module: old "valid" markers stop counting
 MAX_RECIPE_BYTES = 1 << 20  # real recipes are a few KB; more is a mistake (or an attack) to stop early
 
 
@@ -223,13 +223,19 @@ def _is_local(requirement: str) -> bool:
     return requirement.startswith(("./", "../", "/")) or requirement in (".", "..")
 
 
-def _requirement_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Path) -> list[Problem]:
+def _requirement_items(data: dict[str, Any]) -> list[tuple[PathKey, Any]]:
+    """python.requirements as (field path, item): a lone string is one file."""
     python = data.get("python")
     reqs = python.get("requirements") if isinstance(python, dict) else None
+    if isinstance(reqs, str):
+        return [(("python", "requirements"), {"file": reqs})]
+    return [(("python", "requirements", i), req) for i, req in enumerate(reqs if isinstance(reqs, list) else [])]
+
+
+def _requirement_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Path) -> list[Problem]:
     problems = []
-    for i, req in enumerate(reqs if isinstance(reqs, list) else []):
+    for where, req in _requirement_items(data):
         if isinstance(req, str) and _is_local(req) and not (folder / req).exists():
-            where: PathKey = ("python", "requirements", i)
             problems.append(
                 Problem(
                     lines.get(where),
@@ -237,7 +243,28 @@ def _requirement_problems(data: dict[str, Any], lines: dict[PathKey, int], folde
                     f"local project {req!r} does not exist (relative to {folder})",
                 )
             )
+        elif isinstance(req, dict) and isinstance(req.get("file"), str) and not (folder / req["file"]).is_file():
+            named = req["file"]
+            hint = "" if len(where) == 3 else f"; to list a package, write a list: [{_show(named, 40)[1:-1]}]"
+            what = "is a folder, not a file" if (folder / named).is_dir() else "does not exist"
+            problems.append(
+                Problem(
+                    lines.get(where),
+                    field_name(where),
+                    f"requirements file {named!r} {what} (relative to {folder}){hint}",
+                )
+            )
     return problems
+
+
+def _code_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Path) -> list[Problem]:
+    code = data.get("code")
+    where: PathKey = ("code",) if isinstance(code, str) else ("code", "path")
+    named = code.get("path") if isinstance(code, dict) else code
+    if not isinstance(named, str) or (folder / named).is_dir():
+        return []
+    what = "is a file; name the folder that holds it" if (folder / named).exists() else "does not exist"
+    return [Problem(lines.get(where), field_name(where), f"code folder {named!r} {what} (relative to {folder})")]
 
 
 def _read_text(path: Path) -> str:
@@ -291,6 +318,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
         problems += _schema_problems(data, doc.lines)
     problems += _source_problems(data, doc.lines, folder)
     problems += _requirement_problems(data, doc.lines, folder)
+    problems += _code_problems(data, doc.lines, folder)
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
@@ -344,9 +372,13 @@ def load(path: Path) -> Recipe:
     data, _ = load_data(path)
     folder = path.parent
     python = data.get("python", {})
+    items = [req for _, req in _requirement_items(data)]
     requirements = tuple(
-        str((folder / r).resolve()) if _is_local(r) else r for r in python.get("requirements", ())
+        str((folder / r).resolve()) if _is_local(r) else r for r in items if isinstance(r, str)
     )
+    files = tuple((folder / r["file"]).resolve() for r in items if isinstance(r, dict))
+    code = data.get("code")
+    code = {"path": code} if isinstance(code, str) else code
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     env = {k: str(v) for k, v in data.get("environment", {}).items()}  # already text as written
     return Recipe(
@@ -360,6 +392,7 @@ def load(path: Path) -> Recipe:
         sources=tuple(_source(s, folder) for s in data.get("sources", ())),
         python=PythonSpec(
             requirements=requirements,
+            requirement_files=files,
             build_from_source=_tuple(python.get("build_from_source")),
             build_isolation=bool(python.get("build_isolation", True)),
             index_url=python.get("index_url"),
@@ -384,6 +417,7 @@ def load(path: Path) -> Recipe:
         mode=data.get("mode", "auto"),
         timeout=float(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
         canonical=canonical,
+        code=Code((folder / code["path"]).resolve(), _tuple(code.get("exclude"))) if code else None,
     )
 
 

@@ -36,9 +36,27 @@ def is_local_project(requirement: str) -> bool:
     return os.path.isabs(requirement) and os.path.exists(requirement)
 
 
+ALWAYS_EXCLUDED = (".aws-sam", ".git", "__pycache__", "node_modules")  # never function code, at any depth
+
+
+@dataclass(frozen=True)
+class Code:
+    """The function's own files (recipe `code:`), packed as they are beside the dependencies,
+    never through a container; keyed apart from them, so an edit only repacks."""
+
+    path: Path  # absolute folder
+    exclude: tuple[str, ...] = ()  # globs relative to `path`, besides ALWAYS_EXCLUDED and the out folder
+
+
+def is_uv_lock(path: Path) -> bool:
+    """A uv lock file (resolved through `uv export`), not a pip requirements file."""
+    return path.name == "uv.lock"
+
+
 @dataclass(frozen=True)
 class PythonSpec:
     requirements: tuple[str, ...] = ()  # pip requirement strings; local paths already absolute
+    requirement_files: tuple[Path, ...] = ()  # absolute: requirements.txt files or a uv.lock (is_uv_lock)
     build_from_source: tuple[str, ...] = ()  # package names, or (":all:",)
     build_isolation: bool = True  # False: pip --no-build-isolation (build deps from the image)
     index_url: str | None = None
@@ -102,6 +120,7 @@ class Recipe:
     mode: Mode = "auto"
     timeout: float = DEFAULT_STEP_TIMEOUT  # seconds any one build step may run (a hung step fails the build)
     canonical: str = ""  # canonical JSON of the recipe content, for hashing
+    code: Code | None = None  # the function's own files (SAM's CodeUri)
 
     @property
     def folder(self) -> Path:

@@ -1,0 +1,42 @@
+"""The `code:` and requirement-file recipe fields load into the model in both written forms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.recipe import loader
+from builder.recipe.model import Code, is_uv_lock
+
+HEAD = "name: a\nversion: '1'\nruntimes: [python3.11]\n"
+
+
+def _project(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
+    (tmp_path / "uv.lock").write_text("version = 1\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(HEAD + body)
+    return recipe
+
+
+def test_code_as_a_string_and_as_a_mapping(tmp_path: Path) -> None:
+    r = loader.load(_project(tmp_path, "code: ./src\n"))
+    assert r.code == Code((tmp_path / "src").resolve(), ())
+    (tmp_path / "m").mkdir()
+    r = loader.load(_project(tmp_path / "m", "code: {path: src, exclude: ['*.md', 'tests/**']}\n"))
+    assert r.code == Code((tmp_path / "m" / "src").resolve(), ("*.md", "tests/**"))
+    (tmp_path / "n").mkdir()
+    assert loader.load(_project(tmp_path / "n", "")).code is None
+
+
+def test_requirements_as_one_file_or_mixed_list(tmp_path: Path) -> None:
+    r = loader.load(_project(tmp_path, "python:\n  requirements: requirements.txt\n"))
+    assert r.python.requirement_files == ((tmp_path / "requirements.txt").resolve(),)
+    assert r.python.requirements == ()
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(HEAD + "python:\n  requirements: [six==1.16.0, {file: uv.lock}, {file: requirements.txt}]\n")
+    r = loader.load(recipe)
+    assert r.python.requirements == ("six==1.16.0",)
+    assert [p.name for p in r.python.requirement_files] == ["uv.lock", "requirements.txt"]
+    assert [is_uv_lock(p) for p in r.python.requirement_files] == [True, False]
