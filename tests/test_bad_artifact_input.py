@@ -36,6 +36,7 @@ BAD_FIELDS: dict[str, tuple[str, Any, str]] = {
     "imports-string": ("tests", {"imports": "abc"}, "'tests.imports' is not a list"),
     "image-string": ("image", "local", "'image' is not an object"),
     "contents-string": ("contents", "abc", "'contents' is not a list"),
+    "handler-number": ("handler", 5, "'handler' is not a string"),
     "contents-size": ("contents", [{"path": "a", "size": "1"}], "'contents[0].size' is not a whole number"),
 }
 

@@ -121,3 +121,25 @@ def test_anchors_reused_within_the_budget_load(tmp_path: Path) -> None:
 def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "name: a\nversion: '1'\nruntimes: [python3.11]\nversion: '2'\n")
     assert problems(path) == [f"{path}:4: version: duplicate key (first given on line 2); keep one"]
+
+
+HEAD = "name: a\nversion: '1'\nruntimes: [python3.11]\n"
+
+
+@pytest.mark.parametrize("handler", ["app.handler", "pkg.api.lambda_handler", "src/app.handler", "_m._f"])
+def test_handler_accepts_lambdas_forms(tmp_path: Path, handler: str) -> None:
+    assert loader.load(write(tmp_path, HEAD + f"handler: {handler}\n")).handler == handler
+
+
+@pytest.mark.parametrize("handler", ["app", "app.", ".handler", "app.handler()", "my-app.handler", "app handler",
+                                     "1app.handler", "/abs/app.handler", "app..handler"])
+def test_handler_refuses_other_forms(tmp_path: Path, handler: str) -> None:
+    path = write(tmp_path, HEAD + f"handler: '{handler}'\n")
+    (found,) = problems(path)
+    assert found.startswith(f"{path}:4: handler: ") and "MODULE.FUNCTION" in found and "app.handler" in found
+
+
+def test_handler_is_for_functions_only(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + "layout: layer\nhandler: app.handler\n")
+    assert problems(path) == [f"{path}:5: handler: a layer has no handler; remove it, or use layout: function"]
+    assert loader.load(write(tmp_path, HEAD)).handler is None

@@ -67,6 +67,7 @@ class Manifest:
     bundled_libraries: tuple[tuple[tuple[str, str], ...], ...] = ()
     test_imports: tuple[str, ...] = ()
     test_command: str | None = None
+    handler: str | None = None  # MODULE.FUNCTION from the recipe; absent for layers and older manifests
     data: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON as read
 
     @property
@@ -201,6 +202,7 @@ def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Mani
         contents=_contents(data, mpath),
         test_imports=_strings(tests, "imports", mpath, "tests."),
         test_command=_optional(tests, "command", str, mpath, None, "tests.") or None,
+        handler=_optional(data, "handler", str, mpath, None) or None,
         data=data,
     )
 

@@ -200,6 +200,7 @@ def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
         },
         "sources": dict(sorted(ctx.source_digests.items())),
         "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
+        **({"handler": ctx.recipe.handler} if ctx.recipe.handler else {}),
         **ctx.manifest,
     }
 

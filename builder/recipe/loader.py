@@ -319,6 +319,9 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
     problems += _source_problems(data, doc.lines, folder)
     problems += _requirement_problems(data, doc.lines, folder)
     problems += _code_problems(data, doc.lines, folder)
+    if "handler" in data and data.get("layout") == "layer":
+        message = "a layer has no handler; remove it, or use layout: function"
+        problems.append(Problem(doc.lines.get(("handler",)), "handler", message))
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
@@ -415,6 +418,7 @@ def load(path: Path) -> Recipe:
             imports=_tuple(data.get("tests", {}).get("imports")), command=data.get("tests", {}).get("command")
         ),
         mode=data.get("mode", "auto"),
+        handler=data.get("handler"),
         timeout=float(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
         canonical=canonical,
         code=Code((folder / code["path"]).resolve(), _tuple(code.get("exclude"))) if code else None,

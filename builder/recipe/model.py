@@ -118,6 +118,7 @@ class Recipe:
     ] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
     tests: Tests = Tests()
     mode: Mode = "auto"
+    handler: str | None = None  # MODULE.FUNCTION (Lambda's Handler); functions only
     timeout: float = DEFAULT_STEP_TIMEOUT  # seconds any one build step may run (a hung step fails the build)
     canonical: str = ""  # canonical JSON of the recipe content, for hashing
     code: Code | None = None  # the function's own files (SAM's CodeUri)
