@@ -182,6 +182,20 @@ def wheel_cache_dir(image_id: str, arch: str, env: dict[str, str]) -> str:
     return f"{CACHE}/pip/{key}"
 
 
+def built_wheel_inputs(ctx: BuildContext, env: dict[str, str]) -> dict[str, object]:
+    """What a wheel built from an sdist in this build depends on besides the sdist: the image and
+    target, the compiler environment, and what it may compile and link against (the system
+    packages, and the sources built into the prefix)."""
+    return {
+        "image": ctx.image.id,
+        "arch": ctx.arch,
+        "mode": ctx.target.mode,
+        "env": {k: env.get(k, "") for k in WHEEL_INPUTS},
+        "system_packages": ctx.recipe.system_packages,
+        "sources": dict(sorted(ctx.source_digests.items())),
+    }
+
+
 def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "name": ctx.recipe.name,

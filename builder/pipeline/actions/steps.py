@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import BuildFailed, UserError
-from builder.pipeline.context import PREFIX, PYSRC, SRC, STAGE, WHEELS_SCRIPT, Action, BuildContext, pip_env
+from builder.pipeline import built_wheels
+from builder.pipeline.context import (
+    CACHE,
+    PREFIX,
+    PYSRC,
+    SRC,
+    STAGE,
+    WHEELS_SCRIPT,
+    Action,
+    BuildContext,
+    built_wheel_inputs,
+    pip_env,
+)
 from builder.pipeline.scripts import (
     COLLECT,
     PATH_PREFIX,
@@ -128,16 +140,22 @@ class PipInstall:
         if ctx.target.cross:
             self._cross(ctx, args)
             return
+        env = pip_env(ctx)
+        prebuilt = built_wheels.plan(
+            args, spec.build_from_source, python=ctx.python, cache_root=f"{CACHE}/built-wheels",
+            key_inputs=built_wheel_inputs(ctx, env), isolation=spec.build_isolation,
+        )  # fmt: skip
         options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]
-        if spec.build_from_source:
+        if prebuilt.no_binary:
             # --use-pep517: Debian's pip would otherwise fall back to the deprecated `setup.py install`
-            options += ["--no-binary=" + ",".join(spec.build_from_source), "--use-pep517"]
+            options += ["--no-binary=" + ",".join(prebuilt.no_binary), "--use-pep517"]
         if not spec.build_isolation:
             options.append("--no-build-isolation")
-        command = [ctx.python, "-m", "pip", "install", *options, *args]
-        ctx.container.run(
-            PATH_PREFIX + hook_script(ctx.python) + shlex.join(command), step=self.name, env=pip_env(ctx), workdir="/"
-        )
+        command = [ctx.python, "-m", "pip", "install", *options]
+        # wheel paths are `$(ls folder/*.whl)`: for the shell to expand, so not quoted
+        words = [a if a.startswith("$(ls ") else shlex.quote(a) for a in prebuilt.args]
+        script = f"{PATH_PREFIX}{hook_script(ctx.python)}{prebuilt.script}\n{shlex.join(command)} {' '.join(words)}"
+        ctx.container.run(script, step=self.name, env=env, workdir="/")
 
     def _cross(self, ctx: BuildContext, args: list[str]) -> None:
         """Local projects become target wheels with the cross toolchain (their build requirements
