@@ -58,16 +58,12 @@ import platformdirs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RECIPE = HERE / "psycopg2-pyyaml.yaml"
 BENCH_CACHE = platformdirs.user_cache_path("lambda-builder-bench")
 SAM_VENV = BENCH_CACHE / "sam-venv"
 LB_VENV = BENCH_CACHE / "lb-venv"
 BUILD_IMAGE = "lambda-builder/build:bookworm-x86_64"
 RUNTIME_IMAGE = "lambda-builder/runtime:bookworm-x86_64"
 SAM_IMAGE = "lambda-builder-bench/sam-build:python3.11-x86_64"
-FUNCTION = "Psycopg2Function"
-REQUIREMENTS = ["psycopg2==2.9.10", "pyyaml==6.0.2"]
-CHANGED = ("pyyaml==6.0.2", "pyyaml==6.0.1")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 # Lambda's own values for a function on the python3.11 runtime (as `lambda-builder test` uses them)
 LAMBDA_ENV = {
@@ -76,28 +72,66 @@ LAMBDA_ENV = {
     "/var/task:/var/task/lib:/opt:/opt/lib",
     "PYTHONPATH": "/var/task:/opt/python/lib/python3.11/site-packages:/opt/python",
 }
-IMPORT_CHECK = "import psycopg2, yaml; print('imported psycopg2', psycopg2.__version__, 'yaml', yaml.__version__)"
 
-TEMPLATE = f"""\
+
+@dataclass(frozen=True)
+class Job:
+    """One build both tools do: a SAM project and the lambda-builder recipe with the same requirements."""
+
+    name: str
+    recipe: Path  # lambda-builder's side; its `- REQ` lines are the requirements below
+    function: str
+    requirements: tuple[str, ...]  # SAM's requirements.txt (a `--no-binary` line builds from source there)
+    changed: tuple[str, str]  # the one requirement the incremental run changes
+    imports: tuple[str, ...]
+
+    @property
+    def import_check(self) -> str:
+        return f"import {', '.join(self.imports)}; print('imported {' '.join(self.imports)}')"
+
+    @property
+    def template(self) -> str:
+        return TEMPLATE.format(function=self.function, job=self.name)
+
+    @property
+    def app(self) -> str:
+        return "".join(f"import {m}\n" for m in self.imports) + (
+            "\n\ndef handler(event, context):\n    return {'ok': True}\n"
+        )
+
+
+THIRTY = (  # wheels only: what a service's requirements.txt typically pulls in besides the native part
+    "requests==2.32.3", "urllib3==2.2.3", "idna==3.10", "certifi==2024.8.30", "charset-normalizer==3.4.0",
+    "python-dateutil==2.9.0.post0", "six==1.16.0", "pytz==2024.2", "attrs==24.2.0", "click==8.1.7",
+    "jinja2==3.1.4", "markupsafe==3.0.2", "pyyaml==6.0.2", "pydantic==2.9.2", "pydantic-core==2.23.4",
+    "typing-extensions==4.12.2", "annotated-types==0.7.0", "orjson==3.10.11", "simplejson==3.19.3",
+    "jmespath==1.0.1", "cachetools==5.5.0", "tenacity==9.0.0", "structlog==24.4.0", "packaging==24.2",
+    "pyparsing==3.2.0", "wrapt==1.16.0", "ujson==5.10.0", "msgpack==1.1.0", "regex==2024.11.6",
+    "python-json-logger==2.0.7",
+)  # fmt: skip
+JOBS = {
+    "psycopg2": Job(
+        "psycopg2", HERE / "psycopg2-pyyaml.yaml", "Psycopg2Function", ("psycopg2==2.9.10", "pyyaml==6.0.2"),
+        ("pyyaml==6.0.2", "pyyaml==6.0.1"), ("psycopg2", "yaml"),
+    ),
+    "lxml": Job(
+        "lxml", HERE / "lxml-30.yaml", "LxmlFunction", ("--no-binary lxml", "lxml==5.3.0", *THIRTY),
+        ("pyyaml==6.0.2", "pyyaml==6.0.1"), ("lxml.etree", "requests", "pydantic", "yaml"),
+    ),
+}
+
+TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
 Transform: AWS::Serverless-2016-10-31
-Description: lambda-builder benchmark, psycopg2 (from source) + pyyaml
+Description: lambda-builder benchmark, job {job}
 Resources:
-  {FUNCTION}:
+  {function}:
     Type: AWS::Serverless::Function
     Properties:
       CodeUri: src/
       Handler: app.handler
       Runtime: python3.11
       Architectures: [x86_64]
-"""
-APP = """\
-import psycopg2
-import yaml
-
-
-def handler(event, context):
-    return {"psycopg2": psycopg2.__version__, "yaml": yaml.__version__}
 """
 
 SAM_DOCKERFILE = """\
@@ -109,8 +143,8 @@ COPY ca-bundle.crt /usr/local/share/lambda-builder-bench/ca-bundle.crt
 ENV SSL_CERT_FILE=/usr/local/share/lambda-builder-bench/ca-bundle.crt \\
     REQUESTS_CA_BUNDLE=/usr/local/share/lambda-builder-bench/ca-bundle.crt \\
     PIP_CERT=/usr/local/share/lambda-builder-bench/ca-bundle.crt
-# pg_config and the libpq headers, which psycopg2's setup.py needs
-RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libpq-dev \\
+# pg_config and the libpq headers (psycopg2's setup.py), xml2-config/xslt-config (lxml's)
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libpq-dev libxml2-dev libxslt1-dev \\
     && rm -rf /var/lib/apt/lists/*
 # SAM's images: python3.11 with pip at /var/lang/bin, first on PATH, and the `lambda-builders`
 # executable SAM runs as the container's entrypoint
@@ -204,10 +238,10 @@ def ensure_sam_image(client: Any, lambda_builders: str) -> float:
     return time.monotonic() - started
 
 
-def write_sam_project(folder: Path, requirements: Sequence[str]) -> None:
+def write_sam_project(folder: Path, job: Job, requirements: Sequence[str]) -> None:
     (folder / "src").mkdir(parents=True, exist_ok=True)
-    (folder / "template.yaml").write_text(TEMPLATE)
-    (folder / "src" / "app.py").write_text(APP)
+    (folder / "template.yaml").write_text(job.template)
+    (folder / "src" / "app.py").write_text(job.app)
     (folder / "src" / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
 
 
@@ -243,11 +277,11 @@ def folder_tar(folder: Path, name: str) -> bytes:
     return buf.getvalue()
 
 
-def import_in_runtime(client: Any, folder: Path) -> tuple[bool, str]:
-    """SAM's build folder at /var/task of a clean runtime container, nothing else; import psycopg2 there."""
+def import_in_runtime(client: Any, folder: Path, job: Job) -> tuple[bool, str]:
+    """SAM's build folder at /var/task of a clean runtime container, nothing else; import the job's modules."""
     container = client.containers.create(
         RUNTIME_IMAGE,
-        command=["python3.11", "-c", IMPORT_CHECK],
+        command=["python3.11", "-c", job.import_check],
         environment=LAMBDA_ENV,
         working_dir="/",
         labels={"org.lambda-builder.purpose": "sam-compare-import"},
@@ -293,7 +327,7 @@ def lb_env(cache_dir: Path) -> dict[str, str]:
 def lb_build(
     lb: Path, recipe: Path, out: Path, cache_dir: Path, log: Path, *, no_cache: bool = False
 ) -> tuple[Run, Path]:
-    command = [str(lb), "build", str(recipe), "--out", str(out), "-q"]
+    command = [str(lb), "build", str(recipe), "--out", str(out), "-q", "--timings"]
     if no_cache:
         command.append("--no-cache")
     env = lb_env(cache_dir)
@@ -307,10 +341,41 @@ def lb_build(
         sys.exit(f"lambda-builder build failed (exit {done.returncode}), log {log}:\n{tail(done.stdout + done.stderr)}")
     zip_path = Path(match["zip"]) if Path(match["zip"]).is_absolute() else REPO / match["zip"]
     manifest = json.loads(zip_path.with_name(zip_path.name[: -len(".zip")] + ".manifest.json").read_text())
-    timings = {k: float(v) for k, v in manifest.get("timings", {}).items()}
+    timings = _printed_timings(done.stdout) or {k: float(v) for k, v in manifest.get("timings", {}).items()}
     run = Run(seconds, steps=float(match["steps"]), cached=bool(match["cached"]), detail=f"cli {match['s']}s",
               timings=timings)
     return run, zip_path
+
+
+def _printed_timings(stdout: str) -> dict[str, float]:
+    """The phase table `build --timings` printed (every phase, pack and store included)."""
+    rows: dict[str, float] = {}
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("timings for ")), None)
+    for line in lines[start + 1 :] if start is not None else []:
+        if not line.startswith("  "):
+            break
+        name, seconds, _share = line.strip().rsplit(None, 2)
+        rows[name.strip()] = float(seconds.rstrip("s"))
+    return rows
+
+
+def fresh_engine(client: Any, cache_dir: Path) -> list[str]:
+    """What a fresh engine (images just made) does not have: package snapshots, the shared pip/ccache
+    volume, lambda-builder's cache folder. Returns what was removed."""
+    removed = []
+    for image in client.images.list(name="lambda-builder/packages"):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+            removed.append(tag)
+    for volume in client.volumes.list(filters={"name": "lambda-builder-cache-"}):
+        try:
+            volume.remove(force=True)
+            removed.append(f"volume {volume.name}")
+        except docker.errors.APIError as exc:  # another build on this engine uses it: say so, go on
+            say(f"could not remove volume {volume.name} (not a fresh engine for this run): {exc}")
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return removed
 
 
 def lb_test(lb: Path, zip_path: Path, cache_dir: Path) -> tuple[bool, str]:
@@ -328,46 +393,61 @@ def median_run(runs: Sequence[Run]) -> Run:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
 
-def run_both(sam: Path, lb: Path, work: Path, noop_runs: int, cold_runs: int, client: Any) -> tuple[Side, Side]:
+def run_both(
+    sam: Path, lb: Path, work: Path, noop_runs: int, cold_runs: int, client: Any, job: Job, fresh: bool
+) -> tuple[Side, Side]:
     """Every measurement alternates SAM and lambda-builder (cold, cold, ..., no-op, no-op, ...), so
     a machine that speeds up or slows down during the run (this one does, by 20% and more) weighs
-    on both alike rather than on whichever tool happens to run last."""
+    on both alike rather than on whichever tool happens to run last.
+
+    fresh: each lambda-builder cold build starts from a fresh engine (no package snapshot, no shared
+    pip/ccache volume, a new cache folder: nothing downloaded or built before is there) and is a
+    normal build, which fills the caches the no-op and incremental runs then use. Otherwise the cold
+    build is `--no-cache` on a warm engine, and a cache-filling build runs after it."""
     sam_side, lb_side = Side("sam"), Side("lambda-builder")
-    project = work / "sam-project"
-    sam_log, lb_log = work / "sam.log", work / "lambda-builder.log"
-    write_sam_project(project, REQUIREMENTS)
-    cache_dir = work / "lb-cache"
-    recipe = work / RECIPE.name
-    recipe.write_text(RECIPE.read_text())
+    project = work / f"sam-project-{job.name}"
+    sam_log, lb_log = work / f"sam-{job.name}.log", work / f"lambda-builder-{job.name}.log"
+    write_sam_project(project, job, job.requirements)
+    cache_dir = work / f"lb-cache-{job.name}"
+    recipe = work / job.recipe.name
+    recipe.write_text(job.recipe.read_text())
     cold_zip = Path()
     for i in range(cold_runs):
         shutil.rmtree(project / ".aws-sam", ignore_errors=True)
         say(f"sam: cold build (fresh .aws-sam) {i + 1}/{cold_runs}")
         sam_side.cold_all.append(sam_build(sam, project, sam_log))
-        say(f"lambda-builder: cold build (--no-cache: no caches, no pip/ccache volume) {i + 1}/{cold_runs}")
-        run, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, lb_log, no_cache=True)
+        if fresh:
+            removed = fresh_engine(client, cache_dir)
+            say(f"lambda-builder: cold build on a fresh engine (removed {len(removed)}: "
+                f"{', '.join(removed) or 'nothing'}) {i + 1}/{cold_runs}")
+            run, cold_zip = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
+        else:
+            say(f"lambda-builder: cold build (--no-cache: no caches, no pip/ccache volume) {i + 1}/{cold_runs}")
+            run, cold_zip = lb_build(lb, recipe, work / "lb-cold", cache_dir, lb_log, no_cache=True)
         lb_side.cold_all.append(run)
     sam_side.cold, lb_side.cold = median_run(sam_side.cold_all), median_run(lb_side.cold_all)
-    cold_copy = work / "sam-cold-build"
-    shutil.copytree(project / ".aws-sam" / "build" / FUNCTION, cold_copy, symlinks=True)
+    cold_copy = work / f"sam-cold-build-{job.name}"
+    shutil.copytree(project / ".aws-sam" / "build" / job.function, cold_copy, symlinks=True)
     manifest = json.loads(cold_zip.with_name(cold_zip.name[: -len(".zip")] + ".manifest.json").read_text())
     lb_side.timings = lb_side.cold.timings  # of the median run, like its wall and steps
     lb_side.zip_size, lb_side.unzipped_size = int(manifest["zipped_size"]), int(manifest.get("unzipped_size", 0))
-    say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
-    lb_side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
+    if not fresh:
+        say("lambda-builder: first cached build (fills the artifact cache; shared pip/ccache volume)")
+        lb_side.first_cached, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
     for i in range(noop_runs):
         say(f"no-op rebuilds {i + 1}/{noop_runs}: sam, lambda-builder")
         sam_side.noop.append(sam_build(sam, project, sam_log))
         lb_side.noop.append(lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)[0])
-    write_sam_project(project, [r if r != CHANGED[0] else CHANGED[1] for r in REQUIREMENTS])
-    recipe.write_text(RECIPE.read_text().replace(f"- {CHANGED[0]}", f"- {CHANGED[1]}"))
-    if CHANGED[1] not in recipe.read_text():
-        sys.exit(f"could not change {CHANGED[0]} in {recipe}")
-    say(f"one requirement changed ({CHANGED[0]} -> {CHANGED[1]}): sam, lambda-builder")
+    old, new = job.changed
+    write_sam_project(project, job, [r if r != old else new for r in job.requirements])
+    recipe.write_text(job.recipe.read_text().replace(f"- {old}", f"- {new}"))
+    if new not in recipe.read_text():
+        sys.exit(f"could not change {old} in {recipe}")
+    say(f"one requirement changed ({old} -> {new}): sam, lambda-builder")
     sam_side.changed = sam_build(sam, project, sam_log)
     lb_side.changed, _ = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)
-    sam_side.zip_size, sam_side.unzipped_size = zip_folder(cold_copy, work / "sam-cold.zip")
-    sam_side.imports, sam_side.import_output = import_in_runtime(client, cold_copy)
+    sam_side.zip_size, sam_side.unzipped_size = zip_folder(cold_copy, work / f"sam-cold-{job.name}.zip")
+    sam_side.imports, sam_side.import_output = import_in_runtime(client, cold_copy, job)
     lb_side.imports, lb_side.import_output = lb_test(lb, cold_zip, cache_dir)
     return sam_side, lb_side
 
@@ -376,16 +456,23 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
-def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: int) -> None:
-    assert sam.cold and sam.changed and lb.cold and lb.changed and lb.first_cached and lb.cold.steps is not None
+COLD_TARGET = {"psycopg2": 0.5, "lxml": 0.7}  # issue 17: lambda-builder's cold <= this x SAM's
+
+
+def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: int, job: Job, fresh: bool) -> None:
+    assert sam.cold and sam.changed and lb.cold and lb.changed and lb.cold.steps is not None
     print()
-    print(f"psycopg2==2.9.10 (sdist) + pyyaml==6.0.2, python3.11 x86_64; {versions}")
+    wanted = [r for r in job.requirements if not r.startswith("--")]
+    print(f"job {job.name}: {len(wanted)} requirements ({', '.join(wanted[:3])}, ...), python3.11 x86_64; {versions}")
+    print("lambda-builder cold: " + ("fresh engine (no package snapshot, no pip/ccache volume, new cache folder; "
+          "it reuses nothing, downloads included)" if fresh else "--no-cache on a warm engine (package lists and "
+          "snapshots may be there; no pip/ccache volume)"))
     print(f"SAM build image {SAM_IMAGE} made/checked in {image_seconds:.1f}s (not counted); "
           f"no-op is the median of {noop_runs} run(s); wall seconds of each command, as a subprocess")
     rows = [
         ("cold", sam.cold.seconds, lb.cold.seconds),
         ("no-op (nothing changed)", sam.noop_seconds, lb.noop_seconds),
-        (f"one changed ({CHANGED[1]})", sam.changed.seconds, lb.changed.seconds),
+        (f"one changed ({job.changed[1]})", sam.changed.seconds, lb.changed.seconds),
     ]
     print(f"{'':<28}{'sam build':>12}{'lambda-builder':>16}{'sam / lb':>10}")
     for name, s, b in rows:
@@ -397,8 +484,11 @@ def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: 
     print(f"  lambda-builder: {lb.import_output.splitlines()[-1] if lb.import_output else ''}")
     print(f"cold runs (median shown above): sam {', '.join(f'{r.seconds:.2f}s' for r in sam.cold_all)}; "
           f"lambda-builder {', '.join(f'{r.seconds:.2f}s' for r in lb.cold_all)}")
-    print(f"lambda-builder first cached build (after --no-cache; warm pip/ccache volume): "
-          f"{lb.first_cached.seconds:.2f}s")
+    if lb.first_cached:
+        print(f"lambda-builder first cached build (after --no-cache; warm pip/ccache volume): "
+              f"{lb.first_cached.seconds:.2f}s")
+    for label, run in (("cold", lb.cold), ("one changed", lb.changed)):
+        print(f"lambda-builder {label}, per phase: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings.items()))
     print(f"lambda-builder no-op runs: {', '.join(f'{r.seconds:.2f}s ({r.detail})' for r in lb.noop)}; "
           f"all restored from cache: {all(r.cached for r in lb.noop)}")
     print(f"sam no-op runs: {', '.join(f'{r.seconds:.2f}s' for r in sam.noop)}; "
@@ -422,6 +512,14 @@ def report(sam: Side, lb: Side, versions: str, image_seconds: float, noop_runs: 
           f"{verdict(lb.cold.seconds <= sam.cold.seconds)}")
     print(f"  overhead <= 15% of a cold build:  {share:.1%}  {verdict(share <= 0.15)}   "
           f"(stricter measure: {strict:.1%} {verdict(strict <= 0.15)})")
+    cold_ratio, changed_ratio = lb.cold.seconds / sam.cold.seconds, lb.changed.seconds / sam.changed.seconds
+    target = COLD_TARGET.get(job.name, 1.0)
+    print(f"targets (issue 17, {'fresh engine' if fresh else 'warm engine: run with --fresh-engine for them'}):")
+    print(f"  cold <= {target}x sam's cold:          {cold_ratio:.2f}x  {verdict(cold_ratio <= target)}")
+    print(f"  one changed <= 0.3x sam's:        {changed_ratio:.2f}x  {verdict(changed_ratio <= 0.3)}")
+    print(f"  one changed below its own cold:   {lb.changed.seconds:.2f}s vs {lb.cold.seconds:.2f}s  "
+          f"{verdict(lb.changed.seconds < lb.cold.seconds)}")
+    print(f"  no-op <= 0.1 s:                   {lb.noop_seconds:.2f}s  {verdict(lb.noop_seconds <= 0.1)}")
 
 
 def leftover_containers(client: Any) -> list[Any]:
@@ -438,6 +536,10 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=3, help="cold builds (each tool) to take the median of")
     parser.add_argument("--sam-version", default=None, help="install this aws-sam-cli version (default: reuse/latest)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (projects, zips, logs)")
+    parser.add_argument("--job", choices=[*JOBS, "all"], default="psycopg2",
+                        help="psycopg2 (+ pyyaml), lxml (from source, + 30 wheels), or all")
+    parser.add_argument("--fresh-engine", action="store_true",
+                        help="each lambda-builder cold build: no package snapshot, pip/ccache volume or cache")
     args = parser.parse_args()
     client = docker.from_env()
     for image in (BUILD_IMAGE, RUNTIME_IMAGE):
@@ -452,9 +554,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lb-sam-compare-"))
     say(f"work folder {work}")
     try:
-        sam_side, lb_side = run_both(sam, lb, work, args.noop_runs, args.cold_runs, client)
-        report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
-               image_seconds, args.noop_runs)
+        for job in JOBS.values() if args.job == "all" else [JOBS[args.job]]:
+            sam_side, lb_side = run_both(
+                sam, lb, work, args.noop_runs, args.cold_runs, client, job, args.fresh_engine
+            )
+            report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
+                   image_seconds, args.noop_runs, job, args.fresh_engine)
     finally:
         left = leftover_containers(client)
         for container in left:
