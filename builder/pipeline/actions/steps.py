@@ -44,7 +44,8 @@ from builder.recipe import sources
 from builder.recipe.model import Recipe, is_local_project
 from builder.tarsafe import tar_from_dir
 
-SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
+SNAPSHOT_LABEL = "org.lambda-builder.packages-on"
+APT_ARCHIVES = f"{CACHE}/apt/archives"  # the build image a package snapshot extends
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,14 @@ class SystemPackages:
         if key == "apt":
             # the package lists the image carries save an `apt-get update`; lists that went stale
             # (a pool file gone: 404) or are missing get refreshed, then the install runs again
-            install = f"apt-get install -y -qq --no-install-recommends {names}"
+            # downloaded .debs are kept in the per-arch cache volume (when mounted): a build that
+            # installs the same packages later, from a fresh snapshot or none, does not fetch them again
+            install = f"apt-get install -y -qq --no-install-recommends $debs {names}"
             script = (
-                "export DEBIAN_FRONTEND=noninteractive\n"
+                "export DEBIAN_FRONTEND=noninteractive\ndebs=\n"
+                f"if grep -q ' {CACHE} ' /proc/mounts; then mkdir -p {APT_ARCHIVES}/partial\n"
+                f"  debs='-o Dir::Cache::Archives={APT_ARCHIVES}/ -o APT::Keep-Downloaded-Packages=true'\n"
+                f"  exec 9>{CACHE}/apt.lock && flock 9  # one apt at a time per volume (apt would refuse)\nfi\n"
                 f"if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || ! {install}; then\n"
                 "  echo 'refreshing the package lists (apt-get update)'\n"
                 f"  apt-get update -qq && {install}\n"
