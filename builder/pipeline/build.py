@@ -29,7 +29,7 @@ from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
 from builder.engine import client, images
 from builder.engine.container import Container, background, sweep_orphans
-from builder.engine.reference import parse_reference
+from builder.pipeline import snapshot as snapshot_packages
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
@@ -111,6 +111,9 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(_settle, sweeping)
         cleanup.enter_context(container)
+        if package_snapshot is not None:
+            making = snapshot_packages.start(recipe, image, package_snapshot, container.volumes, log)
+            cleanup.callback(snapshot_packages.finish, making, log)
         ctx = BuildContext(
             target=target,
             container=container,
@@ -129,7 +132,7 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
         from builder.pipeline.actions.bundle import GuessLibraries, RepairAndAudit
 
         actions = native_actions(
-            recipe, prefix, packages_ready=packages_ready, snapshot=package_snapshot, guess=GuessLibraries()
+            recipe, prefix, packages_ready=packages_ready, guess=GuessLibraries()
         )
         with phases.phase("start container"):  # only the wait left after the preparations above
             container.wait_started()
@@ -179,22 +182,16 @@ def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
 def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tuple[images.ImageRef, bool, str | None]:
     """The image to run: the build image itself, or a snapshot of it with the recipe's system
     packages already installed (apt-get update + install costs 8-15 s of every build otherwise).
-    Returns (image to run, packages already there, tag to snapshot to after installing)."""
+    Returns (image to run, packages already there, tag of a snapshot to make beside the build)."""
     if not recipe.system_packages or image.family == "custom":
         return image, False, None
     spec = json.dumps({"image": image.id, "packages": recipe.system_packages}, sort_keys=True)
     tag = f"{images.LOCAL_REPO}/packages:{hashlib.sha256(spec.encode()).hexdigest()[:24]}"
     found = client.inspect_image(tag) if reuse else None
     if found is None:
-        # committing costs seconds (2-6 s for libpq-dev on this engine's storage driver), so snapshot
-        # only a package set seen before: a one-off build (an ephemeral CI runner) never pays for it,
-        # nor does a --no-cache build, which would never read the snapshot (it still counts as seen)
-        seen = paths.cache_dir() / "package-sets" / str(parse_reference(tag).tag)
-        if seen.exists() and reuse:
-            return image, False, tag
-        seen.parent.mkdir(parents=True, exist_ok=True)
-        seen.touch()
-        return image, False, None
+        # made beside this build (pipeline/snapshot.py), not by it; a --no-cache build, which never
+        # reads a snapshot, does not make one
+        return image, False, tag if reuse else None
     ready = images.ImageRef(tag, str(found["Id"]), image.arch, image.family, image.debian)
     return ready, True, None
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.engine.container import Container
 from builder.errors import BuildFailed, UserError
 from builder.pipeline import built_wheels
 from builder.pipeline.context import (
@@ -27,6 +28,7 @@ from builder.pipeline.context import (
     WHEELS_SCRIPT,
     Action,
     BuildContext,
+    Log,
     built_wheel_inputs,
     pip_env,
 )
@@ -44,61 +46,63 @@ from builder.recipe import sources
 from builder.recipe.model import Recipe, is_local_project
 from builder.tarsafe import tar_from_dir
 
-SNAPSHOT_LABEL = "org.lambda-builder.packages-on"
-APT_ARCHIVES = f"{CACHE}/apt/archives"  # the build image a package snapshot extends
+SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
+APT_ARCHIVES = f"{CACHE}/apt/archives"
 
 
 @dataclass(frozen=True)
 class SystemPackages:
-    """Install the recipe's packages; then keep the result as an image (`snapshot`) so the next
-    build with the same image and packages starts from it instead of running apt/dnf again."""
+    """Install the recipe's packages (pipeline/snapshot.py keeps them as an image for the next
+    build, beside this one)."""
 
-    snapshot: str | None = None  # tag to commit the container to afterwards
     name: str = "system packages"
 
     def run(self, ctx: BuildContext) -> None:
-        wanted = ctx.recipe.system_packages
-        if not wanted:
-            return
-        # one exec finds the package manager and whether the packages it needs are all there
-        found = ctx.container.run(detect_and_check(wanted), step="check installed packages", quiet=True)
-        manager, _, state = found.strip().splitlines()[-1].partition(" ")
-        key = {"apt-get": "apt"}.get(manager, manager)
-        packages = packages_for(wanted, key)
-        if packages is None:
-            listed = ", ".join(sorted(wanted))
-            raise UserError(
-                f"{ctx.recipe.path}: system_packages lists packages for {listed}, but the build image "
-                f"{ctx.image.name} uses {manager}",
-                hint=f"add system_packages.{key} with the {key} names of those packages",
-            )
-        if state == "installed":
-            ctx.log(f"system packages already in {ctx.image.name}: {' '.join(packages)}")
-            return
-        names = " ".join(shlex.quote(p) for p in packages)
-        if key == "apt":
-            # the package lists the image carries save an `apt-get update`; lists that went stale
-            # (a pool file gone: 404) or are missing get refreshed, then the install runs again
-            # downloaded .debs are kept in the per-arch cache volume (when mounted): a build that
-            # installs the same packages later, from a fresh snapshot or none, does not fetch them again
-            install = f"apt-get install -y -qq --no-install-recommends $debs {names}"
-            script = (
-                "export DEBIAN_FRONTEND=noninteractive\ndebs=\n"
-                f"if grep -q ' {CACHE} ' /proc/mounts; then mkdir -p {APT_ARCHIVES}/partial\n"
-                f"  debs='-o Dir::Cache::Archives={APT_ARCHIVES}/ -o APT::Keep-Downloaded-Packages=true'\n"
-                f"  exec 9>{CACHE}/apt.lock && flock 9  # one apt at a time per volume (apt would refuse)\nfi\n"
-                f"if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || ! {install}; then\n"
-                "  echo 'refreshing the package lists (apt-get update)'\n"
-                f"  apt-get update -qq && {install}\n"
-                "fi"
-            )
-        else:
-            script = f"{manager} install -y {names}\n{manager} clean all >/dev/null 2>&1 || true"
-        ctx.container.run(script, step=self.name)
-        if self.snapshot:
-            labels = {SNAPSHOT_LABEL: ctx.image.id, "org.lambda-builder.packages": " ".join(packages)}
-            ctx.container.commit(self.snapshot, labels)
-            ctx.log(f"kept the installed packages as {self.snapshot} for the next build")
+        install_packages(ctx.container, ctx.recipe, ctx.image.name, ctx.log, step=self.name)
+
+
+def install_packages(container: Container, recipe: Recipe, image_name: str, log: Log, *, step: str) -> list[str]:
+    """Install `recipe`'s system packages in `container` with its image's package manager; returns
+    the names installed (empty when there were none or all were there)."""
+    wanted = recipe.system_packages
+    if not wanted:
+        return []
+    # one exec finds the package manager and whether the packages it needs are all there
+    found = container.run(detect_and_check(wanted), step="check installed packages", quiet=True)
+    manager, _, state = found.strip().splitlines()[-1].partition(" ")
+    key = {"apt-get": "apt"}.get(manager, manager)
+    packages = packages_for(wanted, key)
+    if packages is None:
+        listed = ", ".join(sorted(wanted))
+        raise UserError(
+            f"{recipe.path}: system_packages lists packages for {listed}, but the build image "
+            f"{image_name} uses {manager}",
+            hint=f"add system_packages.{key} with the {key} names of those packages",
+        )
+    if state == "installed":
+        log(f"system packages already in {image_name}: {' '.join(packages)}")
+        return []
+    names = " ".join(shlex.quote(p) for p in packages)
+    if key == "apt":
+        # the package lists the image carries save an `apt-get update`; lists that went stale
+        # (a pool file gone: 404) or are missing get refreshed, then the install runs again.
+        # Downloaded .debs are kept in the per-arch cache volume (when mounted): a build that
+        # installs the same packages later, from a fresh snapshot or none, does not fetch them again
+        install = f"apt-get install -y -qq --no-install-recommends $debs {names}"
+        script = (
+            "export DEBIAN_FRONTEND=noninteractive\ndebs=\n"
+            f"if grep -q ' {CACHE} ' /proc/mounts; then mkdir -p {APT_ARCHIVES}/partial\n"
+            f"  debs='-o Dir::Cache::Archives={APT_ARCHIVES}/ -o APT::Keep-Downloaded-Packages=true'\n"
+            f"  exec 9>{CACHE}/apt.lock && flock 9  # one apt at a time per volume (apt would refuse)\nfi\n"
+            f"if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || ! {install}; then\n"
+            "  echo 'refreshing the package lists (apt-get update)'\n"
+            f"  apt-get update -qq && {install}\n"
+            "fi"
+        )
+    else:
+        script = f"{manager} install -y {names}\n{manager} clean all >/dev/null 2>&1 || true"
+    container.run(script, step=step)
+    return list(packages)
 
 
 @dataclass(frozen=True)
@@ -285,12 +289,11 @@ def native_actions(
     prefix: RestorePrefix | SavePrefix | None = None,
     *,
     packages_ready: bool = False,
-    snapshot: str | None = None,
     guess: Action | None = None,
 ) -> list[Action]:
     """The build's actions; with a prefix hit the sources are not built again, and in an image
     that already has the recipe's system packages they are not installed again."""
-    actions: list[Action] = [SystemPackages(snapshot)] if not packages_ready else []
+    actions: list[Action] = [SystemPackages()] if not packages_ready else []
     if isinstance(prefix, RestorePrefix):
         actions.append(prefix)
     else:
