@@ -104,3 +104,21 @@ def test_an_include_loop_is_read_once(tmp_path: Path) -> None:
     _write(tmp_path, "b.txt", "-r a.txt\n")
     found = read_requirement_files((tmp_path / "a.txt",))
     assert dict(found.files) == {"0.txt": "-r 1.txt\nsix==1.16.0\n", "1.txt": "-r 0.txt\n"}
+
+
+def test_uv_lock_is_exported_offline_without_dev_groups(tmp_path: Path) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "uvlock"
+    found = read_requirement_files(((fixture / "uv.lock").resolve(),))
+    (name, text), = found.files
+    assert found.roots == (name,) and text.startswith("six==1.16.0 --hash=sha256:")
+    assert "pytest" not in text and found.hashes and found.unpinned == ()
+    assert set(found.read) == {str((fixture / "uv.lock").resolve()), str((fixture / "pyproject.toml").resolve())}
+
+
+def test_uv_lock_without_its_project_is_one_clear_error(tmp_path: Path) -> None:
+    from builder.errors import UserError
+
+    lock = _write(tmp_path, "uv.lock", "version = 1\n")
+    with pytest.raises(UserError) as info:
+        read_requirement_files((lock,))
+    assert str(info.value).startswith(f"{lock}: uv export failed") and "pyproject.toml" in info.value.hint
