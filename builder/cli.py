@@ -93,6 +93,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
 )
 @click.option("--image", default=None, help="Build image to use instead of the default family.")
 @click.option("--no-cache", is_flag=True, help="Build from scratch: read no cache (results are still stored).")
+@click.option("--refresh", is_flag=True, help="Resolve requirements again: the cached dependencies are not read.")
 @click.option(
     "--mode",
     type=click.Choice(["auto", "emulate", "cross"]),
@@ -131,6 +132,7 @@ def build(
     out: Path,
     image: str | None,
     no_cache: bool,
+    refresh: bool,
     mode: str | None,
     fmt: str,
     push_uri: str | None,
@@ -147,7 +149,9 @@ def build(
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
     requests = [BuildRequest(*w) for w in wanted]
-    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode, step_timeout=step_timeout)
+    options = BuildOptions(
+        out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout
+    )
     ok = run_builds(
         requests,
         options,

@@ -10,6 +10,7 @@ Stage artifact: the stage folder on the host in, the zip out; must not touch Doc
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import os
 import stat
@@ -21,7 +22,7 @@ from typing import Any
 
 from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path
 from builder.artifact.pair import put_pair
-from builder.artifact.zipwrite import write_zip
+from builder.artifact.zipwrite import Member, RawMember, write_zip
 from builder.errors import BuildFailed
 
 
@@ -90,13 +91,17 @@ def _atomic_write_bytes(dest: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def _check_size(entries: Sequence[Entry], stem: str, max_unzipped: int | None) -> None:
+def _size(member: Member) -> int:
+    return member.size if isinstance(member, RawMember) else member.source.stat().st_size
+
+
+def _check_size(entries: Sequence[Member], stem: str, max_unzipped: int | None) -> None:
     """Lambda refuses an artifact over its unzipped limit: say so before a byte is written or cached."""
     if max_unzipped is None:
         return
-    total = sum(e.source.stat().st_size for e in entries)
+    total = sum(_size(e) for e in entries)
     if total > max_unzipped:
-        biggest = sorted(entries, key=lambda e: e.source.stat().st_size, reverse=True)[:3]
+        biggest = sorted(entries, key=_size, reverse=True)[:3]
         raise BuildFailed(
             f"{stem}: unzipped size {total} bytes ({total / 2**20:.1f} MB) is over Lambda's limit of "
             f"{max_unzipped} bytes ({max_unzipped / 2**20:.0f} MB); nothing was written, the previous zip is kept",
@@ -117,7 +122,18 @@ def package(
 ) -> tuple[Path, dict[str, Any]]:
     """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all.
     Over `max_unzipped` bytes of content it fails before writing anything (the old zip stays)."""
-    entries = collect(stage, include, exclude)
+    return write_artifact(collect(stage, include, exclude), out_dir, stem, meta, max_unzipped=max_unzipped)
+
+
+def source_code_hash(sha256_hex: str) -> str:
+    """base64 of the zip's raw sha256: what Terraform's `filebase64sha256` and Lambda's CodeSha256 give."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def write_artifact(
+    entries: Sequence[Member], out_dir: Path, stem: str, meta: dict[str, Any], *, max_unzipped: int | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """`entries` (sorted by path) into out_dir/<stem>.zip with its manifest, as a pair."""
     _check_size(entries, stem, max_unzipped)
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir / f"{stem}.zip"
@@ -136,6 +152,7 @@ def package(
             **meta,
             "zip": zip_path.name,
             "sha256": written.sha256,
+            "source_code_hash": source_code_hash(written.sha256),
             "zipped_size": written.size,
             "unzipped_size": sum(size for size, _ in written.files),
             "contents": listing,

@@ -69,7 +69,34 @@ class _Packed:
     method: int
 
 
+@dataclass(frozen=True)
+class RawMember:
+    """A file of a zip this module wrote, copied still compressed (code beside cached dependencies)."""
+
+    path: str
+    source: Path  # the zip
+    executable: bool
+    data_offset: int
+    compressed_size: int
+    size: int
+    crc: int
+    sha256: str
+    method: int
+
+
+def _copy(member: RawMember) -> _Packed:
+    with member.source.open("rb") as handle:
+        handle.seek(member.data_offset)
+        data = handle.read(member.compressed_size)
+    if len(data) != member.compressed_size:
+        raise BuildFailed(f"{member.source}: {member.path} is cut short; rebuild with --no-cache")
+    mode = stat.S_IFREG | (0o755 if member.executable else 0o644)
+    return _Packed(member.path, mode, member.crc, member.size, member.sha256, data, member.method)
+
+
 def _pack(member: Member) -> _Packed:
+    if isinstance(member, RawMember):
+        return _copy(member)
     raw = member.source.read_bytes()
     data = deflate.deflate_compress(raw, 6)  # the default level of zlib, zipfile and libdeflate alike
     mode = stat.S_IFREG | (0o755 if member.executable else 0o644)

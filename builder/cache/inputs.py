@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.cache import keys, noop
-from builder.recipe.model import Recipe, is_local_project
+from builder.recipe.model import ALWAYS_EXCLUDED, Recipe, is_local_project
+from builder.recipe.requirements import RequirementSet, read_requirement_files
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,16 @@ class Inputs:
     arch: str = ""
     mode: str = ""
     tool: str = ""  # noop.tool_hash(): lambda-builder's own files
+    requirements: RequirementSet | None = None  # requirement files as read (pip gets these texts)
+    # the code folder's stat state as the stamp sees it: (root, skipped names, skipped paths, state)
+    code_tree: tuple[str, tuple[str, ...], tuple[str, ...], str | None] | None = None
 
     @property
     def key(self) -> str:
         """The build cache key of these inputs."""
         return keys.cache_key(
-            recipe_canonical=self.recipe_canonical,
+            recipe_canonical=keys.dependency_canonical(self.recipe_canonical),
+            requirement_files=self.requirements.key_text if self.requirements else "",
             source_digests=self.source_digests,
             local_requirement_digests=self.local_requirements,
             image_id=self.image_id,
@@ -64,10 +70,21 @@ def snapshot(
     runtime: str,
     arch: str,
     mode: str,
+    out: Path | None = None,
 ) -> Inputs:
     """Read the inputs: stat states first, then contents (`digest_sources` fetches and hashes the
-    recipe's sources, which needs the download cache the pipeline owns)."""
+    recipe's sources, which needs the download cache the pipeline owns). `out` is the out folder,
+    never part of the code even when it is inside the code folder."""
     trees = {path: noop.tree_state(path) for path in local_trees(recipe)}
+    code_tree = None
+    if recipe.code is not None:
+        root = str(recipe.code.path)
+        skip_paths = (str(out.resolve()),) if out is not None else ()
+        state = noop.tree_state(root, skip_names=ALWAYS_EXCLUDED, skip_paths=skip_paths)
+        code_tree = (root, ALWAYS_EXCLUDED, skip_paths, state)
+    found = read_requirement_files(recipe.python.requirement_files) if recipe.python.requirement_files else None
+    for path in found.read if found else ():
+        trees[path] = noop.tree_state(path)
     recipe_digest = noop.content_digest(str(recipe.path))
     return Inputs(
         recipe_path=str(recipe.path),
@@ -81,4 +98,6 @@ def snapshot(
         arch=arch,
         mode=mode,
         tool=noop.tool_hash(),
+        requirements=found,
+        code_tree=code_tree,
     )

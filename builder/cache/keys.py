@@ -34,6 +34,7 @@ def cache_key(
     recipe_canonical: str,
     source_digests: Mapping[str, str],
     local_requirement_digests: Mapping[str, str],
+    requirement_files: str = "",
     image_id: str,
     runtime: str,
     arch: str,
@@ -47,6 +48,10 @@ def cache_key(
     - source_digests: the content of each source, which the recipe names only by path/url/pin;
     - local_requirement_digests: content of local-path python requirements (the recipe holds
       only their path, and they are what the user edits most);
+    - requirement_files: the content of requirement files and what they include (-r/-c) or a
+      uv.lock's export, index credentials stripped (`recipe.requirements`);
+    The function's own code (`code:`) is not in it: `dependency_canonical` drops it, and code is
+    packed beside the cached dependencies at every build (`artifact.code`), so an edit only repacks.
     - image_id: the exact build image (compilers, system libraries, glibc), not just its tag;
     - runtime: the Python ABI and layout the artifact targets;
     - arch: the instruction set;
@@ -60,6 +65,7 @@ def cache_key(
             "recipe": recipe_canonical,
             "sources": dict(source_digests),
             "local_requirements": dict(local_requirement_digests),
+            "requirement_files": requirement_files,
             "image": image_id,
             "runtime": runtime,
             "arch": arch,
@@ -135,3 +141,12 @@ def local_requirement_digests(requirements: Sequence[str]) -> dict[str, str]:
         if is_local_project(req):
             out[req] = sources.source_digest(Source(name=req, build=()), Path(req))
     return out
+
+
+def dependency_canonical(canonical: str) -> str:
+    """The recipe's canonical JSON without `code:`, which never reaches the dependency build."""
+    data = json.loads(canonical) if canonical else {}
+    if not isinstance(data, dict) or "code" not in data:
+        return canonical
+    data.pop("code")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

@@ -77,8 +77,11 @@ def file_state(path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def tree_state(root: str) -> str | None:
-    """A digest of every entry's path, type and stat under root (the way git's index sees edits)."""
+def tree_state(root: str, skip_names: Iterable[str] = SKIP_NAMES, skip_paths: Iterable[str] = ()) -> str | None:
+    """A digest of every entry's path, type and stat under root (the way git's index sees edits),
+    leaving out entries named `skip_names` and the folders `skip_paths` (a code folder's out dir)."""
+    skip_names = frozenset(skip_names)
+    skipped = frozenset(skip_paths)
     if os.path.isfile(root):
         return json.dumps(file_state(root))
     if not os.path.isdir(root):
@@ -86,9 +89,11 @@ def tree_state(root: str) -> str | None:
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(root, followlinks=False):  # a link is an entry, never a way out
         links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # listed as dirs, are entries
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES and d not in links)
+        dirs[:] = sorted(
+            d for d in dirs if d not in skip_names and d not in links and os.path.join(folder, d) not in skipped
+        )
         for name in sorted([*files, *links]):
-            if name in SKIP_NAMES:
+            if name in skip_names:
                 continue
             path = os.path.join(folder, name)
             try:
@@ -166,6 +171,7 @@ def record(
     *,
     recipes: Mapping[str, str | None],
     trees: Mapping[str, str | None],
+    code_tree: Sequence[Any] | None = None,
     tool: str,
     images: Mapping[str, str | None],
     pull_skip_until: float | None,
@@ -187,6 +193,7 @@ def record(
         "argv": list(argv),
         "recipes": dict(recipes),
         "trees": dict(trees),
+        "code_tree": list(code_tree) if code_tree else None,
         "images": dict(images),
         "pull_skip_until": pull_skip_until,
         "tool": tool,
@@ -216,6 +223,9 @@ def _still_true(stamp: Mapping[str, Any], env: Mapping[str, str]) -> bool:
         return False
     if any(tree_state(p) != d for p, d in stamp["trees"].items()):
         return False
+    code = stamp.get("code_tree")
+    if code is not None and (code[3] is None or tree_state(code[0], code[1], code[2]) != code[3]):
+        return False
     if any(file_state(p) != s for p, s in stamp["outputs"].items()):
         return False
     until = stamp.get("pull_skip_until")
@@ -227,7 +237,7 @@ def _still_true(stamp: Mapping[str, Any], env: Mapping[str, str]) -> bool:
 def replay(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int | None:
     """Answer an unchanged `build` from its stamp: the exit code, or None to run the full CLI."""
     started = time.monotonic()
-    if not argv or argv[0] != "build":
+    if not argv or argv[0] != "build" or "--refresh" in argv:  # --refresh re-resolves: never a replay
         return None
     env = os.environ
     try:

@@ -34,8 +34,10 @@ from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_act
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
 from builder.pipeline.timings import Phases
+from builder.pipeline.withcode import pack_with_code
 from builder.recipe import sources
 from builder.recipe.model import Recipe
+from builder.recipe.requirements import unpinned_warning
 from builder.ship import limits
 
 Log = Callable[[str], None]
@@ -53,6 +55,7 @@ class BuildResult:
     cached: bool = False
     inputs: Inputs | None = None  # what the build read, before it ran (the key and the no-op stamp)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`build --timings`)
+    warnings: tuple[str, ...] = ()  # printed after the result line, and again by a no-op replay
 
     @property
     def key(self) -> str:
@@ -83,16 +86,18 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
             runtime=runtime.name,
             arch=arch,
             mode=target.mode,
+            out=options.out,
         )
     digests = inputs.source_digests
     key = inputs.key
-    if options.use_cache:
+    warnings = _warnings(inputs, options)
+    if options.use_cache and not options.refresh:
         with phases.phase("cache lookup"):
-            hit = _from_cache(key, options.out, stem, log)
+            hit = _from_cache(key, options.out, stem, log, recipe)
         if hit is not None:
             return BuildResult(
                 recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs,
-                phases.as_dict(),
+                phases.as_dict(), warnings,
             )
     # a listing the engine answers while this build's container starts
     sweeping = background(functools.partial(sweep_orphans, log))
@@ -124,6 +129,7 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
                 recipe, runtime, arch, {**target.toolchain.env, **({} if options.use_cache else NO_CACHE_ENV)}
             ),
             source_digests=dict(digests),
+            requirements=inputs.requirements,
         )
         ctx.manifest["mode"] = target.mode
         with phases.phase("prefix cache lookup"):
@@ -141,23 +147,39 @@ def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildRe
         phases.update(run_actions(ctx, [*actions, RepairAndAudit()]))
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = phases.as_dict()  # what ran before packing; pack and store print only
+        # with code, the dependencies are packed (and cached) alone, then the code beside them
+        deps_out = Path(tmp) / "dependencies" if recipe.code else options.out
         with phases.phase("pack"):
             zip_path, manifest = pack.package(
-                ctx.stage, options.out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
+                ctx.stage, deps_out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
                 max_unzipped=limits.UNZIPPED_MAX,
             )
         step_seconds = container.exec_seconds
-    with phases.phase("cache store"):
-        try:
-            store.BuildCache().store(key, zip_path, manifest_path(zip_path))
-        except (OSError, ValueError) as exc:
-            log(f"warning: could not store the build in the cache: {exc}")
+        with phases.phase("cache store"):
+            _store(key, zip_path, log)
+        if recipe.code:
+            with phases.phase("pack code"):
+                zip_path, manifest = pack_with_code(recipe, zip_path, manifest, options.out, stem, log)
     seconds = time.monotonic() - started
     log(f"wrote {zip_path} ({manifest['zipped_size']} bytes, sha256 {manifest['sha256'][:12]})")
     return BuildResult(
         recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs,
-        timings=phases.as_dict(),
+        timings=phases.as_dict(), warnings=warnings,
     )
+
+
+def _store(key: str, zip_path: Path, log: Log) -> None:
+    try:
+        store.BuildCache().store(key, zip_path, manifest_path(zip_path))
+    except (OSError, ValueError) as exc:
+        log(f"warning: could not store the build in the cache: {exc}")
+
+
+def _warnings(inputs: Inputs, options: BuildOptions) -> tuple[str, ...]:
+    """What the user should know whatever the cache does (shown again by a no-op replay)."""
+    found = inputs.requirements
+    warning = unpinned_warning(found) if found is not None and not options.refresh else None
+    return (warning,) if warning else ()
 
 
 def _settle(sweeping: Future[int]) -> None:
@@ -215,11 +237,14 @@ def _prefix_step(ctx: BuildContext, *, reuse: bool) -> RestorePrefix | SavePrefi
     return RestorePrefix(tar) if tar is not None else SavePrefix(key)
 
 
-def _from_cache(key: str, out: Path, stem: str, log: Log) -> tuple[Path, dict[str, Any]] | None:
+def _from_cache(key: str, out: Path, stem: str, log: Log, recipe: Recipe) -> tuple[Path, dict[str, Any]] | None:
     builds = store.BuildCache()
     entry = builds.lookup(key)
     if entry is None:
         return None
+    if recipe.code is not None:  # an edit to the code alone: repack, no container
+        log(f"{stem}: unchanged dependencies, reused the cached build (key {key[:12]}); packing the code beside them")
+        return pack_with_code(recipe, entry.zip_path, entry.manifest, out, stem, log)
     try:
         zip_path = builds.restore(entry, out, stem)
     except CacheMiss:

@@ -39,8 +39,11 @@ def run_builds(
         if timings:
             for line in report(requests[0].label, result.timings, result.seconds):
                 echo(line)
-        warnings = finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
-        if fmt == "zip" and options.use_cache:  # --no-cache asks for a real build every time
+        for line in result.warnings:
+            echo_err(line)
+        warnings = [*result.warnings]
+        warnings += finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
+        if fmt == "zip" and options.use_cache and not options.refresh:  # both ask for a real build every time
             finish.stamp_noop(argv, result, quiet=quiet, warnings=warnings)
         return True
     from rich.console import Console  # the live status of several builds; one build prints plain lines

@@ -21,6 +21,7 @@ from builder.engine.container import Container
 from builder.engine.images import ImageRef
 from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import Recipe
+from builder.recipe.requirements import RequirementSet
 from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, Runtime
 
@@ -33,6 +34,7 @@ Log = Callable[[str], None]
 SRC = "/lb/src"
 PREFIX = "/lb/prefix"
 PYSRC = "/lb/py"
+REQS = "/lb/reqs"  # requirement files (recipe.requirements), under neutral names
 STAGE = "/lb/stage"
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
@@ -51,6 +53,7 @@ class BuildContext:
     manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields stages add
     source_digests: dict[str, str] = field(default_factory=dict)
     resolver: ContainerResolver | None = None  # started early by GuessLibraries, used by RepairAndAudit
+    requirements: RequirementSet | None = None  # requirement files as read for the key (PipInstall copies them)
 
     @property
     def recipe(self) -> Recipe:

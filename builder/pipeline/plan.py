@@ -29,6 +29,7 @@ class BuildOptions:
     out: Path = Path("dist")
     image: str | None = None  # --image override of the build image
     use_cache: bool = True
+    refresh: bool = False  # --refresh: resolve requirements again (no dependency cache read, no no-op replay)
     mode: str | None = None  # None: each recipe's own `mode:` (default auto)
     step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
 

@@ -23,6 +23,7 @@ from builder.pipeline.context import (
     CACHE,
     PREFIX,
     PYSRC,
+    REQS,
     SRC,
     STAGE,
     WHEELS_SCRIPT,
@@ -44,7 +45,7 @@ from builder.pipeline.scripts import (
 )
 from builder.recipe import sources
 from builder.recipe.model import Recipe, is_local_project
-from builder.tarsafe import tar_from_dir
+from builder.tarsafe import tar_bytes, tar_from_dir
 
 SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
 APT_ARCHIVES = f"{CACHE}/apt/archives"
@@ -130,7 +131,8 @@ class PipInstall:
 
     def run(self, ctx: BuildContext) -> None:
         spec = ctx.recipe.python
-        if not spec.requirements:
+        found = ctx.requirements
+        if not spec.requirements and found is None:
             return
         if ctx.runtime.python is None:
             raise UserError(
@@ -147,6 +149,10 @@ class PipInstall:
                 args.append(dest)
             else:
                 args.append(req)
+        if found is not None:  # the files as read for the key, under neutral names (-r/-c rewritten)
+            ctx.container.put_tar(REQS, tar_bytes({name: (text.encode(), 0o644) for name, text in found.files}))
+            for root in found.roots:
+                args += ["-r", f"{REQS}/{root}"]
         if ctx.target.cross:
             self._cross(ctx, args)
             return
@@ -184,7 +190,7 @@ class PipInstall:
             build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", wheels, *local]
             script = PATH_PREFIX + hook_script(ctx.python) + shlex.join(build)
             ctx.container.run(script, step="pip wheel (cross)", env=pip_env(ctx))
-        names = [a for a in args if not a.startswith(PYSRC)]
+        names = [a for a in args if not a.startswith(PYSRC)]  # "-r", "/lb/reqs/0.txt" pairs stay together
         platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
         options = [
             "--no-compile",
