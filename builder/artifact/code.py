@@ -114,7 +114,7 @@ def collect_code(
                 raise _refuse(root, path, "is not a regular file (a socket, pipe or device)")
 
     walk(real_root, "", (real_root,))
-    return sorted(found, key=lambda f: f.path)
+    return sorted(found, key=lambda f: f.path.split("/"))  # as pack.collect orders a folder
 
 
 def raw_members(deps_zip: Path, digests: dict[str, str]) -> list[RawMember]:
