@@ -79,7 +79,7 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
         pytest.skip("root reads every file")
     root = _tree(tmp_path / "src", {"app.py": ""})
     (root / "app.py").chmod(0)
-    with pytest.raises(UserError, match="'app.py' cannot be read"):
+    with pytest.raises(UserError, match=r"'app\.py' cannot be read"):
         collect_code(root)
 
 

@@ -439,6 +439,7 @@ def requested(
     wanted: list[tuple[Recipe, str, str]] = []
     for path in recipe_paths:
         recipe = load(path)
+        check_requirement_files(recipe)
         for rt in runtimes:
             if rt not in recipe.runtimes:
                 raise UserError(
@@ -448,3 +449,21 @@ def requested(
         for rt in runtimes or recipe.runtimes:
             wanted += [(recipe, rt, arch) for arch in parse_arches(arches, recipe.architectures)]
     return wanted
+
+
+def check_requirement_files(recipe: Recipe) -> None:
+    """Requirement files read and checked now, before the pipeline or an engine is involved, so a
+    bad line is one message with file:line (the build reads them again into its input snapshot)."""
+    from builder.recipe.requirements import read_requirement_files
+
+    files = recipe.python.requirement_files
+    if not files:
+        return
+    found = read_requirement_files(files)
+    if found.hashes and recipe.python.requirements:
+        raise UserError(
+            f"{recipe.path}: python.requirements: {files[0].name} pins hashes (pip's hash-checking mode), so every "
+            f"requirement needs one, and {recipe.python.requirements[0]!r} has none",
+            hint="move the other requirements into the file with their --hash (pip-compile --generate-hashes, "
+            "uv export), or drop the hashes",
+        )
