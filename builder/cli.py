@@ -68,6 +68,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     for path in recipes:
         try:
             loaded = loader.load(path)
+            loader.check_requirement_files(loaded)
             click.echo(
                 f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
                 f"arch {', '.join(loaded.architectures)})"
