@@ -143,7 +143,7 @@ def build(
     step_timeout: float | None,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
-    from builder.recipe import checks, loader
+    from builder.recipe import loader
 
     wanted = loader.requested(recipe_paths, runtimes, arches, out=out)
     from builder.pipeline.command import run_builds  # after the recipes: bad input is answered without it
@@ -275,7 +275,7 @@ def doctor(fix_emulation: bool) -> None:
 def matrix(recipes: tuple[Path, ...], fmt: str, arm64_runner: str, no_native_arm64: bool) -> None:
     """Print a CI matrix (recipe x runtime x arch), e.g. for GitHub Actions' $GITHUB_OUTPUT."""
     from builder.pipeline.ci_matrix import matrix_entries, render_matrix
-    from builder.recipe import checks, loader
+    from builder.recipe import loader
 
     loaded = [loader.load(p) for p in recipes]
     entries = matrix_entries(
