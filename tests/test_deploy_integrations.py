@@ -1,0 +1,61 @@
+"""What infrastructure tools compare: the manifest's `source_code_hash` is what Terraform's
+`filebase64sha256(zip)` computes and what Lambda reports as CodeSha256 for the same bytes
+(CloudFormation and Terraform's `aws_lambda_function` decide "changed" by it)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from builder.artifact import pack
+from builder.pipeline.withcode import pack_with_code
+from builder.recipe.model import Code, Recipe
+
+pytest_plugins = ("aws.emulator",)
+
+if TYPE_CHECKING:
+    from aws.emulator import Aws
+
+META = {"name": "fn", "version": "1", "runtime": "python3.11", "arch": "x86_64", "layout": "function"}
+
+
+def _filebase64sha256(path: Path) -> str:
+    """Terraform's filebase64sha256(): base64 of the file's raw sha256 digest (not of its hex)."""
+    return base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
+
+
+def _function_zip(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    (deps / "dep.py").write_text("VALUE = 1\n")
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "app.py").write_text("import dep\n\ndef handler(event, context):\n    return {'value': dep.VALUE}\n")
+    deps_zip, deps_manifest = pack.package(deps, tmp_path / "d", "fn-1-python3.11-x86_64", META)
+    recipe = Recipe(
+        path=tmp_path / "recipe.yaml", name="fn", version="1", runtimes=("python3.11",), architectures=("x86_64",),
+        code=Code(code),
+    )  # fmt: skip
+    return pack_with_code(recipe, deps_zip, deps_manifest, tmp_path / "dist", "fn-1-python3.11-x86_64", print)
+
+
+def test_source_code_hash_is_terraforms_filebase64sha256(tmp_path: Path) -> None:
+    zip_path, manifest = _function_zip(tmp_path)
+    assert manifest["source_code_hash"] == _filebase64sha256(zip_path)
+    assert manifest["source_code_hash"] == base64.b64encode(bytes.fromhex(str(manifest["sha256"]))).decode()
+
+
+@pytest.mark.docker
+def test_source_code_hash_is_the_code_sha256_lambda_reports(aws: Aws, tmp_path: Path) -> None:
+    zip_path, manifest = _function_zip(tmp_path)
+    created = aws.client("lambda").create_function(
+        FunctionName="fn", Runtime="python3.11", Role=aws.role_arn, Handler="app.handler",
+        Code={"ZipFile": zip_path.read_bytes()}, Architectures=["x86_64"],
+    )  # fmt: skip
+    assert created["CodeSha256"] == manifest["source_code_hash"]
