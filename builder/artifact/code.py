@@ -17,6 +17,7 @@ Stage artifact: host files and zips only; must not touch Docker, the engine or a
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import struct
@@ -118,26 +119,30 @@ def collect_code(
 
 
 def raw_members(deps_zip: Path, digests: dict[str, str]) -> list[RawMember]:
-    """The files of a zip we wrote, as members `write_zip` copies without recompressing.
-    `digests` (path -> sha256, from its manifest) spares reading each member to hash it."""
+    """The files of a zip we wrote, as members `write_zip` copies without recompressing (the zip
+    is read once; members are slices of it). `digests` (path -> sha256, from its manifest) spares
+    decompressing each member to hash it."""
+    blob = memoryview(deps_zip.read_bytes())
     members: list[RawMember] = []
-    with zipfile.ZipFile(deps_zip) as archive, deps_zip.open("rb") as handle:
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         for info in archive.infolist():
             if info.is_dir():
                 continue
-            handle.seek(info.header_offset)
-            header = handle.read(30)
-            if header[:4] != b"PK\x03\x04":
+            start = info.header_offset
+            if bytes(blob[start : start + 4]) != b"PK\x03\x04":
                 raise UserError(f"{deps_zip}: {info.filename!r} has no local header; rebuild with --no-cache")
-            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            name_len, extra_len = struct.unpack("<HH", blob[start + 26 : start + 30])
+            begin = start + 30 + name_len + extra_len
+            data = blob[begin : begin + info.compress_size]
+            if len(data) != info.compress_size:
+                raise UserError(f"{deps_zip}: {info.filename!r} is cut short; rebuild with --no-cache")
             sha256 = digests.get(info.filename) or hashlib.sha256(archive.read(info)).hexdigest()
             members.append(
                 RawMember(
                     path=info.filename,
                     source=deps_zip,
                     executable=bool((info.external_attr >> 16) & stat.S_IXUSR),
-                    data_offset=info.header_offset + 30 + name_len + extra_len,
-                    compressed_size=info.compress_size,
+                    data=data,
                     size=info.file_size,
                     crc=info.CRC,
                     sha256=sha256,

@@ -65,7 +65,7 @@ class _Packed:
     crc: int
     size: int
     sha256: str
-    data: bytes | bytearray  # deflate_compress returns a bytearray
+    data: bytes | bytearray | memoryview  # deflate_compress returns a bytearray
     method: int
 
 
@@ -76,8 +76,7 @@ class RawMember:
     path: str
     source: Path  # the zip
     executable: bool
-    data_offset: int
-    compressed_size: int
+    data: memoryview  # its compressed bytes, a slice of the zip read once
     size: int
     crc: int
     sha256: str
@@ -85,18 +84,12 @@ class RawMember:
 
 
 def _copy(member: RawMember) -> _Packed:
-    with member.source.open("rb") as handle:
-        handle.seek(member.data_offset)
-        data = handle.read(member.compressed_size)
-    if len(data) != member.compressed_size:
-        raise BuildFailed(f"{member.source}: {member.path} is cut short; rebuild with --no-cache")
+    """Nothing to compress: done in the writer's thread (a pool round trip would cost more)."""
     mode = stat.S_IFREG | (0o755 if member.executable else 0o644)
-    return _Packed(member.path, mode, member.crc, member.size, member.sha256, data, member.method)
+    return _Packed(member.path, mode, member.crc, member.size, member.sha256, member.data, member.method)
 
 
 def _pack(member: Member) -> _Packed:
-    if isinstance(member, RawMember):
-        return _copy(member)
     raw = member.source.read_bytes()
     data = deflate.deflate_compress(raw, 6)  # the default level of zlib, zipfile and libdeflate alike
     mode = stat.S_IFREG | (0o755 if member.executable else 0o644)
@@ -122,19 +115,20 @@ def _order(members: Sequence[Member]) -> list[str | None]:
 def _in_order(members: Sequence[Member], order: Sequence[str | None], jobs: int) -> Iterator[_Packed]:
     """Folders and packed members in zip order; at most 2*jobs members are held in memory."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[Future[_Packed]] = deque()
+        pending: deque[Future[_Packed] | _Packed] = deque()
         upcoming = iter(members)
 
         def refill() -> None:
             while len(pending) < 2 * jobs and (member := next(upcoming, None)) is not None:
-                pending.append(pool.submit(_pack, member))
+                pending.append(_copy(member) if isinstance(member, RawMember) else pool.submit(_pack, member))
 
         refill()
         for folder in order:
             if folder is not None:
                 yield _Packed(folder, stat.S_IFDIR | 0o755, 0, 0, "", b"", STORE)
                 continue
-            packed = pending.popleft().result()
+            item = pending.popleft()
+            packed = item if isinstance(item, _Packed) else item.result()
             refill()
             yield packed
 
@@ -145,7 +139,7 @@ class _HashingFile:
         self.digest = hashlib.sha256()
         self.offset = 0
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.handle.write(data)
         self.digest.update(data)
         self.offset += len(data)
