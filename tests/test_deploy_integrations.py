@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,3 +63,44 @@ def test_source_code_hash_is_the_code_sha256_lambda_reports(aws: Aws, tmp_path: 
         Code={"ZipFile": zip_path.read_bytes()}, Architectures=["x86_64"],
     )  # fmt: skip
     assert created["CodeSha256"] == manifest["source_code_hash"]
+
+
+CDK_APP = """
+import sys
+import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
+
+zip_path, out = sys.argv[1], sys.argv[2]
+app = cdk.App(outdir=out)
+stack = cdk.Stack(app, "Orders")
+lambda_.Function(
+    stack, "Fn", runtime=lambda_.Runtime.PYTHON_3_11, handler="app.handler",
+    code=lambda_.Code.from_asset(zip_path), architecture=lambda_.Architecture.X86_64,
+)
+app.synth()
+"""
+
+
+@pytest.mark.node
+def test_cdk_code_from_asset_ships_our_zip_as_it_is(tmp_path: Path) -> None:
+    """`Code.fromAsset("dist/X.zip")`: CDK takes a .zip file as the asset itself (packaging "file",
+    no re-zipping), so what it uploads is our zip, byte for byte."""
+    if shutil.which("node") is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is missing, and CI needs it for the CDK test")
+        pytest.skip("node is missing (aws-cdk-lib runs on it)")
+    zip_path, _ = _function_zip(tmp_path)
+    out = tmp_path / "cdk.out"
+    silence = ("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION")
+    env = {**os.environ, **dict.fromkeys(silence, "1")}
+    done = subprocess.run([sys.executable, "-c", CDK_APP, str(zip_path), str(out)], capture_output=True, text=True,
+                          timeout=900, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assets = json.loads((out / "Orders.assets.json").read_text())["files"]
+    (asset_hash, asset), = [(h, a) for h, a in assets.items() if a["source"]["path"].endswith(".zip")]
+    assert asset["source"]["packaging"] == "file"
+    assert (out / asset["source"]["path"]).read_bytes() == zip_path.read_bytes()
+    template = json.loads((out / "Orders.template.json").read_text())
+    (function,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert function["Properties"]["Code"]["S3Key"] == f"{asset_hash}.zip"
+    assert function["Properties"]["Handler"] == "app.handler"
