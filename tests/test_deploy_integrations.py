@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from builder.artifact import pack
+from builder.artifact.manifest import load_manifest
 from builder.pipeline.withcode import pack_with_code
 from builder.recipe.model import Code, Recipe
 
@@ -52,7 +53,7 @@ def _function_zip(tmp_path: Path) -> tuple[Path, dict[str, object]]:
 def test_source_code_hash_is_terraforms_filebase64sha256(tmp_path: Path) -> None:
     zip_path, manifest = _function_zip(tmp_path)
     assert manifest["source_code_hash"] == _filebase64sha256(zip_path)
-    assert manifest["source_code_hash"] == base64.b64encode(bytes.fromhex(str(manifest["sha256"]))).decode()
+    assert load_manifest(zip_path).source_code_hash == manifest["source_code_hash"]
 
 
 @pytest.mark.docker

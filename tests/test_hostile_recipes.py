@@ -59,6 +59,15 @@ def _valid(tmp: Path) -> Path:
     return path
 
 
+def _code_linking_out(tmp: Path) -> Path:
+    (tmp / "src").mkdir()
+    (tmp / "src" / "app.py").write_text("")
+    (tmp / "src" / "leak").symlink_to("/etc/hostname")
+    path = tmp / "code.yaml"
+    path.write_text(VALID + "code: ./src\n")
+    return path
+
+
 def _a_file(tmp: Path) -> Path:
     (tmp / "a-file").write_text("keep me\n")
     return _valid(tmp)
@@ -121,6 +130,7 @@ CLI = [
         ("-j", "many"),
         names_recipe=False,
     ),
+    Case("code_link_out", _code_linking_out, "'leak' is a link out of the code folder", names_recipe=False),
     Case("cli_bad_format", _valid, "Invalid value for '--format': 'tar'", ("--format", "tar"), names_recipe=False),
 ]
 CASES = [_file_case(p) for p in sorted(HOSTILE.glob("*.yaml"))] + GENERATED + CLI

@@ -7,6 +7,7 @@ place. Knows nothing of recipes, containers or AWS: a manifest is a file beside 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -36,6 +37,11 @@ def manifest_path_for(zip_path: Path) -> Path:
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """The manifest as written: sorted keys, two-space indent, a final newline (stable bytes)."""
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def source_code_hash(sha256_hex: str) -> str:
+    """base64 of the zip's raw sha256: what Terraform's `filebase64sha256` and Lambda's CodeSha256 give."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class Manifest:
     test_command: str | None = None
     handler: str | None = None  # MODULE.FUNCTION from the recipe; absent for layers and older manifests
     data: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON as read
+
+    @property
+    def source_code_hash(self) -> str:
+        """base64 of the zip's raw sha256 (Terraform's filebase64sha256, Lambda's CodeSha256)."""
+        return source_code_hash(self.sha256)
 
     @property
     def label(self) -> str:

@@ -10,7 +10,6 @@ Stage artifact: the stage folder on the host in, the zip out; must not touch Doc
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import os
 import stat
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path
+from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path, source_code_hash
 from builder.artifact.pair import put_pair
 from builder.artifact.zipwrite import Member, RawMember, write_zip
 from builder.errors import BuildFailed
@@ -123,11 +122,6 @@ def package(
     """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all.
     Over `max_unzipped` bytes of content it fails before writing anything (the old zip stays)."""
     return write_artifact(collect(stage, include, exclude), out_dir, stem, meta, max_unzipped=max_unzipped)
-
-
-def source_code_hash(sha256_hex: str) -> str:
-    """base64 of the zip's raw sha256: what Terraform's `filebase64sha256` and Lambda's CodeSha256 give."""
-    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
 def write_artifact(

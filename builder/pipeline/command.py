@@ -14,6 +14,7 @@ from builder.pipeline import finish
 from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
 from builder.pipeline.timings import report
+from builder.pipeline.withcode import check_code
 
 Echo = Callable[[str], None]
 
@@ -32,6 +33,7 @@ def run_builds(
     echo_err: Echo,
 ) -> bool:
     """Build, then check Lambda's limits and ship; False when a build failed (each failure printed)."""
+    check_code(requests, options.out)
     if len(requests) == 1:
         log: Echo = (lambda _line: None) if quiet else echo
         result = build_one(requests[0], options, log)

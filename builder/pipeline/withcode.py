@@ -8,13 +8,14 @@ zip's members copied as they are plus the code files (`artifact.code`). Must not
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from builder.artifact.code import code_prefix, collect_code, raw_members
+from builder.artifact.code import CodeFile, code_prefix, collect_code, raw_members
 from builder.artifact.pack import _matches, write_artifact
 from builder.artifact.zipwrite import Member
+from builder.pipeline.plan import BuildRequest
 from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import ALWAYS_EXCLUDED, Recipe
 from builder.runtimes import RUNTIMES
@@ -24,13 +25,11 @@ Log = Callable[[str], None]
 _WRITTEN = frozenset({"schema", "zip", "sha256", "source_code_hash", "zipped_size", "unzipped_size", "contents"})
 
 
-def pack_with_code(
-    recipe: Recipe, deps_zip: Path, deps_manifest: dict[str, Any], out: Path, stem: str, log: Log
-) -> tuple[Path, dict[str, Any]]:
-    """out/<stem>.zip (+ manifest) = the dependency zip's files + the code, code winning a clash."""
+def code_files(recipe: Recipe, runtime_name: str, out: Path) -> list[CodeFile]:
+    """The code files the artifact gets (UserError naming anything unsafe in the code folder)."""
     code = recipe.code
     assert code is not None
-    runtime = RUNTIMES.get(str(deps_manifest.get("runtime")))
+    runtime = RUNTIMES.get(runtime_name)
     files = collect_code(
         code.path,
         prefix=code_prefix(recipe.layout, runtime is not None and runtime.python is not None),
@@ -39,12 +38,31 @@ def pack_with_code(
         skip_paths=(out.resolve(),),
     )
     # the recipe's own include/exclude are about the whole artifact: they apply to code too
-    files = [
+    return [
         f
         for f in files
         if (not recipe.include or _matches(f.path, recipe.include))
         and not (recipe.exclude and _matches(f.path, recipe.exclude))
     ]
+
+
+def check_code(requests: Sequence[BuildRequest], out: Path) -> None:
+    """Walk each code folder once before any build: a link out of it fails now, not after the
+    dependencies were built (the walk is repeated when packing: the code may change meanwhile)."""
+    seen: set[tuple[Path, str]] = set()
+    for request in requests:
+        if request.recipe.code is not None and (request.recipe.path, request.runtime) not in seen:
+            seen.add((request.recipe.path, request.runtime))
+            code_files(request.recipe, request.runtime, out)
+
+
+def pack_with_code(
+    recipe: Recipe, deps_zip: Path, deps_manifest: dict[str, Any], out: Path, stem: str, log: Log
+) -> tuple[Path, dict[str, Any]]:
+    """out/<stem>.zip (+ manifest) = the dependency zip's files + the code, code winning a clash."""
+    code = recipe.code
+    assert code is not None
+    files = code_files(recipe, str(deps_manifest.get("runtime")), out)
     digests = {str(c["path"]): str(c["sha256"]) for c in deps_manifest.get("contents", [])}
     deps = raw_members(deps_zip, digests)
     ours = {f.path for f in files}
