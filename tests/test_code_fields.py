@@ -40,3 +40,26 @@ def test_requirements_as_one_file_or_mixed_list(tmp_path: Path) -> None:
     assert r.python.requirements == ("six==1.16.0",)
     assert [p.name for p in r.python.requirement_files] == ["uv.lock", "requirements.txt"]
     assert [is_uv_lock(p) for p in r.python.requirement_files] == [True, False]
+
+
+def _key(recipe_path: Path) -> str:
+    from builder.cache.inputs import snapshot
+
+    recipe = loader.load(recipe_path)
+    inputs = snapshot(recipe, dict, image_id="sha256:img", runtime="python3.11", arch="x86_64", mode="native")
+    return inputs.key
+
+
+def test_the_key_holds_requirement_files_and_not_code(tmp_path: Path) -> None:
+    recipe = _project(tmp_path, "code: {path: src, exclude: ['*.md']}\npython:\n  requirements: requirements.txt\n")
+    first = _key(recipe)
+    (tmp_path / "src" / "app.py").write_text("def handler(e, c):\n    return 2\n")
+    recipe.write_text(recipe.read_text().replace("['*.md']", "['*.md', 'tests']"))
+    assert _key(recipe) == first, "code and its excludes never reach the dependency build"
+    (tmp_path / "requirements.txt").write_text("-i https://user:one@pypi.example/simple\nsix==1.16.0\n")
+    with_index = _key(recipe)
+    assert with_index != first
+    (tmp_path / "requirements.txt").write_text("-i https://user:two@pypi.example/simple\nsix==1.16.0\n")
+    assert _key(recipe) == with_index, "a rotated token is not a new input"
+    (tmp_path / "requirements.txt").write_text("-i https://pypi.example/simple\nsix==1.17.0\n")
+    assert _key(recipe) != with_index
