@@ -99,6 +99,12 @@ def test_code_and_dependencies_are_in_the_zip_as_they_are(project: Project) -> N
     assert manifest["source_code_hash"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
     assert manifest["code"] == {"path": "src", "files": 3}
     assert manifest["dependencies"]["files"] == 8
+    # the recipe's tests import app (and through it pkg.helper) and six in a clean runtime container
+    tested = subprocess.run(
+        [sys.executable, "-m", "builder", "test", str(project.zip)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900, env={**os.environ, **project.env},
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_an_unchanged_build_is_a_no_op_even_with_the_out_folder_inside_the_code(project: Project) -> None:

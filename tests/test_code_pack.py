@@ -121,3 +121,13 @@ def test_the_stamp_skips_the_out_folder_and_refresh_is_never_replayed(tmp_path: 
     (root / "app.py").write_text("edit")
     assert noop.tree_state(str(root), names, skip) != before
     assert noop.replay(["build", "r.yaml", "--refresh"]) is None
+
+
+def test_layer_code_lands_under_python(tmp_path: Path) -> None:
+    deps = _tree(tmp_path / "deps", {"python/dep.py": ""})
+    code = _tree(tmp_path / "src", {"shared/util.py": ""})
+    meta = {"name": "a", "version": "1", "runtime": "python3.11", "arch": "x86_64", "layout": "layer"}
+    deps_zip, deps_manifest = pack.package(deps, tmp_path / "d", "a-1", meta)
+    recipe = _recipe(tmp_path, code, layout="layer")
+    _, manifest = pack_with_code(recipe, deps_zip, deps_manifest, tmp_path / "out", "a-1", print)
+    assert [c["path"] for c in manifest["contents"]] == ["python/dep.py", "python/shared/util.py"]
