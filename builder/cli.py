@@ -69,6 +69,10 @@ def validate(recipes: tuple[Path, ...]) -> None:
         try:
             loaded = loader.load(path)
             checks.check_requirement_files(loaded)
+            if loaded.code is not None:  # what a build would pack from it (with the default --out)
+                from builder.pipeline.withcode import code_files
+
+                code_files(loaded, loaded.runtimes[0], Path("dist"))
             click.echo(
                 f"{path}: ok ({loaded.name} {loaded.version}; runtimes {', '.join(loaded.runtimes)}; "
                 f"arch {', '.join(loaded.architectures)})"

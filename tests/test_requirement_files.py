@@ -122,3 +122,10 @@ def test_uv_lock_without_its_project_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         read_requirement_files((lock,))
     assert str(info.value).startswith(f"{lock}: uv export failed") and "pyproject.toml" in info.value.hint
+
+
+def test_hash_mode_lists_requirements_without_a_hash(tmp_path: Path) -> None:
+    found = read_requirement_files(
+        (_write(tmp_path, "a.txt", f"six==1.16.0 --hash={HASH}\n"), _write(tmp_path, "b.txt", "\nidna==3.7\n"))
+    )
+    assert found.hashes and found.unhashed == (f"{(tmp_path / 'b.txt').resolve()}:2",)

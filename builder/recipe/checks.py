@@ -108,10 +108,19 @@ def check_requirement_files(recipe: Recipe) -> None:
     if not files:
         return
     found = read_requirement_files(files)
+    hint = (
+        "give every requirement its --hash (pip-compile --generate-hashes, uv export), or drop the hashes "
+        "(and --require-hashes)"
+    )
+    if found.hashes and found.unhashed:
+        raise UserError(
+            f"{found.unhashed[0]}: no --hash, but the requirement files pin hashes (pip's hash-checking mode), "
+            "so every requirement needs one",
+            hint=hint,
+        )
     if found.hashes and recipe.python.requirements:
         raise UserError(
             f"{recipe.path}: python.requirements: {files[0].name} pins hashes (pip's hash-checking mode), so every "
             f"requirement needs one, and {recipe.python.requirements[0]!r} has none",
-            hint="move the other requirements into the file with their --hash (pip-compile --generate-hashes, "
-            "uv export), or drop the hashes",
+            hint="move the other requirements into the file with their --hash, or drop the hashes",
         )

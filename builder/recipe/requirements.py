@@ -62,6 +62,7 @@ class RequirementSet:
     read: tuple[str, ...]  # absolute paths read (the no-op stamps them)
     unpinned: tuple[Unpinned, ...] = ()
     hashes: bool = False  # pip's hash-checking mode is on (then every requirement needs a hash)
+    unhashed: tuple[str, ...] = ()  # file:line of requirements without --hash (refused in hash mode)
 
 
 class RequirementsInvalid(UserError):
@@ -122,6 +123,7 @@ class _Reader:
         self.unpinned: list[Unpinned] = []
         self.constraint_pins: set[str] = set()  # names pinned by a -c file
         self.in_constraints = False
+        self.unhashed: list[str] = []
         self.hashes = False
         self.roots: list[str] = []
 
@@ -216,8 +218,11 @@ class _Reader:
         if self.in_constraints:
             if pinned:
                 self.constraint_pins.add(name)
-        elif not pinned:
-            self.unpinned.append(Unpinned(where, spec, name))
+        else:
+            if not hashed:
+                self.unhashed.append(where)
+            if not pinned:
+                self.unpinned.append(Unpinned(where, spec, name))
         return line, " ".join([redact_bare(spec), *options])
 
 
@@ -269,6 +274,7 @@ def read_requirement_files(paths: tuple[Path, ...]) -> RequirementSet:
         read=tuple(dict.fromkeys(read)),
         unpinned=tuple(u for u in reader.unpinned if u.name not in reader.constraint_pins),
         hashes=reader.hashes,
+        unhashed=tuple(reader.unhashed),
     )
 
 
