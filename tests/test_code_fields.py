@@ -63,3 +63,16 @@ def test_the_key_holds_requirement_files_and_not_code(tmp_path: Path) -> None:
     assert _key(recipe) == with_index, "a rotated token is not a new input"
     (tmp_path / "requirements.txt").write_text("-i https://pypi.example/simple\nsix==1.17.0\n")
     assert _key(recipe) != with_index
+
+
+def test_unpinned_lines_warn_unless_refreshing(tmp_path: Path) -> None:
+    from builder.cache.inputs import snapshot
+    from builder.pipeline.build import _warnings
+    from builder.pipeline.plan import BuildOptions
+
+    recipe_path = _project(tmp_path, "python:\n  requirements: requirements.txt\n")
+    (tmp_path / "requirements.txt").write_text("six==1.16.0\nidna>=3\n")
+    inputs = snapshot(loader.load(recipe_path), dict, image_id="i", runtime="python3.11", arch="x86_64", mode="native")
+    (warning,) = _warnings(inputs, BuildOptions())
+    assert warning.startswith(f"warning: {(tmp_path / 'requirements.txt').resolve()}:2: idna>=3 not pinned")
+    assert _warnings(inputs, BuildOptions(refresh=True)) == ()
