@@ -59,6 +59,9 @@ def run_builds(
         if timings and o.result is not None:
             for line in report(o.request.label, o.result.timings, o.result.seconds):
                 echo(line)
+    # the same requirement files warn once, not once per runtime and arch
+    for line in dict.fromkeys(w for o in outcomes if o.result is not None for w in o.result.warnings):
+        echo_err(line)
     failed = [o for o in outcomes if o.error is not None]
     for o in failed:
         echo_err(f"error: {o.request.label}: {o.error.render() if o.error else ''}\n  full log: {o.log_path}")
