@@ -52,6 +52,12 @@ def _argv() -> list[str] | None:
     return argv
 
 
+ENGINE_HELP = (
+    "Docker engine for one architecture: ARCH=tcp://HOST:PORT, ssh://USER@HOST, unix:///PATH, a Docker "
+    "context name, or default (repeatable; over LAMBDA_BUILDER_ENGINE_<ARCH> and the settings file)."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lambda-builder")
 def cli() -> None:
@@ -92,6 +98,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="Folder for the zips and manifests.",
 )
 @click.option("--image", default=None, help="Build image to use instead of the default family.")
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
 @click.option("--no-cache", is_flag=True, help="Build from scratch: read no cache (results are still stored).")
 @click.option(
     "--mode",
@@ -130,6 +137,7 @@ def build(
     runtimes: tuple[str, ...],
     out: Path,
     image: str | None,
+    engine_flags: tuple[str, ...],
     no_cache: bool,
     mode: str | None,
     fmt: str,
@@ -147,7 +155,12 @@ def build(
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
     requests = [BuildRequest(*w) for w in wanted]
-    options = BuildOptions(out=out, image=image, use_cache=not no_cache, mode=mode, step_timeout=step_timeout)
+    from builder.engine.engines import parse_flags
+
+    options = BuildOptions(
+        out=out, image=image, use_cache=not no_cache, mode=mode, step_timeout=step_timeout,
+        engines=tuple(sorted(parse_flags(engine_flags).items())),
+    )
     ok = run_builds(
         requests,
         options,
@@ -240,15 +253,18 @@ def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: st
     is_flag=True,
     help="Register qemu-aarch64 (F flag) in binfmt_misc so arm64 containers run (root, Linux).",
 )
-def doctor(fix_emulation: bool) -> None:
-    """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
-    from builder.doctor import doctor_report, engine_client
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def doctor(fix_emulation: bool, engine_flags: tuple[str, ...]) -> None:
+    """Check the engines, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
+    from builder.doctor import check_engines, doctor_report, engine_client
     from builder.engine.emulation import enable_arm64_emulation
+    from builder.engine.engines import parse_flags
 
+    flags = parse_flags(engine_flags)
     if fix_emulation:
         enable_arm64_emulation()
         click.echo("arm64 emulation registered (qemu-aarch64, flags F)")
-    checks = doctor_report(engine_client())
+    checks = doctor_report(engine_client()) + check_engines(flags)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:
