@@ -74,6 +74,8 @@ def second_engine(engine: None) -> Iterator[str]:
         "--pidfile", str(root / "dockerd.pid"), "--config-file", str(root / "daemon.json"),
         "--storage-driver", driver, "--bridge", bridge, "--iptables=false", "--ip-masq=false",
         "--log-level", "warn",
+        # its own namespaces, should it find a system containerd the first engine also uses
+        "--containerd-namespace", f"lbtest{port}", "--containerd-plugins-namespace", f"lbtest{port}-plugins",
     ]  # fmt: skip
     log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - kept open for the daemon's life
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
