@@ -210,3 +210,27 @@ def test_doctor_reports_each_engine(built_on_second: Built) -> None:
     assert "lambda-builder/build:bookworm-x86_64" in x86
     assert lines["engine arm64"].startswith("FAIL") and "runs x86_64, builds arm64" in lines["engine arm64"]
     assert result.returncode == 3
+
+
+@pytest.mark.docker
+def test_parallel_builds_each_go_to_their_own_engine(built_on_second: Built, tmp_path: Path) -> None:
+    """`--arch all -j 2`: each build's thread talks to its architecture's engine (here arm64's does
+    not answer, so that build fails alone while x86_64 builds on the second engine)."""
+    name = f"engpar{uuid.uuid4().hex[:8]}"
+    recipe = tmp_path / "recipe.yaml"
+    text = built_on_second.recipe.read_text().replace("architectures: [x86_64]", "architectures: [x86_64, arm64]")
+    recipe.write_text(text.replace(built_on_second.purpose.removesuffix("-x86_64"), name))
+    (tmp_path / "libgreet").symlink_to(built_on_second.recipe.parent / "libgreet")
+    closed = f"tcp://127.0.0.1:{free_port()}"
+    started = time.time()
+    result = run_cli("build", str(recipe), "--arch", "all", "-j", "2", "--out", str(tmp_path / "dist"),
+                     "--engine", f"x86_64={built_on_second.url}", "--engine", f"arm64={closed}",
+                     env={"LAMBDA_BUILDER_CACHE_DIR": str(tmp_path / "cache"), "LAMBDA_BUILDER_IMAGES": "local"})
+    ended = time.time()  # fmt: skip
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    refused = f"error: {name} python3.11 arm64: the engine {closed} (from --engine arm64=) does not answer"
+    assert refused in result.stderr
+    assert list((tmp_path / "dist").glob(f"{name}-1.0.0-python3.11-x86_64.zip"))
+    assert engine_events(built_on_second.url, started, ended, f"{name}-x86_64")
+    assert engine_events(None, started, ended, f"{name}-x86_64") == []
+    assert engine_events(None, started, ended, f"{name}-arm64") == []

@@ -151,23 +151,24 @@ def make_client(engine: Engine) -> Any:
     with _lock:
         if engine in _clients:
             return _clients[engine]
-        try:
-            if engine.is_default:
-                sdk = docker.from_env(timeout=600)
-            else:
-                tls: Any = None
-                if engine.context:
-                    from docker.context import ContextAPI
+    # made outside the lock: a slow engine (an ssh handshake) must not hold up another's builds
+    try:
+        if engine.is_default:
+            sdk = docker.from_env(timeout=600)
+        else:
+            tls: Any = None
+            if engine.context:
+                from docker.context import ContextAPI
 
-                    tls = ContextAPI.get_context(engine.context).TLSConfig or None
-                sdk = docker.DockerClient(
-                    base_url=engine.url, tls=tls, timeout=600, use_ssh_client=_use_ssh_binary(engine.url)
-                )
-            sdk.ping()
-        except docker.errors.DockerException as exc:
-            raise _unreachable(engine, exc) from None
-        _clients[engine] = sdk
-        return sdk
+                tls = ContextAPI.get_context(engine.context).TLSConfig or None
+            sdk = docker.DockerClient(
+                base_url=engine.url, tls=tls, timeout=600, use_ssh_client=_use_ssh_binary(engine.url)
+            )
+        sdk.ping()
+    except docker.errors.DockerException as exc:
+        raise _unreachable(engine, exc) from None
+    with _lock:
+        return _clients.setdefault(engine, sdk)
 
 
 def _use_ssh_binary(url: str) -> bool:
