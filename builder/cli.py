@@ -219,11 +219,16 @@ def images_list(as_json: bool) -> None:
     default=("build", "runtime"),
     show_default=True,
 )
-def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
-    """Make the local image family (bootstrapped from Debian) for these runtimes."""
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def images_build(
+    runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...], engine_flags: tuple[str, ...]
+) -> None:
+    """Make the local image family (bootstrapped from Debian) for these runtimes, on each arch's engine."""
+    from builder.engine.engines import parse_flags
     from builder.pipeline.command import make_local_images
 
-    make_local_images(runtimes, parse_arches(arches, ("x86_64",)), kinds, echo=click.echo)
+    arch_list = parse_arches(arches, ("x86_64",))
+    make_local_images(runtimes, arch_list, kinds, echo=click.echo, engines=parse_flags(engine_flags))
 
 
 @cli.command()

@@ -103,11 +103,15 @@ def check_engines(flags: dict[str, str]) -> list[Check]:
         wanted = DOCKER_ARCH[arch]
         held = sorted(
             tag for image in sdk.images.list() if image.attrs.get("Architecture") == wanted
-            for tag in image.tags if tag.startswith(("lambda-builder/", "public.ecr.aws/"))
+            for tag in image.tags
+            if tag.startswith(("lambda-builder/", "public.ecr.aws/")) and not tag.startswith("lambda-builder/packages:")
         )
         how = "native" if actual == arch else "cross or emulated"
+        where = engine.label if engine.is_default and engine.origin == engines.DEFAULT.origin else (
+            f"{engine.label} (from {engine.origin})"
+        )
         detail = (
-            f"{engine.label} (from {engine.origin}): Docker {version.get('Version')}, runs {actual}, "
+            f"{where}: Docker {version.get('Version')}, runs {actual}, "
             f"builds {arch} {how}; images for {arch}: {', '.join(held) or 'none yet (the first build makes them)'}"
         )
         if not engine.is_default and actual != arch:

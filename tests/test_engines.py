@@ -234,3 +234,17 @@ def test_parallel_builds_each_go_to_their_own_engine(built_on_second: Built, tmp
     assert engine_events(built_on_second.url, started, ended, f"{name}-x86_64")
     assert engine_events(None, started, ended, f"{name}-x86_64") == []
     assert engine_events(None, started, ended, f"{name}-arm64") == []
+
+
+@pytest.mark.docker
+def test_images_build_makes_the_family_on_the_chosen_engine(built_on_second: Built) -> None:
+    import docker
+
+    url = built_on_second.url
+    result = run_cli("images", "build", "--kind", "runtime", "--engine", f"x86_64={url}")
+    assert result.returncode == 0, result.stderr
+    assert "ready: lambda-builder/runtime:bookworm-x86_64" in result.stdout
+    default_id = docker.from_env().images.get("lambda-builder/runtime:bookworm-x86_64").id
+    assert docker.DockerClient(base_url=url).images.get("lambda-builder/runtime:bookworm-x86_64").id == default_id
+    wrong = run_cli("images", "build", "--arch", "arm64", "--engine", f"arm64={url}")
+    assert wrong.returncode == 2 and "runs x86_64, but it was chosen to build arm64" in wrong.stderr
