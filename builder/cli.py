@@ -181,12 +181,15 @@ def build(
 @click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--image", default=None, help="Runtime image to test in instead of the default.")
 @click.option("--command", "command", default=None, help="Run this instead of the recipe's tests.")
-def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None) -> None:
-    """Unpack ZIP into a clean runtime container and run the recipe's tests there."""
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None, engine_flags: tuple[str, ...]) -> None:
+    """Unpack ZIP into a clean runtime container (on its architecture's engine) and run the recipe's tests there."""
+    from builder.engine.engines import parse_flags
     from builder.ship.smoke import test_zip
 
+    flags = parse_flags(engine_flags)
     for zip_path in zips:
-        test_zip(zip_path, image=image, command=command, log=click.echo)
+        test_zip(zip_path, image=image, command=command, log=click.echo, engine_flags=flags)
 
 
 @cli.group()

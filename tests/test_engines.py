@@ -248,3 +248,16 @@ def test_images_build_makes_the_family_on_the_chosen_engine(built_on_second: Bui
     assert docker.DockerClient(base_url=url).images.get("lambda-builder/runtime:bookworm-x86_64").id == default_id
     wrong = run_cli("images", "build", "--arch", "arm64", "--engine", f"arm64={url}")
     assert wrong.returncode == 2 and "runs x86_64, but it was chosen to build arm64" in wrong.stderr
+
+
+@pytest.mark.docker
+def test_zip_is_tested_on_its_architectures_engine(built_on_second: Built) -> None:
+    zip_path = next(built_on_second.out.glob("*.zip"))
+    started = time.time()
+    result = run_cli("test", str(zip_path), "--command", "test -e /var/task", "--engine",
+                     f"x86_64={built_on_second.url}", env={"LAMBDA_BUILDER_IMAGES": "local"})  # fmt: skip
+    ended = time.time()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    purpose = "test-" + built_on_second.purpose
+    assert engine_events(built_on_second.url, started, ended, purpose)
+    assert engine_events(None, started, ended, purpose) == []
