@@ -52,6 +52,12 @@ def _argv() -> list[str] | None:
     return argv
 
 
+ENGINE_HELP = (
+    "Docker engine for one architecture: ARCH=tcp://HOST:PORT, ssh://USER@HOST, unix:///PATH, a Docker "
+    "context name, or default (repeatable; over LAMBDA_BUILDER_ENGINE_<ARCH> and the settings file)."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lambda-builder")
 def cli() -> None:
@@ -97,6 +103,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     help="Folder for the zips and manifests.",
 )
 @click.option("--image", default=None, help="Build image to use instead of the default family.")
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
 @click.option("--no-cache", is_flag=True, help="Build from scratch: read no cache (results are still stored).")
 @click.option("--refresh", is_flag=True, help="Resolve requirements again: the cached dependencies are not read.")
 @click.option(
@@ -136,6 +143,7 @@ def build(
     runtimes: tuple[str, ...],
     out: Path,
     image: str | None,
+    engine_flags: tuple[str, ...],
     no_cache: bool,
     refresh: bool,
     mode: str | None,
@@ -154,8 +162,11 @@ def build(
     from builder.pipeline.plan import BuildOptions, BuildRequest
 
     requests = [BuildRequest(*w) for w in wanted]
+    from builder.engine.engines import parse_flags
+
     options = BuildOptions(
-        out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout
+        out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout,
+        engines=tuple(sorted(parse_flags(engine_flags).items())),
     )
     ok = run_builds(
         requests,
@@ -177,12 +188,15 @@ def build(
 @click.argument("zips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--image", default=None, help="Runtime image to test in instead of the default.")
 @click.option("--command", "command", default=None, help="Run this instead of the recipe's tests.")
-def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None) -> None:
-    """Unpack ZIP into a clean runtime container and run the recipe's tests there."""
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None, engine_flags: tuple[str, ...]) -> None:
+    """Unpack ZIP into a clean runtime container (on its architecture's engine) and run the recipe's tests there."""
+    from builder.engine.engines import parse_flags
     from builder.ship.smoke import test_zip
 
+    flags = parse_flags(engine_flags)
     for zip_path in zips:
-        test_zip(zip_path, image=image, command=command, log=click.echo)
+        test_zip(zip_path, image=image, command=command, log=click.echo, engine_flags=flags)
 
 
 @cli.group()
@@ -215,11 +229,16 @@ def images_list(as_json: bool) -> None:
     default=("build", "runtime"),
     show_default=True,
 )
-def images_build(runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...]) -> None:
-    """Make the local image family (bootstrapped from Debian) for these runtimes."""
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def images_build(
+    runtimes: tuple[str, ...], arches: tuple[str, ...], kinds: tuple[str, ...], engine_flags: tuple[str, ...]
+) -> None:
+    """Make the local image family (bootstrapped from Debian) for these runtimes, on each arch's engine."""
+    from builder.engine.engines import parse_flags
     from builder.pipeline.command import make_local_images
 
-    make_local_images(runtimes, parse_arches(arches, ("x86_64",)), kinds, echo=click.echo)
+    arch_list = parse_arches(arches, ("x86_64",))
+    make_local_images(runtimes, arch_list, kinds, echo=click.echo, engines=parse_flags(engine_flags))
 
 
 @cli.command()
@@ -249,15 +268,18 @@ def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: st
     is_flag=True,
     help="Register qemu-aarch64 (F flag) in binfmt_misc so arm64 containers run (root, Linux).",
 )
-def doctor(fix_emulation: bool) -> None:
-    """Check the engine, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
-    from builder.doctor import doctor_report, engine_client
+@click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
+def doctor(fix_emulation: bool, engine_flags: tuple[str, ...]) -> None:
+    """Check the engines, arm64 emulation, bootstrap tools, CA bundle and proxies; say how to fix each."""
+    from builder.doctor import check_engines, doctor_report, engine_client
     from builder.engine.emulation import enable_arm64_emulation
+    from builder.engine.engines import parse_flags
 
+    flags = parse_flags(engine_flags)
     if fix_emulation:
         enable_arm64_emulation()
         click.echo("arm64 emulation registered (qemu-aarch64, flags F)")
-    checks = doctor_report(engine_client())
+    checks = doctor_report(engine_client()) + check_engines(flags)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:

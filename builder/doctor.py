@@ -20,6 +20,7 @@ from builder.engine.emulation import check_arm64_emulation, engine_is_remote, fi
 from builder.engine.rootfs import require_arch_test
 from builder.errors import EnvironmentProblem, LambdaBuilderError
 from builder.redact import redact_url
+from builder.runtimes import DOCKER_ARCH
 
 if TYPE_CHECKING:
     import docker
@@ -77,6 +78,47 @@ def check_emulation(client: docker.DockerClient | None) -> Check:
         return Check("arm64 emulation", False, f"could not check: {exc}", fix_commands())
     return Check("arm64 emulation", status.ok, status.details, status.fix)
 
+
+
+def check_engines(flags: dict[str, str]) -> list[Check]:
+    """One line per architecture: which engine builds it, whether it answers, its version and
+    architecture (a chosen engine must run the architecture it builds), and which lambda-builder
+    images it holds for that architecture (the first build on it makes or copies the others)."""
+    from builder.engine import engines
+
+    checks = []
+    for arch in ("x86_64", "arm64"):
+        name = f"engine {arch}"
+        try:
+            engine = engines.for_arch(arch, flags)
+            sdk = engines.make_client(engine)
+            version: dict[str, Any] = sdk.version()
+        except LambdaBuilderError as exc:
+            checks.append(Check(name, False, exc.message, exc.hint))
+            continue
+        except Exception as exc:
+            checks.append(Check(name, False, f"did not answer: {exc}", "check the engine and the network"))
+            continue
+        actual = "arm64" if version.get("Arch") in ("arm64", "aarch64") else "x86_64"
+        wanted = DOCKER_ARCH[arch]
+        held = sorted(
+            tag for image in sdk.images.list() if image.attrs.get("Architecture") == wanted
+            for tag in image.tags
+            if tag.startswith(("lambda-builder/", "public.ecr.aws/")) and not tag.startswith("lambda-builder/packages:")
+        )
+        how = "native" if actual == arch else "cross or emulated"
+        where = engine.label if engine.is_default and engine.origin == engines.DEFAULT.origin else (
+            f"{engine.label} (from {engine.origin})"
+        )
+        detail = (
+            f"{where}: Docker {version.get('Version')}, runs {actual}, "
+            f"builds {arch} {how}; images for {arch}: {', '.join(held) or 'none yet (the first build makes them)'}"
+        )
+        if not engine.is_default and actual != arch:
+            checks.append(Check(name, False, detail, f"point {arch} at an {arch} engine"))
+        else:
+            checks.append(Check(name, True, detail))
+    return checks
 
 
 def check_bootstrap() -> Check:

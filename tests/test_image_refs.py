@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine import images
+from builder.engine import images, pulls
 from builder.engine.reference import ImageReference, classify_pull_error, parse_reference
 from builder.errors import UserError
 from tests.conftest import FIXTURES, run_cli
@@ -88,7 +88,7 @@ def test_unreachable_pull_is_remembered_per_registry(
     again = images.obtain(ref, "x86_64", lambda _l: None)
     assert isinstance(again, images.PullFailure) and again.remembered  # not pulled again
     other = parse_reference(f"127.0.0.1:{_closed_port()}/lb/none:1")
-    assert not images._remembered_unreachable(other)  # another registry is not judged by this one
+    assert not pulls._remembered_unreachable(other)  # another registry is not judged by this one
 
 
 @pytest.mark.docker

@@ -104,6 +104,9 @@ def test_image_id_needs_a_local_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         noop.image_id("lambda-builder/build:bookworm-x86_64", {"DOCKER_HOST": "tcp://10.0.0.1:2375"})
     with pytest.raises(noop._Unsure):
         noop.image_id("bad name with spaces", {})
+    for engine in ("ssh://me@graviton", "context:graviton"):  # no plain GET reaches them: the full path
+        with pytest.raises(noop._Unsure):
+            noop.image_id("lambda-builder/build:bookworm-x86_64", {}, engine)
 
 
 # --- against the real engine ---------------------------------------------------------------------
@@ -196,14 +199,16 @@ def test_stamp_is_void_when_the_engine_or_the_registry_answer_may_differ(
     assert first.returncode == 0, first.stderr
     stamp_file = _stamp(args)
     stamp = json.loads(stamp_file.read_text())
-    assert local_images["build"] in stamp["images"]
+    assert any(row[:2] == ["", local_images["build"]] for row in stamp["images"])  # "": the default engine
     assert noop.replay(args, io.StringIO(), io.StringIO()) == 0
 
-    rebuilt = {**stamp, "images": {**stamp["images"], local_images["build"]: "sha256:" + "0" * 64}}
+    rows = [[e, n, "sha256:" + "0" * 64 if n == local_images["build"] else i] for e, n, i in stamp["images"]]
+    rebuilt = {**stamp, "images": rows}
     stamp_file.write_text(json.dumps(rebuilt))
     assert noop.replay(args, io.StringIO(), io.StringIO()) is None
 
-    pulled = {**stamp, "images": {**stamp["images"], "public.ecr.aws/sam/build-python3.11:latest-x86_64": None}}
+    absent = ["", "public.ecr.aws/sam/build-python3.11:latest-x86_64", None]
+    pulled = {**stamp, "images": [*stamp["images"], absent]}
     stamp_file.write_text(json.dumps(pulled))
     assert noop.replay(args, io.StringIO(), io.StringIO()) == 0  # still absent: same choice
 

@@ -25,10 +25,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from builder import __version__
+from builder import __version__, config
 from builder.engine import socketapi
 
-STAMP_VERSION = 1
+STAMP_VERSION = 2  # 2: images are recorded with the engine that holds them
 ENV_PREFIXES = ("LAMBDA_BUILDER_", "DOCKER_")
 ENV_NAMES = ("HOME", "XDG_CACHE_HOME")
 # never part of a folder's identity: the same names as sources.SKIP_NAMES (a test keeps them equal)
@@ -56,8 +56,11 @@ def cache_root(env: Mapping[str, str]) -> str:
 
 
 def command_key(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
+    """What names the stamp: the command, its folder, the steering variables and the settings
+    files' bytes (which choose engines and the registry mirror like the flags and variables do)."""
     steering = {k: v for k, v in env.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
-    blob = json.dumps([STAMP_VERSION, __version__, list(argv), cwd, steering], sort_keys=True)
+    settings = {p: content_digest(p) for p in config.candidate_paths(env, cwd)}
+    blob = json.dumps([STAMP_VERSION, __version__, list(argv), cwd, steering, settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -139,9 +142,15 @@ def tool_hash() -> str:
     return _TOOL_HASH[0]
 
 
-def image_id(name: str, env: Mapping[str, str]) -> str | None:
-    """The image's id on the engine, or None if it has none; _Unsure if that cannot be told."""
-    sock_path = socketapi.socket_path(env)
+def image_id(name: str, env: Mapping[str, str], engine: str = "") -> str | None:
+    """The image's id on the engine ("" the default one, else its URL as engines.Engine.key gives
+    it), or None if it has none; _Unsure if that cannot be told with a plain GET (ssh, TLS)."""
+    if not engine:
+        sock_path = socketapi.socket_path(env)
+    elif engine.startswith("unix://"):
+        sock_path = engine[len("unix://") :]
+    else:
+        sock_path = engine if engine.startswith("tcp://") else None
     if sock_path is None or not name or not set(name) <= _NAME_CHARS:
         raise _Unsure(name)
     try:
@@ -173,7 +182,7 @@ def record(
     trees: Mapping[str, str | None],
     code_tree: Sequence[Any] | None = None,
     tool: str,
-    images: Mapping[str, str | None],
+    images: Sequence[tuple[str, str, str | None]],
     pull_skip_until: float | None,
     outputs: Iterable[str],
     zip_path: str,
@@ -194,7 +203,7 @@ def record(
         "recipes": dict(recipes),
         "trees": dict(trees),
         "code_tree": list(code_tree) if code_tree else None,
-        "images": dict(images),
+        "images": [list(row) for row in images],
         "pull_skip_until": pull_skip_until,
         "tool": tool,
         "outputs": {p: file_state(p) for p in outputs},
@@ -231,7 +240,7 @@ def _still_true(stamp: Mapping[str, Any], env: Mapping[str, str]) -> bool:
     until = stamp.get("pull_skip_until")
     if until is not None and time.time() >= until:
         return False  # the full path would try the registry again
-    return all(image_id(name, env) == found for name, found in stamp["images"].items())
+    return all(image_id(name, env, engine) == found for engine, name, found in stamp["images"])
 
 
 def replay(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int | None:

@@ -6,11 +6,11 @@ Stage engine: must not know recipes or builds (a lint-imports contract).
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from builder.errors import EnvironmentProblem
+from builder.engine import engines, socketapi
+from builder.errors import EnvironmentProblem, UserError
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 CA_CANDIDATES = (
@@ -20,23 +20,18 @@ CA_CANDIDATES = (
 )
 
 
-@lru_cache(maxsize=1)
 def client() -> Any:
-    """One Docker client per process; a missing engine is an EnvironmentProblem, not a traceback."""
-    import docker  # imported here: a cache hit answers without loading the SDK (and requests)
-    import docker.errors
+    """The SDK client of the engine this build runs on (engines.current()); one per engine and
+    process. A missing engine is an EnvironmentProblem, not a traceback."""
+    return engines.make_client(engines.current())
 
-    try:
-        c = docker.from_env(timeout=600)
-        c.ping()
-    except docker.errors.DockerException as exc:
-        host = os.environ.get("DOCKER_HOST", "the default socket (/var/run/docker.sock)")
-        raise EnvironmentProblem(
-            f"no Docker engine answers at {host}: {exc}",
-            hint="start the engine (e.g. `sudo systemctl start docker` or `sudo dockerd &`), "
-            "or point DOCKER_HOST at one",
-        ) from None
-    return c
+
+def _socket_path() -> str | None:
+    """The current engine's unix socket, when it has one (the fast path), else None (the SDK)."""
+    engine = engines.current()
+    if engine.is_default:
+        return socketapi.socket_path(os.environ)
+    return engine.url[len("unix://") :] if engine.url.startswith("unix://") else None
 
 
 def api_get(path: str) -> Any | None:
@@ -45,9 +40,7 @@ def api_get(path: str) -> Any | None:
     (tcp://, ssh://) go through the SDK."""
     import json
 
-    from builder.engine import socketapi
-
-    sock_path = socketapi.socket_path(os.environ)
+    sock_path = _socket_path()
     if sock_path is None:
         return _sdk_get(path)
     try:
@@ -77,7 +70,7 @@ def _sdk_get(path: str) -> Any | None:
     return response.json()
 
 
-_seen_images: dict[str, str | None] = {}
+_seen_images: dict[tuple[str, str], str | None] = {}
 
 
 def inspect_image(name: str) -> dict[str, Any] | None:
@@ -85,20 +78,41 @@ def inspect_image(name: str) -> dict[str, Any] | None:
 
     found = api_get(f"/images/{quote(name, safe='')}/json")
     found = found if isinstance(found, dict) else None
-    _seen_images[name] = str(found["Id"]) if found else None
+    _seen_images[(engines.current().key, name)] = str(found["Id"]) if found else None
     return found
 
 
-def seen_images() -> dict[str, str | None]:
-    """Every image this process looked up and what it last was: what a no-op stamp re-checks."""
-    return dict(_seen_images)
+def seen_images() -> list[tuple[str, str, str | None]]:
+    """Every image this process looked up, on which engine (its stamp key), and what it last was:
+    what a no-op stamp re-checks, on the same engine."""
+    return [(engine, name, found) for (engine, name), found in _seen_images.items()]
+
+
+_arches: dict[engines.Engine, str] = {}
 
 
 def engine_arch() -> str:
-    """The engine's own architecture (a remote engine may differ from this machine). /version
-    answers in a millisecond where /info gathers the whole engine's state."""
-    version = api_get("/version") or {}
-    return "arm64" if str(version.get("Arch", "")) in ("aarch64", "arm64") else "x86_64"
+    """The current engine's own architecture (a remote engine may differ from this machine).
+    /version answers in a millisecond where /info gathers the whole engine's state."""
+    engine = engines.current()
+    if engine not in _arches:
+        version = api_get("/version") or {}
+        _arches[engine] = "arm64" if str(version.get("Arch", "")) in ("aarch64", "arm64") else "x86_64"
+    return _arches[engine]
+
+
+def check_engine_arch(arch: str) -> None:
+    """An engine chosen for `arch` must run `arch` itself: a wrong one would silently emulate
+    (or cross-build) on the machine that was meant to build natively."""
+    engine = engines.current()
+    if engine.is_default:
+        return  # the default engine builds every architecture, natively, emulated or cross
+    actual = engine_arch()
+    if actual != arch:
+        raise UserError(
+            f"the engine {engine.label} (from {engine.origin}) runs {actual}, but it was chosen to build {arch}",
+            hint=f"point {arch} at an {arch} engine, or drop the setting to build {arch} on the default engine",
+        )
 
 
 def host_ca_bundle() -> Path | None:

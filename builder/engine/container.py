@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import os
 import socket
 import threading
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from builder import interrupts
+from builder.engine import engines
 from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
 from builder.engine.reference import parse_reference
@@ -93,8 +95,10 @@ def background(work: Callable[[], T]) -> Future[T]:
         except BaseException as exc:
             future.set_exception(exc)
 
-    # a daemon: the interpreter's exit never waits for it (callers that need it wait with a deadline)
-    threading.Thread(target=run, name=getattr(work, "__name__", "background"), daemon=True).start()
+    # a daemon: the interpreter's exit never waits for it (callers that need it wait with a deadline);
+    # it runs in the caller's context, so it talks to the caller's engine (engines.current())
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name=getattr(work, "__name__", "background"), daemon=True).start()
     return future
 
 
@@ -138,6 +142,7 @@ class Container:
         self.arch = arch or image.arch
         self.base_env: dict[str, str] = {**proxy_env(), **(env or {})}
         self.volumes = dict(volumes or {})  # named volume -> path: caches that outlive the container
+        self.engine = engines.current()  # every call of this container goes to the engine it started on
         self._container: Any = None
         self._removing: Future[None] | None = None
         self._starting: Future[None] | None = None
@@ -173,7 +178,9 @@ class Container:
         say what is missing and how to enable it before starting one."""
         from builder.engine import emulation
 
-        if self.arch != "arm64" or engine_arch() == "arm64" or emulation.engine_is_remote(docker_client):
+        with engines.using(self.engine):
+            native = engine_arch() == "arm64"
+        if self.arch != "arm64" or native or emulation.engine_is_remote(docker_client):
             return
         status = emulation.binfmt_status()
         if not status.ok:
@@ -184,7 +191,7 @@ class Container:
             )
 
     def start(self) -> None:
-        docker_client = client()
+        docker_client = engines.make_client(self.engine)
         self._check_emulation(docker_client)
         name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
         labels = {
@@ -278,7 +285,7 @@ class Container:
         """
         interrupts.check()
         self._ready()  # before the clock starts, and before base_env is read (start adds the CA's)
-        api = client().api
+        api = engines.make_client(self.engine).api
         environment = {**self.base_env, **(env or {})}
         self._busy(+1)
         watchdog = self._watchdog()

@@ -20,19 +20,25 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from builder import paths
-from builder.engine.client import client, host_ca_bundle, inspect_image, proxy_env
-from builder.engine.reference import ImageReference, PullProblem, classify_pull_error, parse_reference, pull_error
+from builder.engine import engines
+from builder.engine.client import client, host_ca_bundle, proxy_env
+from builder.engine.pulls import FoundImage as _Image
+from builder.engine.pulls import Mirror as Mirror
+from builder.engine.pulls import PullFailure as PullFailure
+from builder.engine.pulls import lookup as _get
+from builder.engine.pulls import obtain, pull, registry_mirror, verify_arch
+from builder.engine.pulls import pull_skip_until as pull_skip_until
+from builder.engine.reference import parse_reference, pull_error
 from builder.engine.rootfs import import_rootfs, require_arch_test
-from builder.errors import BuildFailed, EnvironmentProblem, UserError
+from builder.errors import BuildFailed, EnvironmentProblem, LambdaBuilderError, UserError
 from builder.resources import RESOURCES
-from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
+from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
 from builder.tarsafe import tar_bytes
 
 Kind = Literal["build", "runtime", "cross"]
@@ -44,7 +50,6 @@ DOCKERFILES = RESOURCES / "dockerfiles"
 SPEC_LABEL = "org.lambda-builder.spec"
 # Bumped when the way local images are made changes, so old ones are rebuilt.
 LOCAL_FAMILY_REVISION = "1"
-UNREACHABLE_MARKER_TTL = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -78,106 +83,26 @@ def image_source() -> Source:
     return value  # type: ignore[return-value]
 
 
-def verify_arch(image: Any, name: str, arch: str) -> None:
-    """A cached image of the wrong architecture silently builds the wrong thing: refuse it."""
-    actual = image.attrs.get("Architecture", "")
-    if actual != DOCKER_ARCH[arch]:
-        raise UserError(
-            f"image {name} is for {actual or 'an unknown architecture'}, not {arch} ({DOCKER_ARCH[arch]})",
-            hint=f"remove it (docker rmi {name}) or pass an image built for {DOCKER_PLATFORM[arch]}",
-        )
-
-
-@dataclass(frozen=True)
-class _Image:
-    """What an image inspect says that we use (read without the SDK: see client.api_get)."""
-
-    id: str
-    attrs: dict[str, Any]
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict((self.attrs.get("Config") or {}).get("Labels") or {})
-
-
-def _get(name: str) -> _Image | None:
-    attrs = inspect_image(name)
-    return _Image(str(attrs["Id"]), attrs) if attrs else None
-
-
-def _unreachable_marker(ref: ImageReference) -> Path:
-    """One marker per registry host: an unreachable public.ecr.aws says nothing of another registry."""
-    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in ref.registry_host)
-    return paths.cache_dir() / f"registry-unreachable-{host}"
-
-
-_pull_skip_until: list[float] = []
-
-
-def pull_skip_until() -> float | None:
-    """When this process's choices stop holding because a skipped pull would be tried again."""
-    return min(_pull_skip_until, default=None)
-
-
-@dataclass(frozen=True)
-class PullFailure:
-    """Why an image could not be had: the reference, the kind of failure, the engine's words."""
-
-    ref: ImageReference
-    problem: PullProblem
-    detail: str
-    remembered: bool = False  # from an earlier run's marker, not a pull just now
-
-
-def _remembered_unreachable(ref: ImageReference) -> PullFailure | None:
-    marker = _unreachable_marker(ref)
-    try:
-        skip_until = marker.stat().st_mtime + UNREACHABLE_MARKER_TTL
-        reason = marker.read_text().strip()
-    except OSError:
-        return None
-    if time.time() >= skip_until:
-        return None
-    _pull_skip_until.append(skip_until)
-    return PullFailure(ref, "unreachable", reason, remembered=True)
-
-
-def _pull(ref: ImageReference, arch: str, progress: Progress) -> _Image | PullFailure:
-    """Pull `ref` for `arch`; a failure says which kind it was (see reference.classify_pull_error)."""
-    import docker.errors
-
-    progress(f"pulling {ref}")
-    try:
-        client().images.pull(ref.repository, tag=ref.pull_tag, platform=DOCKER_PLATFORM[arch])
-    except docker.errors.APIError as exc:
-        detail = str(exc.explanation or exc)[:300]
-        return PullFailure(ref, classify_pull_error(detail, exc.status_code), detail)
-    return _get(str(ref)) or PullFailure(ref, "other", "the pull succeeded but the engine has no such image")
-
-
-def obtain(ref: ImageReference, arch: str, progress: Progress) -> _Image | PullFailure:
-    """The image on the engine, pulled if missing. Only an unreachable registry is remembered (for a
-    while, so every build does not wait on it): anything else is worth trying again next time."""
-    image = _get(str(ref))
-    if image is not None:
-        return image
-    remembered = _remembered_unreachable(ref)
-    if remembered is not None:
-        return remembered
-    pulled = _pull(ref, arch, progress)
-    if isinstance(pulled, PullFailure) and pulled.problem == "unreachable":
-        marker = _unreachable_marker(ref)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(pulled.detail)
-        _pull_skip_until.append(marker.stat().st_mtime + UNREACHABLE_MARKER_TTL)
-    return pulled
-
-
 def _official(runtime: Runtime, arch: str, kind: Kind, progress: Progress) -> ImageRef | PullFailure:
+    """The official image, already on the engine or pulled: from its registry, or through the mirror
+    and then tagged with its official name (so later builds, tests and the manifest see that name)."""
     name = runtime.official_build_image(arch) if kind == "build" else runtime.official_runtime_image(arch)
-    image = obtain(parse_reference(name), arch, progress)
-    if isinstance(image, PullFailure):
-        return image
+    official = parse_reference(name)
+    mirror = registry_mirror()
+    image = _get(name) if mirror else None
+    if image is None and mirror is not None:
+        via = mirror.reference(official)
+        pulled = obtain(via, arch, progress)
+        if isinstance(pulled, PullFailure):
+            return PullFailure(pulled.ref, pulled.problem, pulled.detail, pulled.remembered, mirror)
+        verify_arch(pulled, str(via), arch)
+        client().api.tag(pulled.id, official.repository, official.pull_tag)
+        image = _get(name)
+    if image is None:
+        found = obtain(official, arch, progress)
+        if isinstance(found, PullFailure):
+            return found
+        image = found
     verify_arch(image, name, arch)
     return ImageRef(name, image.id, arch, "official")
 
@@ -187,7 +112,7 @@ def _custom(override: str, arch: str, progress: Progress) -> ImageRef:
     ref = parse_reference(override, what="--image")
     image = _get(override)
     if image is None:
-        pulled = _pull(ref, arch, progress)
+        pulled = pull(ref, arch, progress)
         if isinstance(pulled, PullFailure):
             raise pull_error(ref, pulled.problem, pulled.detail, what="--image")
         image = pulled
@@ -201,8 +126,9 @@ def _fallback_notice(failure: PullFailure, runtime: Runtime, kind: Kind) -> str:
     debian = DEBIAN[runtime.debian] if runtime.debian else None
     when = "earlier (remembered for 6 hours)" if failure.remembered else "now"
     glibc = f"glibc {debian.glibc}" if debian else "a newer glibc"
+    via = f" (the registry mirror set by {failure.mirror.origin})" if failure.mirror else ""
     return (
-        f"warning: {failure.ref.registry_host} is unreachable ({when}: {failure.detail}); the {kind} image "
+        f"warning: {failure.ref.registry_host}{via} is unreachable ({when}: {failure.detail}); the {kind} image "
         f"{failure.ref} cannot be had, so the local Debian family is used instead. Its artifacts need "
         f"{glibc}, newer than Lambda {runtime.name}'s {runtime.glibc}: for artifacts you deploy, make the "
         "registry reachable or build with --mode cross"
@@ -231,6 +157,7 @@ def resolve(
         if isinstance(found, ImageRef):
             return found
         what = f"the official {kind} image for {runtime_name} ({arch})"
+        what += f" {found.mirror.label}" if found.mirror else ""
         if source == "official" or found.problem != "unreachable":
             also = "LAMBDA_BUILDER_IMAGES=local uses the local family on purpose"
             raise pull_error(found.ref, found.problem, found.detail, what=what, also=also)
@@ -387,13 +314,15 @@ def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progre
 def ensure_local(
     kind: Kind | Literal["base"], codename: str, arch: str, progress: Progress = _quiet
 ) -> ImageRef:
-    """The local image of this kind, built (with its base) if missing or out of date."""
+    """The local image of this kind, built (with its base) if missing or out of date; on an engine
+    other than the default one, copied from the default engine when that has it (seconds, where a
+    bootstrap takes minutes; the copy keeps the image id, so cache keys stay the same)."""
     if codename not in DEBIAN:
         raise UserError(f"unknown Debian release {codename!r}; known: {', '.join(DEBIAN)}")
     # one lock per image, so a test waiting for the runtime image never waits on a build image
     with paths.locked(f"image-base-{codename}-{arch}"):
         base_name = local_name("base", codename, arch)
-        image = _get(base_name)
+        image = _get(base_name) or copy_from_default(base_name, progress)
         if image is None:
             base = bootstrap_base(codename, arch, progress)
         else:
@@ -404,8 +333,31 @@ def ensure_local(
     chain = ["build", "cross"] if kind == "cross" else [kind]
     for step in chain:
         with paths.locked(f"image-{step}-{codename}-{arch}"):
-            base = build_from_dockerfile(step, base, local_name(step, codename, arch), progress)
+            name = local_name(step, codename, arch)
+            if _get(name) is None:
+                copy_from_default(name, progress)
+            base = build_from_dockerfile(step, base, name, progress)
     return base
+
+
+def copy_from_default(name: str, progress: Progress = _quiet) -> _Image | None:
+    """Stream `name` from the default engine into the current one (`docker save | docker -H load`),
+    when the current engine is another one and the default engine has it; None otherwise."""
+    import docker.errors
+
+    target = engines.current()
+    if target.is_default:
+        return None
+    try:
+        source = engines.make_client(engines.DEFAULT)
+        size = int(source.api.inspect_image(name).get("Size", 0))
+    except (LambdaBuilderError, docker.errors.DockerException):
+        return None  # the default engine lacks it (or is not there): the image is made on the target
+    progress(f"copying {name} ({size / 1e6:.0f} MB) from the default engine to {target.label}")
+    for chunk in client().api.load_image(source.api.get_image(name, chunk_size=1 << 20)):
+        if isinstance(chunk, dict) and chunk.get("error"):
+            raise EnvironmentProblem(f"copying {name} to {target.label} failed: {chunk['error']}")
+    return _get(name)
 
 
 def list_images() -> list[dict[str, str]]:

@@ -22,12 +22,20 @@ def socket_path(env: Mapping[str, str]) -> str | None:
 
 
 def get(sock_path: str, path: str, timeout: float = 30) -> tuple[int, bytes]:
-    """(status, body) of GET `path`; OSError when no engine answers, ValueError on a reply we
-    cannot read plainly (the caller then asks another way)."""
+    """(status, body) of GET `path` on a unix socket, or on `tcp://HOST:PORT` (a plain-HTTP engine);
+    OSError when no engine answers, ValueError on a reply we cannot read plainly (the caller then
+    asks another way)."""
     request = f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    if sock_path.startswith("tcp://"):
+        host, _, port = sock_path[len("tcp://") :].rstrip("/").rpartition(":")
+        family, address = socket.AF_INET, (host.strip("[]"), int(port))  # int(): ValueError if not a port
+        if ":" in host:
+            family = socket.AF_INET6
+    else:
+        family, address = socket.AF_UNIX, sock_path  # type: ignore[assignment]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(sock_path)
+        sock.connect(address)
         sock.sendall(request)
         chunks = []
         while data := sock.recv(1 << 16):

@@ -27,7 +27,7 @@ from builder.artifact.manifest import manifest_path
 from builder.cache import keys, noop, store
 from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
-from builder.engine import client, images
+from builder.engine import client, engines, images
 from builder.engine.container import Container, background, sweep_orphans
 from builder.pipeline import snapshot as snapshot_packages
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
@@ -70,7 +70,17 @@ def downloads_dir() -> Path:
 
 
 def build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildResult:
-    """Build one artifact. Raises UserError / BuildFailed; leaves no container and no partial zip."""
+    """Build one artifact on its architecture's engine (--engine, LAMBDA_BUILDER_ENGINE_<ARCH>, the
+    settings file, else the default). Raises UserError / BuildFailed; leaves no container and no
+    partial zip."""
+    engine = engines.for_arch(request.arch, dict(options.engines))
+    if not engine.is_default:
+        log(f"{request.arch} builds on {engine.label} (from {engine.origin})")
+    with engines.using(engine):
+        return _build_one(request, options, log)
+
+
+def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildResult:
     started = time.monotonic()
     phases = Phases()
     with phases.phase("resolve target"):

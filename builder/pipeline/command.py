@@ -6,7 +6,7 @@ summary. The CLI only parses arguments into these calls; this module must not pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from builder.cache import noop
 from builder.errors import UserError
@@ -74,9 +74,13 @@ def run_builds(
 
 
 def make_local_images(
-    runtimes: Sequence[str], arches: Sequence[str], kinds: Sequence[str], *, echo: Echo
+    runtimes: Sequence[str], arches: Sequence[str], kinds: Sequence[str], *, echo: Echo,
+    engines: Mapping[str, str] | None = None,
 ) -> None:
-    """The `images build` command: the local image family (bootstrapped from Debian) per runtime."""
+    """The `images build` command: the local image family (bootstrapped from Debian) per runtime,
+    each architecture's on its engine (copied from the default engine when that has it)."""
+    from builder.engine import engines as engine_choice
+    from builder.engine.client import check_engine_arch
     from builder.engine.images import ensure_local
     from builder.runtimes import RUNTIMES
 
@@ -89,6 +93,8 @@ def make_local_images(
                 f"--runtime {rt}: no Debian release ships Python {runtime.python}; only the official images serve it"
             )
         for arch in arches:
-            for kind in kinds:
-                ref = ensure_local(kind, runtime.debian, arch, progress=echo)  # type: ignore[arg-type]
-                echo(f"ready: {ref.name} {ref.id[:19]}")
+            with engine_choice.using(engine_choice.for_arch(arch, engines)):
+                check_engine_arch(arch)
+                for kind in kinds:
+                    ref = ensure_local(kind, runtime.debian, arch, progress=echo)  # type: ignore[arg-type]
+                    echo(f"ready: {ref.name} {ref.id[:19]}")

@@ -32,6 +32,7 @@ class BuildOptions:
     refresh: bool = False  # --refresh: resolve requirements again (no dependency cache read, no no-op replay)
     mode: str | None = None  # None: each recipe's own `mode:` (default auto)
     step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
+    engines: tuple[tuple[str, str], ...] = ()  # --engine ARCH=ENGINE, over the environment and settings file
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Target:
 def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> Target:
     """Decide everything about one build before it runs (the images may be pulled or made here)."""
     runtime = runtime_of(runtime_name)
+    client.check_engine_arch(arch)  # an engine chosen for this arch must be one
     engine_arch = client.engine_arch()
     mode = effective_mode(recipe, arch, options.mode or recipe.mode, engine_arch)
     if mode == "cross":

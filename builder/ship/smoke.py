@@ -10,11 +10,12 @@ Stage ship: must not build or change an artifact; it only runs one in a runtime 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder.artifact.manifest import Manifest, load_manifest
-from builder.engine import images
+from builder.engine import engines, images
+from builder.engine.client import check_engine_arch
 from builder.engine.container import Container
 from builder.errors import UserError
 from builder.runtimes import RUNTIMES
@@ -56,9 +57,20 @@ def runtime_image(manifest: Manifest, override: str | None, log: Log) -> images.
     return images.resolve(runtime, arch, "runtime", progress=log)
 
 
-def test_zip(zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print) -> None:
-    """Run the manifest's tests (or `command`) in a clean runtime container; BuildFailed if they fail."""
+def test_zip(
+    zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print,
+    engine_flags: Mapping[str, str] | None = None,
+) -> None:
+    """Run the manifest's tests (or `command`) in a clean runtime container on the engine of the
+    zip's architecture (see engine.engines: arm64 natively on an arm64 engine); BuildFailed if they fail."""
     manifest = load_manifest(zip_path, zip_must_exist=True)
+    with engines.using(engines.for_arch(manifest.arch, engine_flags)):
+        check_engine_arch(manifest.arch)
+        _test_in_container(zip_path, manifest, image, command, log)
+
+
+def _test_in_container(zip_path: Path, manifest: Manifest, image: str | None, command: str | None, log: Log) -> None:
+    """The test itself, on the engine test_zip chose."""
     runtime = RUNTIMES[manifest.runtime]  # load_manifest refuses unknown runtimes
     imports = list(manifest.test_imports)
     commands = [command] if command else ([manifest.test_command] if manifest.test_command else [])
