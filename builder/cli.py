@@ -9,6 +9,7 @@ Top of the stack: parses arguments and maps errors to exit codes; must not do a 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,6 +138,12 @@ def validate(recipes: tuple[Path, ...]) -> None:
     default=None,
     help="Seconds any one build step may run (default: the recipe's `timeout:`, else 3600).",
 )
+@click.option(
+    "--secret", "secret_specs", multiple=True, metavar="id=NAME,src=PATH|env=VAR",
+    help="A secret the recipe lists, as the file /run/secrets/NAME during the steps that use it.",
+)  # fmt: skip
+@click.option("--ssh", "ssh_specs", multiple=True, metavar="NAME[=SOCKET]", help="Forward your ssh agent for NAME.")
+@click.option("--no-host-pip-config", is_flag=True, help="Do not hand the host's pip.conf, PIP_*INDEX_URL and netrc.")
 def build(
     recipe_paths: tuple[Path, ...],
     arches: tuple[str, ...],
@@ -153,6 +160,9 @@ def build(
     quiet: bool,
     timings: bool,
     step_timeout: float | None,
+    secret_specs: tuple[str, ...],
+    ssh_specs: tuple[str, ...],
+    no_host_pip_config: bool,
 ) -> None:
     """Build recipes into one zip + manifest per runtime and architecture."""
     from builder.recipe import loader
@@ -160,13 +170,15 @@ def build(
     wanted = loader.requested(recipe_paths, runtimes, arches, out=out)
     from builder.pipeline.command import run_builds  # after the recipes: bad input is answered without it
     from builder.pipeline.plan import BuildOptions, BuildRequest
+    from builder.pipeline.secrets import from_options
 
     requests = [BuildRequest(*w) for w in wanted]
     from builder.engine.engines import parse_flags
 
+    given = from_options(secret_specs, ssh_specs, host_pip_config=not no_host_pip_config, environ=os.environ)
     options = BuildOptions(
         out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout,
-        engines=tuple(sorted(parse_flags(engine_flags).items())),
+        engines=tuple(sorted(parse_flags(engine_flags).items())), secrets=given,
     )
     ok = run_builds(
         requests,

@@ -38,6 +38,10 @@ class Inputs:
     requirements: RequirementSet | None = None  # requirement files as read (pip gets these texts)
     # the code folder's stat state as the stamp sees it: (root, skipped names, skipped paths, state)
     code_tree: tuple[str, tuple[str, ...], tuple[str, ...], str | None] | None = None
+    secret_ids: tuple[str, ...] = ()  # the secrets a build used, by id (never a value)
+    indexes: tuple[str, ...] = ()  # package index URLs, credentials stripped
+    git: Mapping[str, str] = field(default_factory=dict)  # git requirement -> the commit it resolved to
+    volatile: bool = False  # a git ref that can move: looked up only once resolved, never no-op stamped
 
     @property
     def key(self) -> str:
@@ -52,6 +56,9 @@ class Inputs:
             arch=self.arch,
             mode=self.mode,
             tool=self.tool,
+            secret_ids=self.secret_ids,
+            indexes=self.indexes,
+            git=self.git,
         )
 
 
@@ -71,6 +78,9 @@ def snapshot(
     arch: str,
     mode: str,
     out: Path | None = None,
+    secret_ids: tuple[str, ...] = (),
+    indexes: tuple[str, ...] = (),
+    volatile: bool = False,
 ) -> Inputs:
     """Read the inputs: stat states first, then contents (`digest_sources` fetches and hashes the
     recipe's sources, which needs the download cache the pipeline owns). `out` is the out folder,
@@ -100,4 +110,7 @@ def snapshot(
         tool=noop.tool_hash(),
         requirements=found,
         code_tree=code_tree,
+        secret_ids=secret_ids,
+        indexes=indexes,
+        volatile=volatile,
     )

@@ -40,6 +40,9 @@ def cache_key(
     arch: str,
     mode: str,
     tool: str,
+    secret_ids: Sequence[str] = (),
+    indexes: Sequence[str] = (),
+    git: Mapping[str, str] | None = None,
 ) -> str:
     """The key of a finished artifact: a sha256 over every input its bytes depend on.
 
@@ -57,11 +60,24 @@ def cache_key(
     - arch: the instruction set;
     - mode: emulated and cross-compiled builds use different toolchains;
     - tool: a hash of lambda-builder's own files (`noop.tool_hash`): its steps (repair, prune,
-      zip format) shape the output, and an upgrade must never be served an older tool's zip.
+      zip format) shape the output, and an upgrade must never be served an older tool's zip;
+    - secret_ids: which secrets the build was handed, by id only: a value never enters a key (a
+      rotated token rebuilds nothing, and a key can be shown or shared);
+    - indexes: the package index URLs, credentials stripped: another index can serve other files;
+    - git: the commit each git requirement resolved to (a moved branch is a new build).
+    The last three are left out when empty, so builds without them keep their keys.
     """
+    extra: dict[str, Any] = {}
+    if secret_ids:
+        extra["secret_ids"] = sorted(secret_ids)
+    if indexes:
+        extra["indexes"] = list(indexes)
+    if git:
+        extra["git"] = dict(git)
     return _digest(
         "build",
         {
+            **extra,
             "recipe": recipe_canonical,
             "sources": dict(source_digests),
             "local_requirements": dict(local_requirement_digests),

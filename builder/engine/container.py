@@ -133,8 +133,13 @@ class Container:
         volumes: Mapping[str, str] | None = None,
         files: Mapping[str, bytes] | None = None,
         step_timeout: float | None = None,
+        private: str | None = None,
+        sockets: Mapping[str, str] | None = None,
     ) -> None:
         self.image = image
+        self.private = private  # a tmpfs for secrets (engine.private writes it; commits never hold it)
+        self.sockets = dict(sockets or {})  # host socket -> path inside (a forwarded ssh agent)
+        self.masks: list[str] = []  # secret values never shown in output (set by the build)
         self.step_timeout = step_timeout  # seconds any one command may run before the build fails
         self.files = dict(files or {})  # path -> content, put in before anything runs (with the CA bundle)
         self.purpose = purpose
@@ -210,7 +215,12 @@ class Container:
             detach=True,
             network_mode="bridge",
             working_dir="/",
-            volumes={name: {"bind": path, "mode": "rw"} for name, path in self.volumes.items()},
+            volumes={
+                **{name: {"bind": path, "mode": "rw"} for name, path in self.volumes.items()},
+                **{host: {"bind": path, "mode": "rw"} for host, path in self.sockets.items()},
+            },
+            # the tmpfs shows in `docker inspect` by path and options only; its files never do
+            tmpfs={self.private: "mode=0700,size=16m,noexec,nosuid,nodev"} if self.private else None,
         )
         container = self._container
         interrupts.register(id(self), name, lambda: _force_remove(container))  # removes it if already cancelled
@@ -385,16 +395,23 @@ class Container:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                line = redact_text(raw.decode("utf-8", "replace").rstrip("\r"))
+                line = self._masked(raw.decode("utf-8", "replace").rstrip("\r"))
                 tail.append(line)
                 if not quiet:
                     self.log(f"[{step}] {line}")
         if pending:
-            line = redact_text(pending.decode("utf-8", "replace"))
+            line = self._masked(pending.decode("utf-8", "replace"))
             tail.append(line)
             if not quiet:
                 self.log(f"[{step}] {line}")
         return exec_id, tail
+
+    def _masked(self, line: str) -> str:
+        """A line of output with URL credentials and every known secret value masked (a build step
+        that prints a secret file shows *** instead)."""
+        for value in self.masks:
+            line = line.replace(value, "***")
+        return redact_text(line)
 
     def commit(self, tag: str, labels: Mapping[str, str]) -> str:
         """Keep the container's filesystem as an image (caches volumes are not part of it)."""

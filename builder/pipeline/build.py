@@ -9,6 +9,7 @@ actions, artifact); it must not print (it logs through `log`) nor know the comma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,10 +28,13 @@ from builder.artifact.manifest import manifest_path
 from builder.cache import keys, noop, store
 from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
-from builder.engine import client, engines, images
+from builder.engine import client, emulation, engines, images
 from builder.engine.container import Container, background, sweep_orphans
+from builder.errors import EnvironmentProblem
+from builder.pipeline import secrets
 from builder.pipeline import snapshot as snapshot_packages
-from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, native_actions, run_actions
+from builder.pipeline.actions import git
+from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, SystemPackages, native_actions, run_actions
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
 from builder.pipeline.timings import Phases
@@ -87,21 +91,34 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         target = resolve_target(request.recipe, request.runtime, request.arch, options, log)
     recipe, runtime, arch, image = target.recipe, target.runtime, target.arch, target.image
     stem = pack.artifact_stem(recipe.name, recipe.version, runtime.name, arch)
+    given = options.secrets
+    secret_files = secrets.container_files(recipe, given)
+    if secret_files.agent and emulation.engine_is_remote(client.client()):
+        raise EnvironmentProblem(
+            f"--ssh: the engine ({client.client().api.base_url}) is remote, so the ssh agent on this machine "
+            "cannot reach the build container",
+            hint="give the key itself with --secret id=NAME,src=KEY_FILE, or use a local engine",
+        )
+    auth = {s.name: a for s in recipe.sources if s.url and (a := secrets.source_auth(s.url, recipe, given))}
+    git_wanted = secrets.git_requirements(recipe)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
     with phases.phase("read inputs"):
         inputs = snapshot(
             recipe,
-            lambda: source_digests(recipe, log),
+            lambda: source_digests(recipe, log, auth),
             image_id=image.id,
             runtime=runtime.name,
             arch=arch,
             mode=target.mode,
             out=options.out,
+            secret_ids=tuple(secrets.secret_ids_used(recipe, given.host)),
+            indexes=tuple(secrets.index_key(recipe, given.host)),
+            volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted),
         )
     digests = inputs.source_digests
     key = inputs.key
     warnings = _warnings(inputs, options)
-    if options.use_cache and not options.refresh:
+    if options.use_cache and not options.refresh and not inputs.volatile:
         with phases.phase("cache lookup"):
             hit = _from_cache(key, options.out, stem, log, recipe)
         if hit is not None:
@@ -122,7 +139,10 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         volumes={f"lambda-builder-cache-{image.arch}": CACHE} if options.use_cache else {},
         files=container_files(),
         step_timeout=options.step_timeout or recipe.timeout,
+        private=secrets.SECRETS_DIR if secret_files.needed else None,
+        sockets={secret_files.agent: secrets.AGENT_SOCKET} if secret_files.agent else None,
     )
+    container.masks = secrets.masks(recipe, given)
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(_settle, sweeping)
         cleanup.enter_context(container)
@@ -140,8 +160,29 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             ),
             source_digests=dict(digests),
             requirements=inputs.requirements,
+            secret_files=secret_files.files,
+            secret_env=dict(secret_files.env),
+            source_auth=auth,
         )
         ctx.manifest["mode"] = target.mode
+        if git_wanted:
+            with phases.phase("start container"):
+                container.wait_started()
+            if not packages_ready:  # git+ssh may need the recipe's openssh-client to ask the repository
+                phases.update(run_actions(ctx, [SystemPackages()]))
+                packages_ready = True
+            with phases.phase("resolve git refs"):
+                ctx.git = git.resolve_refs(ctx, git_wanted)
+            ctx.manifest["git"] = git.manifest_field(ctx.git)
+            inputs = dataclasses.replace(inputs, git={req: pin[2] for req, pin in ctx.git.items()})
+            key = inputs.key
+            lookup = options.use_cache and not options.refresh and inputs.volatile
+            hit = _from_cache(key, options.out, stem, log, recipe) if lookup else None
+            if hit is not None:  # the refs had not moved: the container goes, the zip comes from the cache
+                return BuildResult(
+                    recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs,
+                    phases.as_dict(), warnings,
+                )
         with phases.phase("prefix cache lookup"):
             prefix = _prefix_step(ctx, reuse=options.use_cache)
         # pyelftools: only when something is built
@@ -200,12 +241,14 @@ def _settle(sweeping: Future[int]) -> None:
         sweeping.result()
 
 
-def source_digests(recipe: Recipe, log: Log) -> dict[str, str]:
+def source_digests(recipe: Recipe, log: Log, auth: dict[str, str] | None = None) -> dict[str, str]:
     """Each source's content digest, in recipe order: fetched once (from the download cache) and
     hashed once per build, then used by the artifact key, the prefix key and the manifest."""
     digests = {}
     for src in recipe.sources:
-        fetched = sources.fetch_source(src, downloads_dir(), progress=log, recipe_dir=recipe.folder)
+        fetched = sources.fetch_source(
+            src, downloads_dir(), progress=log, recipe_dir=recipe.folder, authorization=(auth or {}).get(src.name)
+        )
         # a verified archive's digest is its pinned sha256: no need to read it again
         digests[src.name] = src.sha256 if src.sha256 and not fetched.is_dir() else sources.source_digest(src, fetched)
     return digests

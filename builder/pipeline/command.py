@@ -34,6 +34,9 @@ def run_builds(
 ) -> bool:
     """Build, then check Lambda's limits and ship; False when a build failed (each failure printed)."""
     check_code(requests, options.out)
+    from builder.pipeline.secrets import check_given
+
+    check_given(list({id(r.recipe): r.recipe for r in requests}.values()), options.secrets)  # before any container
     if len(requests) == 1:
         log: Echo = (lambda _line: None) if quiet else echo
         result = build_one(requests[0], options, log)

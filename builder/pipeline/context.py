@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +54,10 @@ class BuildContext:
     source_digests: dict[str, str] = field(default_factory=dict)
     resolver: ContainerResolver | None = None  # started early by GuessLibraries, used by RepairAndAudit
     requirements: RequirementSet | None = None  # requirement files as read for the key (PipInstall copies them)
+    secret_files: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # /run/secrets/..., per step
+    secret_env: dict[str, str] = field(default_factory=dict)  # variables naming those files (paths only)
+    source_auth: dict[str, str] = field(default_factory=dict, repr=False)  # source name -> Authorization
+    git: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # requirement -> (repo, ref, commit)
 
     @property
     def recipe(self) -> Recipe:
@@ -155,14 +159,10 @@ def pip_env(ctx: BuildContext) -> dict[str, str]:
     """The build environment for pip: compiles on every core (parallel_cc) unless the recipe sets
     LAMBDA_BUILDER_COMPILE_JOBS, and, when the artifact is stripped anyway, without debug info
     (-g0 after Python's own -g: 15% of psycopg2's compile time, for sections strip removes).
-    The recipe's package indexes come through the environment too."""
+    Package indexes and their credentials are files on the secrets tmpfs (pipeline.secrets), named
+    by `secret_env`, never values in this environment."""
     env = {"LAMBDA_BUILDER_COMPILE_JOBS": ctx.env.get("CPU_COUNT", "1"), **ctx.env, **ctx.target.toolchain.pip_env}
-    # index URLs may hold credentials: in the exec's environment, not its command line (which
-    # `docker inspect` of the exec shows); pip masks their passwords in what it prints
-    if ctx.recipe.python.index_url:
-        env["PIP_INDEX_URL"] = ctx.recipe.python.index_url
-    if ctx.recipe.python.extra_index_urls:
-        env["PIP_EXTRA_INDEX_URL"] = " ".join(ctx.recipe.python.extra_index_urls)
+    env.update(ctx.secret_env)
     if ctx.recipe.strip:
         for flags in ("CFLAGS", "CXXFLAGS"):
             env[flags] = f"{env[flags]} -g0" if env.get(flags) else "-g0"

@@ -24,8 +24,8 @@ Echo = Callable[[str], None]
 def stamp_noop(argv: Sequence[str] | None, result: BuildResult, *, quiet: bool, warnings: Sequence[str]) -> None:
     """Record this command's inputs (as snapshotted before the build) and outputs, so its next
     identical run is answered by `cache.noop` without loading the CLI."""
-    if argv is None or result.inputs is None:
-        return
+    if argv is None or result.inputs is None or result.inputs.volatile:
+        return  # a git branch can move with nothing here changing: every run asks the repository
     inputs = result.inputs
     zip_path = result.zip_path.absolute()
     noop.record(

@@ -18,6 +18,7 @@ from builder.engine.images import ImageRef
 from builder.errors import UserError
 from builder.pipeline import cross
 from builder.pipeline.context import PREFIX
+from builder.pipeline.secrets import BuildSecrets
 from builder.recipe.model import Recipe
 from builder.runtimes import DEBIAN, RUNTIMES, Runtime
 
@@ -33,6 +34,7 @@ class BuildOptions:
     mode: str | None = None  # None: each recipe's own `mode:` (default auto)
     step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
     engines: tuple[tuple[str, str], ...] = ()  # --engine ARCH=ENGINE, over the environment and settings file
+    secrets: BuildSecrets = field(default_factory=BuildSecrets)  # --secret, --ssh, the host pip setup
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from builder.recipe.checks import (
     field_name,
 )
 from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Code, Prune, PythonSpec, Recipe, Source, Tests
+from builder.recipe.secret_fields import secret_problems, secret_use
 from builder.resources import RESOURCES
 from builder.runtimes import check_build_arguments, parse_arches
 
@@ -250,6 +251,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
     if "handler" in data and data.get("layout") == "layer":
         message = "a layer has no handler; remove it, or use layout: function"
         problems.append(Problem(doc.lines.get(("handler",)), "handler", message))
+    problems += [Problem(doc.lines.get(w), field_name(w), m) for w, m in secret_problems(data)]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
@@ -348,6 +350,7 @@ def load(path: Path) -> Recipe:
         mode=data.get("mode", "auto"),
         handler=data.get("handler"),
         timeout=float(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
+        secrets=tuple(secret_use(s) for s in data.get("secrets", ())),
         canonical=canonical,
         code=Code((folder / code["path"]).resolve(), _tuple(code.get("exclude"))) if code else None,
     )

@@ -97,6 +97,19 @@ class Tests:
 
 
 @dataclass(frozen=True)
+class SecretUse:
+    """A secret the recipe needs, by id (its value is given at build time, never in the recipe),
+    and what it is for: credentials for URLs under `url`, or an SSH key for git+ssh on `ssh`."""
+
+    id: str
+    url: str | None = None
+    auth: Literal["basic", "header"] = "basic"
+    ssh: str | None = None
+    known_hosts: str | None = None  # public host keys for `ssh`
+    known_hosts_secret: str | None = None  # ... or the id of a secret holding them
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path  # the YAML file, absolute
     name: str
@@ -120,10 +133,17 @@ class Recipe:
     mode: Mode = "auto"
     handler: str | None = None  # MODULE.FUNCTION (Lambda's Handler); functions only
     timeout: float = DEFAULT_STEP_TIMEOUT  # seconds any one build step may run (a hung step fails the build)
+    secrets: tuple[SecretUse, ...] = ()
     canonical: str = ""  # canonical JSON of the recipe content, for hashing
     code: Code | None = None  # the function's own files (SAM's CodeUri)
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    @property
+    def secret_ids(self) -> tuple[str, ...]:
+        """Every secret id the build needs, sorted (what the cache key records: ids, not values)."""
+        ids = {s.id for s in self.secrets} | {s.known_hosts_secret for s in self.secrets if s.known_hosts_secret}
+        return tuple(sorted(ids))
 

@@ -55,8 +55,12 @@ def fetch_source(
     *,
     progress: Progress | None = None,
     recipe_dir: Path | None = None,
+    authorization: str | None = None,
 ) -> Path:
     """The host path of `src`: the folder itself, or the verified archive in `download_dir`.
+
+    `authorization` is an Authorization header value for a url source (from a secret or the
+    netrc), sent to that URL's host only and never shown.
 
     `download_dir` is a content-addressed cache (file names start with the sha256), so a
     second fetch of the same content does no network I/O. `recipe_dir` only makes error
@@ -76,7 +80,7 @@ def fetch_source(
                 hint="add `sha256: <hex>` (e.g. from `sha256sum` of the downloaded file)",
             )
         expected = _check_sha(src, src.sha256)
-        return _download(src, src.url, expected, _file_name(src.url), download_dir, say)
+        return _download(src, src.url, expected, _file_name(src.url), download_dir, say, authorization)
     assert src.pypi is not None
     return _fetch_pypi(src, src.pypi, download_dir, say)
 
@@ -288,7 +292,9 @@ def _cached(download_dir: Path, sha: str) -> Path | None:
     return None
 
 
-def _download(src: Source, url: str, sha: str, filename: str, download_dir: Path, say: Progress) -> Path:
+def _download(
+    src: Source, url: str, sha: str, filename: str, download_dir: Path, say: Progress, authorization: str | None = None
+) -> Path:
     final = download_dir / f"{sha}-{_safe_name(filename)}"
     if final.is_file():
         return final
@@ -300,7 +306,7 @@ def _download(src: Source, url: str, sha: str, filename: str, download_dir: Path
         raise UserError(f"source {src.name!r}: url {url} must be http:// or https://")
     say(f"downloading {src.name} from {redact_url(url)}")
     try:
-        with _open(src, url) as response:
+        with _open(src, url, authorization) as response:
             _store(response, final, sha, src, redact_url(url), redact_url(url))
     except urllib.error.HTTPError as exc:
         raise _http_error(src, url, exc) from None
@@ -337,7 +343,7 @@ def _store(data: IO[bytes], final: Path, sha: str, src: Source, origin: str, url
         tmp.unlink(missing_ok=True)
 
 
-def _open(src: Source, url: str) -> http.client.HTTPResponse:
+def _open(src: Source, url: str, authorization: str | None = None) -> http.client.HTTPResponse:
     """Open `url` honouring proxy env vars (urllib does) and a corporate CA bundle if configured.
 
     user:password in the URL (urllib would take it for part of the host name) becomes basic auth,
@@ -347,6 +353,8 @@ def _open(src: Source, url: str) -> http.client.HTTPResponse:
     if credentials is not None:
         token = base64.b64encode(credentials.encode()).decode("ascii")
         request.add_unredirected_header("Authorization", f"Basic {token}")
+    elif authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler(),
         urllib.request.HTTPSHandler(context=_ssl_context(src)),
@@ -386,6 +394,11 @@ def _http_error(src: Source, url: str, exc: BaseException) -> UserError:
     hint: str | None = "check the network, or HTTPS_PROXY/HTTP_PROXY/NO_PROXY if you are behind a proxy"
     if "CERTIFICATE_VERIFY_FAILED" in why:
         hint = "behind a TLS-intercepting proxy? set SSL_CERT_FILE to your company's CA bundle"
+    elif isinstance(exc, urllib.error.HTTPError) and exc.code == 401:
+        hint = (
+            "the server wants credentials: list a secret with `url:` for it in the recipe's secrets "
+            "and pass --secret, or add its host to ~/.netrc"
+        )
     elif isinstance(exc, urllib.error.HTTPError):
         hint = "check the url" if exc.code in (403, 404, 410) else None
     return UserError(f"source {src.name!r}: cannot download {redact_url(url)}: {why}", hint=hint)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.engine import private
 from builder.engine.container import Container
 from builder.errors import BuildFailed, UserError
 from builder.pipeline import built_wheels
@@ -43,8 +44,9 @@ from builder.pipeline.scripts import (
     packages_for,
     prune_script,
 )
+from builder.pipeline.secrets import SECRETS_DIR, pinned
 from builder.recipe import sources
-from builder.recipe.model import Recipe, is_local_project
+from builder.recipe.model import Recipe, Source, is_local_project
 from builder.tarsafe import tar_bytes, tar_from_dir
 
 SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
@@ -113,9 +115,16 @@ class BuildSource:
 
     def run(self, ctx: BuildContext) -> None:
         src = ctx.recipe.sources[self.index]
-        fetched = sources.fetch_source(src, ctx.downloads, progress=ctx.log, recipe_dir=ctx.recipe.folder)
+        fetched = sources.fetch_source(
+            src, ctx.downloads, progress=ctx.log, recipe_dir=ctx.recipe.folder,
+            authorization=ctx.source_auth.get(src.name),
+        )  # fmt: skip
         with sources.source_tar(src, fetched, src.name) as stream:
             ctx.container.put_tar(SRC, stream.read())
+        with private.present(ctx.container, SECRETS_DIR, ctx.secret_files):
+            self._steps(ctx, src)
+
+    def _steps(self, ctx: BuildContext, src: Source) -> None:
         for number, command in enumerate(src.build, 1):
             ctx.container.run(
                 PATH_PREFIX + command,
@@ -148,11 +157,16 @@ class PipInstall:
                     ctx.container.put_tar(PYSRC, tar.read())
                 args.append(dest)
             else:
-                args.append(req)
+                args.append(pinned(req, *ctx.git[req]) if req in ctx.git else req)
         if found is not None:  # the files as read for the key, under neutral names (-r/-c rewritten)
             ctx.container.put_tar(REQS, tar_bytes({name: (text.encode(), 0o644) for name, text in found.files}))
             for root in found.roots:
                 args += ["-r", f"{REQS}/{root}"]
+        with private.present(ctx.container, SECRETS_DIR, ctx.secret_files):
+            self._install(ctx, args)
+
+    def _install(self, ctx: BuildContext, args: list[str]) -> None:
+        spec = ctx.recipe.python
         if ctx.target.cross:
             self._cross(ctx, args)
             return
