@@ -211,6 +211,30 @@ def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None, eng
         test_zip(zip_path, image=image, command=command, log=click.echo, engine_flags=flags)
 
 
+@cli.command("invoke")
+@click.argument("target", metavar="ZIP|IMAGE|TEMPLATE")
+@click.argument("function", required=False)
+@click.option("--event", "-e", default=None, help="JSON event file, or - for stdin (default: {}).")
+@click.option("--handler", default=None, help="MODULE.FUNCTION (default: the recipe's handler, or the image's CMD).")
+@click.option("--env", multiple=True, metavar="KEY=VALUE", help="A variable for the function (repeatable).")
+@click.option("--timeout", type=click.FloatRange(0, 900, min_open=True), default=None, help="Seconds (default 3).")
+@click.option("--memory", type=click.IntRange(128, 10240), default=None, help="MB (default 128).")
+@click.option("--image", default=None, help="Runtime image to run a zip in instead of its family's.")
+def invoke_cmd(
+    target: str, function: str | None, event: str | None, handler: str | None, env: tuple[str, ...],
+    timeout: float | None, memory: int | None, image: str | None,
+) -> None:  # fmt: skip
+    """Call the handler with an event the way Lambda does; print its response (exit 1 on its error)."""
+    from builder.pipeline.command import invoke_command
+
+    ok = invoke_command(
+        target, function, event=event, handler=handler, env=env, timeout=timeout, memory=memory, image=image,
+        stdin=sys.stdin.buffer, echo=click.echo, echo_err=_echo_err,
+    )  # fmt: skip
+    if not ok:
+        raise SystemExit(1)
+
+
 @cli.group()
 def images() -> None:
     """Build and list the build and runtime images."""

@@ -77,6 +77,14 @@ RUNTIMES: dict[str, Runtime] = {
 }
 
 
+# A Python handler as Lambda's runtime takes it: MODULE.FUNCTION, the module's path in dots or /
+# (the recipe schema holds the same pattern; a test keeps them equal).
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$"
+HANDLER_FORM = (
+    "MODULE.FUNCTION, the module's path in dots (or /) then the function, e.g. app.handler or pkg.api.lambda_handler"
+)
+
+
 def runtime(name: str) -> Runtime:
     """The runtime called `name`; KeyError is the caller's to turn into a UserError."""
     return RUNTIMES[name]

@@ -84,6 +84,22 @@ def sweep_orphans(log: Log | None = None) -> int:
     return removed
 
 
+def check_emulation(arch: str, docker_client: Any) -> None:
+    """A foreign-arch container without emulation fails with 'exec format error' deep in a step:
+    say what is missing and how to enable it before starting one (on the current engine)."""
+    from builder.engine import emulation
+
+    if arch != "arm64" or engine_arch() == "arm64" or emulation.engine_is_remote(docker_client):
+        return
+    status = emulation.binfmt_status()
+    if not status.ok:
+        raise EnvironmentProblem(
+            f"arm64 containers cannot run on this x86_64 engine: {status.details}",
+            hint="run `lambda-builder doctor --fix-emulation` as root (needs Debian's qemu-user-static), "
+            "or build with --mode cross and test on an arm64 machine",
+        )
+
+
 def background(work: Callable[[], T]) -> Future[T]:
     """Run `work` in a thread; its result or exception comes out of .result() (a bare thread
     would print a traceback instead of letting the caller report the error)."""
@@ -179,21 +195,8 @@ class Container:
         self.remove()
 
     def _check_emulation(self, docker_client: Any) -> None:
-        """A foreign-arch container without emulation fails with 'exec format error' deep in a step:
-        say what is missing and how to enable it before starting one."""
-        from builder.engine import emulation
-
         with engines.using(self.engine):
-            native = engine_arch() == "arm64"
-        if self.arch != "arm64" or native or emulation.engine_is_remote(docker_client):
-            return
-        status = emulation.binfmt_status()
-        if not status.ok:
-            raise EnvironmentProblem(
-                f"arm64 containers cannot run on this x86_64 engine: {status.details}",
-                hint="run `lambda-builder doctor --fix-emulation` as root (needs Debian's qemu-user-static), "
-                "or build with --mode cross and test on an arm64 machine",
-            )
+            check_emulation(self.arch, docker_client)
 
     def start(self) -> None:
         docker_client = engines.make_client(self.engine)

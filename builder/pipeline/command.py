@@ -7,6 +7,8 @@ summary. The CLI only parses arguments into these calls; this module must not pa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.cache import noop
 from builder.errors import UserError
@@ -15,6 +17,9 @@ from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
 from builder.pipeline.timings import report
 from builder.pipeline.withcode import check_code
+
+if TYPE_CHECKING:
+    from builder.ship.invoke import Settings, Target
 
 Echo = Callable[[str], None]
 
@@ -101,3 +106,59 @@ def make_local_images(
                 for kind in kinds:
                     ref = ensure_local(kind, runtime.debian, arch, progress=echo)  # type: ignore[arg-type]
                     echo(f"ready: {ref.name} {ref.id[:19]}")
+
+
+
+TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json", ".template")
+
+
+def invoke_command(
+    target: str,
+    function: str | None,
+    *,
+    event: str | None,
+    handler: str | None,
+    env: Sequence[str],
+    timeout: float | None,
+    memory: int | None,
+    image: str | None,
+    stdin: BinaryIO,
+    echo: Echo,
+    echo_err: Echo,
+) -> bool:
+    """The `invoke` command: ZIP (a built function), IMAGE (a Lambda container image on the engine)
+    or TEMPLATE FUNCTION; the response on stdout, False when the handler failed or timed out."""
+    from builder.artifact.manifest import MANIFEST_SUFFIX
+    from builder.ship import invoke
+
+    user_env = invoke.parse_env(env)
+    data = invoke.read_event(event, stdin)  # bad input is refused before any image is looked at
+    base = invoke.Settings()
+    path = Path(target)
+    if path.is_file() and path.suffix in TEMPLATE_SUFFIXES and not path.name.endswith(MANIFEST_SUFFIX):
+        found, defaults = template_target(path, function, handler, image, echo_err)
+        base = defaults or base
+    elif function is not None:
+        raise UserError(f"FUNCTION {function!r} names a function of a SAM template; {target} is not one")
+    elif path.suffix == ".zip" or path.name.endswith(MANIFEST_SUFFIX) or path.exists():
+        found = invoke.zip_target(path, handler, image, echo_err)
+    else:
+        found = invoke.image_target(target, handler)
+    settings = invoke.Settings(
+        timeout if timeout is not None else base.timeout,
+        memory if memory is not None else base.memory_mb,
+        tuple({**dict(base.env), **dict(user_env)}.items()),  # --env wins over the template's
+    )
+    return invoke.run_invoke(found, data, settings, echo=echo, log=echo_err)
+
+
+def template_target(
+    path: Path, function: str | None, handler: str | None, image: str | None, log: Echo
+) -> tuple[Target, Settings | None]:
+    """The hook for SAM templates (issue 12 item 3): the function's built zip as an invoke Target
+    (`invoke.zip_target`), and its Timeout, MemorySize and Environment as Settings (None: Lambda's
+    defaults). Template support lands with `lambda-builder build template.yaml`."""
+    raise UserError(
+        f"{path}: invoking a function of a SAM template is not supported by this version",
+        hint="build the function, then invoke its zip: lambda-builder invoke dist/NAME-...zip --event ...",
+    )

@@ -11,6 +11,7 @@ Stage ship: must not build an artifact; it packs a finished zip into an image.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import docker.errors
 from builder.artifact.manifest import Manifest, load_manifest, verify_zip
 from builder.engine.reference import parse_reference
 from builder.errors import BuildFailed, EnvironmentProblem, UserError
-from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM
+from builder.runtimes import DOCKER_ARCH, DOCKER_PLATFORM, HANDLER_FORM, HANDLER_PATTERN, RUNTIMES
 from builder.ship.publish import CLIENT_CONFIG, aws_errors
 from builder.tarsafe import zip_to_tar
 
@@ -75,8 +76,8 @@ def build_context(m: Manifest, base_image: str, handler: str | None = None) -> B
     """A tar holding the Dockerfile and the zip's entries under content/ (checked by the safe extractor)."""
     target = TARGET[m.layout]
     lines = [f"FROM {base_image}", f"COPY content/ {target}/"]
-    if handler:
-        lines.append(f'CMD ["{handler}"]')
+    if handler:  # the base's entrypoint (the runtime interface client) takes the handler as its argument
+        lines.append(f"CMD {json.dumps([handler])}")
     dockerfile = ("\n".join(lines) + "\n").encode()
     return zip_to_tar(m.zip_path, archive=str(m.zip_path), prefix="content", extra={"Dockerfile": dockerfile})
 
@@ -108,6 +109,9 @@ def build_image(
     verify_zip(m)
     if handler and m.layout == "layer":
         raise UserError("--handler applies to a function image; a layer image has no entry point")
+    handler = handler or m.handler  # the recipe's `handler:`, so the image runs on Lambda as it is
+    if handler and RUNTIMES[m.runtime].python and not re.fullmatch(HANDLER_PATTERN, handler):
+        raise UserError(f"--handler {handler!r} is not of the form {HANDLER_FORM}")
     with build_context(m, base_image, handler) as context:  # a hostile zip is refused before the engine is asked
         return _build(_client(client), context, m, base_image, tag or default_tag(m))
 
