@@ -53,6 +53,16 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class TestInvocation:
+    """A recipe's `tests.invoke` entry as recorded: event and expect as JSON text."""
+
+    event: str
+    expect: str | None = None
+    expect_error: str | None = None
+    handler: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What the packaging stage wrote beside a zip; every later stage trusts only this."""
 
@@ -74,6 +84,7 @@ class Manifest:
     test_imports: tuple[str, ...] = ()
     test_command: str | None = None
     handler: str | None = None  # MODULE.FUNCTION from the recipe; absent for layers and older manifests
+    test_invocations: tuple[TestInvocation, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON as read
 
     @property
@@ -168,6 +179,23 @@ def _contents(data: Mapping[str, Any], where: Path) -> tuple[FileEntry, ...]:
     return tuple(contents)
 
 
+def _invocations(tests: Mapping[str, Any], where: Path) -> tuple[TestInvocation, ...]:
+    out = []
+    for number, case in enumerate(_optional(tests, "invoke", list, where, [], "tests.")):
+        within = f"tests.invoke[{number}]."
+        if not isinstance(case, dict):
+            raise _bad(where, within[:-1], "is not an object")
+        out.append(
+            TestInvocation(
+                json.dumps(case.get("event", {})),
+                json.dumps(case["expect"]) if "expect" in case else None,
+                _optional(case, "expect_error", str, where, None, within),
+                _optional(case, "handler", str, where, None, within),
+            )
+        )
+    return tuple(out)
+
+
 def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Manifest:
     """Read and check the manifest beside `zip_path`; a UserError names the file and field when it is
     wrong (and, with `zip_must_exist`, when the zip itself is missing: commands that open it)."""
@@ -214,6 +242,7 @@ def load_manifest(zip_path: Path | str, *, zip_must_exist: bool = False) -> Mani
         test_imports=_strings(tests, "imports", mpath, "tests."),
         test_command=_optional(tests, "command", str, mpath, None, "tests.") or None,
         handler=_optional(data, "handler", str, mpath, None) or None,
+        test_invocations=_invocations(tests, mpath),
         data=data,
     )
 

@@ -20,7 +20,7 @@ from builder.artifact import wheels
 from builder.engine.container import Container
 from builder.engine.images import ImageRef
 from builder.recipe.loader import recipe_sha256
-from builder.recipe.model import Recipe
+from builder.recipe.model import Invocation, Recipe
 from builder.recipe.requirements import RequirementSet
 from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, Runtime
@@ -199,6 +199,17 @@ def built_wheel_inputs(ctx: BuildContext, env: dict[str, str]) -> dict[str, obje
     }
 
 
+def _invocation(case: Invocation) -> dict[str, Any]:
+    entry: dict[str, Any] = {"event": json.loads(case.event)}
+    if case.expect is not None:
+        entry["expect"] = json.loads(case.expect)
+    if case.expect_error is not None:
+        entry["expect_error"] = case.expect_error
+    if case.handler is not None:
+        entry["handler"] = case.handler
+    return entry
+
+
 def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "name": ctx.recipe.name,
@@ -216,7 +227,11 @@ def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
             "runtime": ctx.target.runtime_image,
         },
         "sources": dict(sorted(ctx.source_digests.items())),
-        "tests": {"imports": list(ctx.recipe.tests.imports), "command": ctx.recipe.tests.command},
+        "tests": {
+            "imports": list(ctx.recipe.tests.imports),
+            "command": ctx.recipe.tests.command,
+            **({"invoke": [_invocation(i) for i in ctx.recipe.tests.invoke]} if ctx.recipe.tests.invoke else {}),
+        },
         **({"handler": ctx.recipe.handler} if ctx.recipe.handler else {}),
         **ctx.manifest,
     }

@@ -32,7 +32,17 @@ from builder.recipe.checks import (
     check_requirement_files,
     field_name,
 )
-from builder.recipe.model import DEFAULT_STEP_TIMEOUT, Bundle, Code, Prune, PythonSpec, Recipe, Source, Tests
+from builder.recipe.model import (
+    DEFAULT_STEP_TIMEOUT,
+    Bundle,
+    Code,
+    Invocation,
+    Prune,
+    PythonSpec,
+    Recipe,
+    Source,
+    Tests,
+)
 from builder.recipe.secret_fields import secret_problems, secret_use
 from builder.resources import RESOURCES
 from builder.runtimes import check_build_arguments, parse_arches
@@ -196,6 +206,24 @@ def _source_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Pa
     return problems
 
 
+def _handler_problems(data: dict[str, Any], lines: dict[PathKey, int]) -> list[Problem]:
+    """A layer has no handler; an invocation test needs one (its own or the recipe's)."""
+    problems = []
+    if "handler" in data and data.get("layout") == "layer":
+        message = "a layer has no handler; remove it, or use layout: function"
+        problems.append(Problem(lines.get(("handler",)), "handler", message))
+    tests = data.get("tests")
+    cases = tests.get("invoke") if isinstance(tests, dict) else None
+    for i, case in enumerate(cases if isinstance(cases, list) else []):
+        where: PathKey = ("tests", "invoke", i)
+        if data.get("layout") == "layer":
+            problems.append(Problem(lines.get(where), field_name(where), "a layer has no handler to invoke"))
+        elif isinstance(case, dict) and "handler" not in case and "handler" not in data:
+            message = "an invocation needs a handler: add `handler: MODULE.FUNCTION` to the recipe (or to this entry)"
+            problems.append(Problem(lines.get(where), field_name(where), message))
+    return problems
+
+
 def _read_text(path: Path) -> str:
     """The recipe's text (UTF-8, a BOM allowed), or UserError saying why it is not one."""
     if path.is_dir():
@@ -237,7 +265,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
         Problem(d.line, field_name(d.path), f"duplicate key (first given on line {d.first_line}); keep one")
         for d in doc.duplicates
     ]
-    data = yamldoc.as_written(doc, bools_under=("environment",), numbers=("timeout",))
+    data = yamldoc.as_written(doc, bools_under=("environment",), numbers=("timeout", "tests.invoke"))
     if not isinstance(data, dict):
         raise RecipeInvalid(
             path, [Problem(1, "", f"a recipe is a mapping of keys (name:, version:, ...), not a {_kind(data)}")]
@@ -248,9 +276,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
     problems += _source_problems(data, doc.lines, folder)
     problems += _requirement_problems(data, doc.lines, folder)
     problems += _code_problems(data, doc.lines, folder)
-    if "handler" in data and data.get("layout") == "layer":
-        message = "a layer has no handler; remove it, or use layout: function"
-        problems.append(Problem(doc.lines.get(("handler",)), "handler", message))
+    problems += _handler_problems(data, doc.lines)
     problems += [Problem(doc.lines.get(w), field_name(w), m) for w, m in secret_problems(data)]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
@@ -296,6 +322,19 @@ def _source(raw: dict[str, Any], folder: Path) -> Source:
         pypi=raw.get("pypi"),
         subdir=raw.get("subdir"),
         cross=bool(raw.get("cross", True)),
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _invocation(raw: dict[str, Any]) -> Invocation:
+    return Invocation(
+        event=_json(raw.get("event", {})),
+        expect=_json(raw["expect"]) if "expect" in raw else None,
+        expect_error=raw.get("expect_error"),
+        handler=raw.get("handler"),
     )
 
 
@@ -345,7 +384,9 @@ def load(path: Path) -> Recipe:
         ),
         binaries=_tuple(data.get("binaries")),
         tests=Tests(
-            imports=_tuple(data.get("tests", {}).get("imports")), command=data.get("tests", {}).get("command")
+            imports=_tuple(data.get("tests", {}).get("imports")),
+            command=data.get("tests", {}).get("command"),
+            invoke=tuple(_invocation(i) for i in data.get("tests", {}).get("invoke", ())),
         ),
         mode=data.get("mode", "auto"),
         handler=data.get("handler"),

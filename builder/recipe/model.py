@@ -91,9 +91,20 @@ DEFAULT_STEP_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
+class Invocation:
+    """One `tests.invoke` entry; event and expect as canonical JSON text (values stay hashable)."""
+
+    event: str = "{}"
+    expect: str | None = None  # the response, as JSON
+    expect_error: str | None = None  # or the errorType it must fail with
+    handler: str | None = None  # default: the recipe's
+
+
+@dataclass(frozen=True)
 class Tests:
     imports: tuple[str, ...] = ()
     command: str | None = None
+    invoke: tuple[Invocation, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -158,9 +158,11 @@ class _Builder:
 
 def as_written(doc: Document, *, bools_under: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> Any:
     """`doc.data` with every number or date put back as the text it was written as (`3.10` stays
-    "3.10", not 3.1), except at the top-level keys `numbers` (fields that are numbers, such as a
-    timeout); booleans too under the top-level keys `bools_under` (where every value is text, like
-    environment variables)."""
+    "3.10", not 3.1), except under the keys `numbers` (fields that are numbers, such as a timeout;
+    dotted for nested ones: "tests.invoke", where events are JSON); booleans too under the
+    top-level keys `bools_under` (where every value is text, like environment variables)."""
+
+    typed = [tuple(key.split(".")) for key in numbers]  # "tests.invoke": everything under it
 
     def walk(value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
@@ -170,7 +172,8 @@ def as_written(doc: Document, *, bools_under: tuple[str, ...] = (), numbers: tup
         if isinstance(value, bool):
             as_text = bool(path) and path[0] in bools_under
             return doc.texts[path] if as_text and path in doc.texts else value
-        if isinstance(value, _PLAIN_TYPES) and path in doc.texts and not (path and path[0] in numbers):
+        keep = any(path[: len(key)] == key for key in typed) and isinstance(value, (int, float))  # not dates
+        if isinstance(value, _PLAIN_TYPES) and path in doc.texts and not keep:
             return doc.texts[path]
         return value
 

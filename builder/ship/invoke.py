@@ -13,19 +13,20 @@ Stage ship: runs a finished artifact; must not build or change one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.artifact.manifest import load_manifest, verify_zip
+from builder.artifact.manifest import Manifest, TestInvocation, load_manifest, verify_zip
 from builder.engine.client import inspect_image
 from builder.engine.runner import Process, ProcessSpec, address_for_containers
-from builder.errors import EnvironmentProblem, UserError
+from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.runtimes import DOCKER_ARCH, HANDLER_FORM, HANDLER_PATTERN, RUNTIMES
 from builder.ship.runtime_api import MAX_PAYLOAD, RuntimeApi
 from builder.tarsafe import tar_bytes, zip_to_tar
@@ -325,25 +326,46 @@ def run_invoke(target: Target, event: bytes, settings: Settings, *, echo: Log, l
     return result.status == "ok"
 
 
-def expected_matches(result: Result, expect: Mapping[str, Any]) -> str | None:
-    """Why `result` is not what a recipe's tests.invoke entry expects, or None when it is."""
+TEST_SETTINGS = Settings(timeout=60.0, memory_mb=512)  # a check of the result, on a busy or emulating machine
+
+
+def run_invocations(m: Manifest, cases: Sequence[TestInvocation], image: str | None, log: Log) -> str:
+    """A recipe's `tests.invoke` entries, each handler's in one warm container; BuildFailed naming
+    every entry whose outcome is not the one expected."""
+    failures = []
+    by_handler: dict[str | None, list[tuple[int, TestInvocation]]] = {}
+    for number, case in enumerate(cases):
+        by_handler.setdefault(case.handler, []).append((number, case))
+    for handler, numbered in by_handler.items():
+        target = zip_target(m.zip_path, handler, image, log)
+        results = invoke(target, [c.event.encode() for _, c in numbered], TEST_SETTINGS, log=log, report=log)
+        for (number, case), result in itertools.zip_longest(numbered, results):
+            why = "not run: the runtime had stopped" if result is None else mismatch(result, case)
+            if why:
+                failures.append(f"tests.invoke[{number}] ({target.handler}, event {case.event[:80]}): {why}")
+            else:
+                log(f"invoke {number}: {target.handler} returned as expected")
+    if failures:
+        raise BuildFailed(f"{len(failures)} of {len(cases)} invocations failed", tail="\n".join(failures))
+    return target.image
+
+
+def mismatch(result: Result, case: TestInvocation) -> str | None:
+    """Why `result` is not what the entry expects, or None when it is."""
     try:
         got = json.loads(result.payload) if result.payload else None
     except json.JSONDecodeError:
         got = result.payload.decode("utf-8", "replace")
-    if "error" in expect:
-        kind = got.get("errorType") if isinstance(got, dict) and result.status != "ok" else None
-        return None if kind == expect["error"] else f"expected error {expect['error']}, got {_show(result, got)}"
+    error = got if isinstance(got, dict) and result.status != "ok" else None
+    shown = f"the response {json.dumps(got)}"
+    if error is not None:
+        shown = f"{error.get('errorType')}: {error.get('errorMessage')}"
+    if case.expect_error is not None:
+        if error is not None and error.get("errorType") == case.expect_error:
+            return None
+        return f"expected error {case.expect_error}, got {shown}"
     if result.status != "ok":
-        return f"expected a response, got {_show(result, got)}"
-    if "response" in expect and got != expect["response"]:
-        return f"expected {json.dumps(expect['response'])}, got {json.dumps(got)}"
+        return f"expected a response, got {shown}"
+    if case.expect is not None and got != json.loads(case.expect):
+        return f"expected {case.expect}, got {json.dumps(got)}"
     return None
-
-
-def _show(result: Result, got: Any) -> str:
-    if result.status == "ok":
-        return f"the response {json.dumps(got)}"
-    if isinstance(got, dict):
-        return f"{got.get('errorType')}: {got.get('errorMessage')}"
-    return str(got)

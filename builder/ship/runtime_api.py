@@ -24,6 +24,7 @@ from typing import Literal
 
 PREFIX = "/2018-06-01/runtime"
 MAX_PAYLOAD = 6_291_556  # bytes: Lambda's limit for a synchronous invocation's event and response
+DRAIN_LIMIT = 64 << 20  # an oversized response up to this is read (and dropped) before the answer
 PEER_WAIT = 30.0  # seconds a request may wait for the container's address to be known
 
 
@@ -189,7 +190,10 @@ def _handler_for(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
                         return None
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_PAYLOAD:
-                self.close_connection = True  # the rest is never read
+                self.close_connection = True
+                if length <= DRAIN_LIMIT:  # read to the end, so the runtime gets the 413, not a broken pipe
+                    while length > 0:
+                        length -= len(self.rfile.read(min(length, 1 << 20)) or b"\0" * length)
                 return None
             return self.rfile.read(length)
 

@@ -71,18 +71,33 @@ def test_zip(
 
 def _test_in_container(zip_path: Path, manifest: Manifest, image: str | None, command: str | None, log: Log) -> None:
     """The test itself, on the engine test_zip chose."""
-    runtime = RUNTIMES[manifest.runtime]  # load_manifest refuses unknown runtimes
     imports = list(manifest.test_imports)
     commands = [command] if command else ([manifest.test_command] if manifest.test_command else [])
-    if not imports and not commands:
+    invocations = [] if command else list(manifest.test_invocations)
+    if not imports and not commands and not invocations:
         raise UserError(
-            f"{zip_path}: the recipe defines no tests (tests.imports / tests.command)",
+            f"{zip_path}: the recipe defines no tests (tests.imports / tests.command / tests.invoke)",
             hint="add tests to the recipe, or pass --command",
         )
+    ran_in = ""
+    if imports or commands:
+        ran_in = _run_tests(manifest, imports, commands, image, log).name
+    if invocations:
+        from builder.ship.invoke import run_invocations
+
+        ran_in = run_invocations(manifest, invocations, image, log)
+    log(f"{zip_path.name}: tests passed in {ran_in}")
+
+
+def _run_tests(
+    manifest: Manifest, imports: list[str], commands: list[str], image: str | None, log: Log
+) -> images.ImageRef:
+    """Imports and the test command in one clean runtime container."""
+    runtime = RUNTIMES[manifest.runtime]
     root = "/var/task" if manifest.layout == "function" else "/opt"
     env = lambda_env(runtime.python)
     # unpacked (and refused, if hostile) on the host before any container starts
-    with zip_to_tar(zip_path, archive=str(zip_path)) as stream:
+    with zip_to_tar(manifest.zip_path, archive=str(manifest.zip_path)) as stream:
         ref = runtime_image(manifest, image, log)
         with Container(
             ref, purpose=f"test-{manifest.name}-{manifest.arch}", log=log, arch=manifest.arch
@@ -94,4 +109,4 @@ def _test_in_container(zip_path: Path, manifest: Manifest, image: str | None, co
                 container.run(f"{py} -c {shlex.quote(code)}", step=f"import {module}", env=env, workdir="/var/task")
             for cmd in commands:
                 container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
-    log(f"{zip_path.name}: tests passed in {ref.name}")
+    return ref
