@@ -165,3 +165,51 @@ def test_arm64_invoke_under_emulation(arm64_images: None, tmp_path: Path, no_lef
     response = json.loads(result.stdout)
     assert response["machine"] == "aarch64" and response["echo"] == {"arch": "arm64"}
     assert REPORT.search(result.stderr)
+
+
+BOOTSTRAP = b'''#!/usr/bin/python3
+"""A custom runtime (provided.*): the Runtime API loop, by hand, with the standard library."""
+import json, os, urllib.request
+
+base = "http://%s/2018-06-01/runtime/invocation" % os.environ["AWS_LAMBDA_RUNTIME_API"]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+while True:
+    with opener.open(base + "/next") as reply:
+        request_id, event = reply.headers["Lambda-Runtime-Aws-Request-Id"], json.loads(reply.read())
+    body = json.dumps({"handler": os.environ["_HANDLER"], "event": event}).encode()
+    opener.open(urllib.request.Request(base + "/" + request_id + "/response", data=body, method="POST")).read()
+'''
+
+
+def test_custom_runtime_bootstrap_speaks_the_same_api(
+    local_images: dict[str, str], tmp_path: Path, no_leftover_invoke: None
+) -> None:
+    local = {"image": {"family": "local", "debian": "bookworm"}}
+    files = {"bootstrap": BOOTSTRAP}
+    zip_path = make_artifact(tmp_path, files, name="custom", runtime="provided.al2023", overrides=local)
+    result = run_cli("invoke", str(zip_path), "--handler", "function.handler", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"handler": "function.handler", "event": {}}
+
+
+def test_sigterm_during_an_invocation_removes_the_container(
+    function_zip: Path, tmp_path: Path, client: object, no_leftover_invoke: None
+) -> None:
+    import signal
+
+    import docker
+
+    api = docker.from_env().api
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "invoke", str(function_zip), "--handler", "app.slow",
+         "--event", _write(tmp_path / "slow.json", {"sleep": 600}), "--timeout", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not api.containers(filters={"label": f"org.lambda-builder.pid={proc.pid}"}) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)  # polling for the container to appear
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert api.containers(all=True, filters={"label": f"org.lambda-builder.pid={proc.pid}"}) == []

@@ -114,6 +114,11 @@ def zip_target(zip_path: Path, handler: str | None, image: str | None, log: Log)
         )
     ref = runtime_image(m, image, log)
     entrypoint = tuple((inspect_image(ref.id) or {}).get("Config", {}).get("Entrypoint") or ())
+    if not entrypoint and RUNTIMES[m.runtime].python:
+        raise UserError(
+            f"runtime image {ref.name} has no entrypoint: nothing in it speaks Lambda's Runtime API",
+            hint="use the local family's runtime image or an official Lambda image (they carry a runtime client)",
+        )
     return Target(m.name, ref.name, ref.id, m.arch, m.runtime, check_handler(chosen, m.runtime, "--handler"),
                   zip_path=m.zip_path, entrypoint=entrypoint)  # fmt: skip
 
@@ -236,12 +241,12 @@ def invoke(target: Target, events: Sequence[bytes], settings: Settings, *, log: 
     """Invoke the handler once per event in one container (warm after the first, as on Lambda)."""
     official = target.entrypoint[:1] == ("/lambda-entrypoint.sh",)
     env = lambda_environment(target, settings, official)
-    entrypoint, command, files = _program(target, settings)
-    spec = ProcessSpec(target.image_id, target.arch, f"invoke-{target.name}-{target.arch}", command, entrypoint,
-                       env, settings.memory_mb, publish=(8080,) if official else ())  # fmt: skip
+    purpose = f"invoke-{target.name}-{target.arch}"
     if official:
         from builder.ship.invoke_rie import invoke_rie
 
+        entrypoint, command, files = _program(target, settings)
+        spec = ProcessSpec(target.image_id, target.arch, purpose, command, entrypoint, env, settings.memory_mb, (8080,))
         with Process(spec, log=log, files=files) as proc:
             return invoke_rie(proc, events, settings, report=report)
     host = address_for_containers()
@@ -252,18 +257,24 @@ def invoke(target: Target, events: Sequence[bytes], settings: Settings, *, log: 
             f"cannot serve the Runtime API at {host}, the Docker bridge's address: {exc.strerror or exc}",
             hint="run invoke on the machine whose Docker engine runs the containers (a remote engine cannot reach it)",
         ) from None
-    with api:
-        spec = dataclasses.replace(spec, env={**env, "AWS_LAMBDA_RUNTIME_API": api.address})
-        with Process(spec, log=log, files=files) as proc:
-            api.allow(proc.ip)
-            started = time.monotonic()
-            results = []
-            for event in events:
-                results.append(_one(api, proc, event, settings, started, report))
-                if results[-1].status == "timeout" or not proc.state().get("Running"):
-                    break  # the runtime is gone: a later event would never be asked for
-            proc.drain_logs(0.5)
-            return results
+    if any(key.lower() in ("http_proxy", "all_proxy") for key, _ in settings.env):  # the runtime's curl obeys them
+        extra = dict(settings.env)
+        for key in ("no_proxy", "NO_PROXY"):
+            extra[key] = ",".join(filter(None, (extra.get(key), host)))
+        settings = dataclasses.replace(settings, env=tuple(extra.items()))
+    entrypoint, command, files = _program(target, settings)
+    env["AWS_LAMBDA_RUNTIME_API"] = api.address
+    spec = ProcessSpec(target.image_id, target.arch, purpose, command, entrypoint, env, settings.memory_mb)
+    with api, Process(spec, log=log, files=files) as proc:
+        api.allow(proc.ip)
+        started = time.monotonic()
+        results = []
+        for event in events:
+            results.append(_one(api, proc, event, settings, started, report))
+            if results[-1].status == "timeout" or not proc.state().get("Running"):
+                break  # the runtime is gone: a later event would never be asked for
+        proc.drain_logs(0.5)
+        return results
 
 
 def timed_out(seconds: float) -> bytes:

@@ -31,7 +31,7 @@ def make_artifact(
     with zipfile.ZipFile(zip_path, "w") as zf:
         for path, data in sorted(files.items()):
             info = zipfile.ZipInfo(path, FIXED_TIME)
-            mode = 0o755 if path.startswith("bin/") or ".so" in path else 0o644
+            mode = 0o755 if path.startswith("bin/") or ".so" in path or path == "bootstrap" else 0o644
             info.external_attr = (0o100000 | mode) << 16
             # random bytes do not compress: store them, so the zip is as big as they are
             info.compress_type = zipfile.ZIP_STORED if len(data) > 1 << 20 else zipfile.ZIP_DEFLATED
