@@ -143,3 +143,18 @@ def test_handler_is_for_functions_only(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + "layout: layer\nhandler: app.handler\n")
     assert problems(path) == [f"{path}:5: handler: a layer has no handler; remove it, or use layout: function"]
     assert loader.load(write(tmp_path, HEAD)).handler is None
+
+
+def test_invoke_tests_keep_json_types_and_need_a_handler(tmp_path: Path) -> None:
+    text = (HEAD + "handler: app.handler\ntests:\n  invoke:\n"
+            "    - event: {n: 3, r: 0.5, v: '1.10', d: 2024-01-02, ok: yes}\n      expect: [1, 2.5]\n"
+            "    - handler: app.other\n      expect_error: Runtime.ExitError\n")
+    cases = loader.load(write(tmp_path, text)).tests.invoke
+    assert cases[0].event == '{"d":"2024-01-02","n":3,"ok":true,"r":0.5,"v":"1.10"}' and cases[0].expect == "[1,2.5]"
+    assert (cases[1].event, cases[1].handler, cases[1].expect_error) == ("{}", "app.other", "Runtime.ExitError")
+    assert loader.load(write(tmp_path, HEAD)).tests.invoke == ()
+    path = write(tmp_path, HEAD + "tests:\n  invoke:\n    - event: {}\n")
+    assert problems(path) == [f"{path}:6: tests.invoke[0]: an invocation needs a handler: add `handler: "
+                              "MODULE.FUNCTION` to the recipe (or to this entry)"]
+    path = write(tmp_path, HEAD + "handler: a.b\ntests:\n  invoke:\n    - {expect: 1, expect_error: E}\n")
+    assert any(":7: tests.invoke[0]:" in p for p in problems(path))

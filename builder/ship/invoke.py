@@ -147,7 +147,7 @@ def image_target(image: str, handler: str | None) -> Target:
         raise UserError(f"image {image} has no CMD naming the handler", hint="pass --handler MODULE.FUNCTION")
     runtime = labels.get("io.lambda-builder.runtime")
     runtime = runtime if runtime in RUNTIMES else None
-    name = labels.get("org.opencontainers.image.title") or "function"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", labels.get("org.opencontainers.image.title") or "function")
     return Target(name, image, str(attrs["Id"]), arch, runtime, check_handler(chosen, runtime, "handler"),
                   entrypoint=entrypoint)  # fmt: skip
 
