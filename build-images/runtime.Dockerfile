@@ -6,11 +6,19 @@
 # Build context: this file as Dockerfile, plus `lb-ca.crt` (the host CA bundle, or empty).
 ARG BASE
 
+FROM ${BASE} AS lb-python
+ARG DEBIAN_FRONTEND=noninteractive
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends python3; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
+    mkdir -p /var/task /opt
+
 # awslambdaric from PyPI, pinned: prebuilt manylinux2014 wheels for x86_64 and aarch64 (its C
-# extension is never compiled here, not even under emulation). Installed in a throwaway stage so
-# pip, its venv and apt's lists never reach the runtime image. 4.x needs Python 3.10+ (bullseye
-# has 3.9: the last release for it, 4.0.4).
-FROM ${BASE} AS ric
+# extension is never compiled here, not even under emulation). Installed in a throwaway stage on
+# the same Python (installed once: under emulation that costs minutes), so pip, its venv and apt's
+# lists never reach the runtime image. 4.x needs Python 3.10+ (bullseye has 3.9: 4.0.4, its last).
+FROM lb-python AS ric
 COPY lb-ca.crt /tmp/lb-ca.crt
 RUN set -eux; \
     apt-get update; \
@@ -22,13 +30,7 @@ RUN set -eux; \
         'awslambdaric==4.0.4; python_version < "3.10"' 'simplejson==3.20.1' 'snapshot-restore-py==1.0.0'; \
     rm -rf /ric/bin
 
-FROM ${BASE}
-ARG DEBIAN_FRONTEND=noninteractive
-RUN set -eux; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends python3; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
-    mkdir -p /var/task /opt
+FROM lb-python
 # /var/runtime comes last on sys.path, as on Lambda: the function's own packages win.
 COPY --from=ric /ric /var/runtime
 RUN set -eu; \
