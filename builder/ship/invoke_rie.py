@@ -56,7 +56,9 @@ def invoke_rie(proc: Process, events: Sequence[bytes], settings: Settings, *, re
             sent = time.monotonic()
             try:
                 request = urllib.request.Request(url, data=event, method="POST")
-                with opener.open(request, timeout=settings.timeout + 1) as response:
+                # the emulator starts the runtime at the first invocation: its init counts there
+                wait = settings.timeout + (INIT_LIMIT if not results else 5.0)
+                with opener.open(request, timeout=wait) as response:
                     payload, headers = response.read(), dict(response.headers)
                 status = "error" if is_error_object(payload, headers) else "ok"
                 break
