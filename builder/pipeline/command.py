@@ -7,6 +7,7 @@ summary. The CLI only parses arguments into these calls; this module must not pa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from builder.cache import noop
 from builder.errors import UserError
@@ -15,6 +16,7 @@ from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
 from builder.pipeline.timings import report
 from builder.pipeline.withcode import check_code
+from builder.recipe.samtemplate import Template
 
 Echo = Callable[[str], None]
 
@@ -31,8 +33,13 @@ def run_builds(
     timings: bool = False,
     echo: Echo,
     echo_err: Echo,
+    artifacts_dir: Path | None = None,
 ) -> bool:
-    """Build, then check Lambda's limits and ship; False when a build failed (each failure printed)."""
+    """Build, then check Lambda's limits and ship; False when a build failed (each failure printed).
+    `artifacts_dir`: unpack the one artifact there too (SAM's makefile builds hand over a folder)."""
+    if artifacts_dir is not None and len(requests) != 1:
+        raise UserError(f"--artifacts-dir takes one artifact; this build makes {len(requests)} "
+                        "(narrow it with --arch and --runtime)")
     check_code(requests, options.out)
     from builder.pipeline.secrets import check_given
 
@@ -48,7 +55,10 @@ def run_builds(
             echo_err(line)
         warnings = [*result.warnings]
         warnings += finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
-        if fmt == "zip" and options.use_cache and not options.refresh:  # both ask for a real build every time
+        if artifacts_dir is not None:
+            unpack_into(result.zip_path, artifacts_dir)
+            echo(f"unpacked {result.zip_path.name} into {artifacts_dir}")
+        elif fmt == "zip" and options.use_cache and not options.refresh:  # both ask for a real build every time
             finish.stamp_noop(argv, result, quiet=quiet, warnings=warnings)
         return True
     from rich.console import Console  # the live status of several builds; one build prints plain lines
@@ -74,6 +84,37 @@ def run_builds(
         [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=echo, echo_err=echo_err
     )
     return True
+
+
+def unpack_into(zip_path: Path, folder: Path) -> None:
+    """The zip's files into `folder` (made if missing), through the one safe extractor."""
+    from builder.tarsafe.extract import extract_zip
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--artifacts-dir {folder}: is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    extract_zip(zip_path, folder)
+
+
+def run_template(
+    template: Template,
+    options: BuildOptions,
+    *,
+    arches: Sequence[str],
+    runtimes: Sequence[str],
+    jobs: int,
+    quiet: bool,
+    echo: Echo,
+    echo_err: Echo,
+) -> bool:
+    """`build template.yaml`: what `sam build` writes, see pipeline.sam."""
+    from builder.pipeline.sam import build_template
+    from builder.pipeline.secrets import check_given
+
+    check_given(list({id(r.recipe): r.recipe for r in template.resources}.values()), options.secrets)
+
+    return build_template(template, options, arches=arches, runtimes=runtimes, jobs=jobs, quiet=quiet, echo=echo,
+                          echo_err=echo_err)
 
 
 def make_local_images(
