@@ -33,14 +33,13 @@ from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.pipeline import finish
 from builder.pipeline.build import BuildResult, build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
+from builder.recipe.model import ALWAYS_EXCLUDED
 from builder.recipe.samtemplate import MAKEFILE, Resource, Template
 from builder.runtimes import parse_arches
 from builder.ship import limits
 from builder.tarsafe.extract import extract_zip
 
 Echo = Callable[[str], None]
-CODE_EXCLUDES = (".aws-sam", ".git", "__pycache__", "node_modules", ".venv")
-"""Never copied from a code folder (SAM's python builder leaves out .aws-sam and .git too)."""
 # other properties holding a path relative to the template, moved with it into .aws-sam/build
 _PATH_PROPERTIES = {
     "AWS::Serverless::Api": "DefinitionUri", "AWS::Serverless::HttpApi": "DefinitionUri",
@@ -139,11 +138,12 @@ def _build_dependencies(
 
 
 def _copy_code(source: Path, dest: Path, out_dir: Path) -> None:
-    """The code folder as it is (symlinks followed), without CODE_EXCLUDES, *.pyc and the out folder."""
+    """The code folder as it is (symlinks followed), without ALWAYS_EXCLUDED (as a recipe's `code:`;
+    SAM's python builder leaves out .aws-sam and .git), *.pyc and the out folder."""
     skip_out = out_dir.resolve()
 
     def ignore(folder: str, names: list[str]) -> set[str]:
-        return {n for n in names if n in CODE_EXCLUDES or n.endswith(".pyc")
+        return {n for n in names if n in ALWAYS_EXCLUDED or n.endswith(".pyc")
                 or (Path(folder, n).resolve() == skip_out)}
 
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True)
@@ -187,11 +187,14 @@ def _assemble(template: Template, resource: Resource, deps: BuildResult | None, 
                 meta["dependencies"] = {"zip": str(deps.zip_path), "sha256": deps.manifest["sha256"]}
             python_layer = resource.layout == "layer" and resource.runtime.startswith("python")
             _copy_code(resource.code, stage / "python" if python_layer else stage, out)
-        meta.update(name=resource.logical_id, version="0", layout=resource.layout, handler=resource.handler,
+        if resource.handler is not None:
+            meta["handler"] = resource.handler
+        meta.update(name=resource.logical_id, version="0", layout=resource.layout,
                     sam={"template": str(template.path), "logical_id": resource.logical_id,
                          "build_method": resource.build_method})
         stem = f"{resource.logical_id}-{resource.runtime}-{resource.arch}"
-        zip_path, _ = pack.package(stage, out, stem, meta, max_unzipped=limits.UNZIPPED_MAX)
+        zip_path, _ = pack.package(stage, out, stem, meta, include=resource.recipe.include,
+                                   exclude=resource.recipe.exclude, max_unzipped=limits.UNZIPPED_MAX)
         old = Path(tmp) / "old"
         if target.exists():
             target.rename(old)

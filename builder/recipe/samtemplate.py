@@ -64,7 +64,7 @@ class Resource:
     @property
     def has_dependencies(self) -> bool:
         r = self.recipe
-        return bool(r.python.requirements or r.sources or r.system_packages or r.binaries)
+        return bool(r.python.requirements or r.python.requirement_files or r.sources or r.system_packages or r.binaries)
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,11 @@ def _resource(
     if arch not in ARCHES:
         raise fail("Architectures", f"{arch!r} is not an architecture Lambda has ({', '.join(ARCHES)})")
     handler = props.get("Handler")
+    if layout == "function" and runtime.startswith("python"):
+        spec = loader.schema()["properties"]["handler"]
+        if not isinstance(handler, str) or not re.fullmatch(spec["pattern"], handler):
+            raise fail("Handler", f"{handler!r}: {spec['patternErrorMessage']}" if handler is not None else
+                       "missing: set Handler (or Globals.Function.Handler), e.g. app.handler")
     recipe, key = _dependency_recipe(path, doc, logical_id, metadata, layout, runtime, arch, folder)
     return Resource(
         logical_id=logical_id, type=kind, layout=layout, runtime=runtime, arch=arch, code=folder,
