@@ -83,6 +83,10 @@ def build_template(
     deps = _build_dependencies(template, chosen, options, jobs=jobs, quiet=quiet, log=log, echo_err=echo_err)
     if deps is None:
         return False
+    for key, result in deps.items():
+        owners = ", ".join(r.logical_id for r in chosen if r.dependency_key == key)
+        how = "cached" if result.cached else f"built in {result.seconds:.1f}s"
+        echo(f"dependencies of {owners}: {result.zip_path.name} ({how})")
     out_build = build_dir(template)
     out_build.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}

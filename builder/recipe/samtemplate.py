@@ -280,7 +280,7 @@ def _dependency_recipe(
         python["requirements"] = [{"file": os.path.relpath(requirements_txt, recipe_path.parent)}]
     if python:
         data["python"] = python
-    key = _key(data, runtime, arch, layout, recipe_path.parent)
+    key = _key(data, runtime, arch, layout, recipe_path.parent, os.path.relpath(recipe_path.parent, path.parent))
     data = {"name": f"deps-{key[:12]}", "version": "0", "runtimes": [runtime], "architectures": [arch],
             "layout": layout, **data}
     problems = loader.check_data(recipe_path, data, lines)
@@ -290,8 +290,10 @@ def _dependency_recipe(
     return loader.from_data(recipe_path, data), key
 
 
-def _key(data: dict[str, Any], runtime: str, arch: str, layout: str, folder: Path) -> str:
-    """Equal for equal dependencies: requirement files count by content, not by where they are."""
+def _key(data: dict[str, Any], runtime: str, arch: str, layout: str, folder: Path, where: str) -> str:
+    """Equal for equal dependencies: requirement files count by content, not by where they are; the
+    recipe's folder (`where`, relative to the template: its relative paths) counts, not where the
+    project is (as the build cache's key, a moved checkout keeps it)."""
 
     def content(value: Any) -> Any:
         if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
@@ -306,5 +308,5 @@ def _key(data: dict[str, Any], runtime: str, arch: str, layout: str, folder: Pat
     reqs = python.get("requirements") if isinstance(python, dict) else None
     reqs = [content(r) for r in reqs] if isinstance(reqs, list) else content(reqs)
     local = {"python": {**python, "requirements": reqs}} if isinstance(python, dict) and python else {}
-    canonical = json.dumps([{**data, **local}, runtime, arch, layout, str(folder)], sort_keys=True, default=str)
+    canonical = json.dumps([{**data, **local}, runtime, arch, layout, where], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
