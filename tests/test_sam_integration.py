@@ -216,9 +216,11 @@ Resources:
     Metadata: {BuildMethod: makefile}
 """
 MAKEFILE = """\
+HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+
 build-MadeFunction:
-\tlambda-builder build recipe.yaml --out "$(CURDIR)/dist" --artifacts-dir "$(ARTIFACTS_DIR)" -q
-\tcp app.py "$(ARTIFACTS_DIR)/"
+\tlambda-builder build $(HERE)recipe.yaml --out $(HERE)dist --artifacts-dir "$(ARTIFACTS_DIR)" -q
+\tcp $(HERE)app.py "$(ARTIFACTS_DIR)/"
 """
 RECIPE = """\
 name: made
