@@ -237,3 +237,10 @@ def test_the_example_app_reads(tmp_path: Path) -> None:
         "PgFunction": "function", "XmlFunction": "function", "SharedLayer": "layer"}
     pg = t.resources[0].recipe
     assert pg.python.build_from_source == ("psycopg2",) and pg.system_packages["apt"] == ("libpq-dev",)
+
+
+def test_artifacts_dir_takes_one_artifact(tmp_path: Path) -> None:
+    recipe = ROOT / "recipes" / "pyyaml-libyaml.yaml"
+    done = run_cli("build", str(recipe), "--arch", "all", "--artifacts-dir", str(tmp_path / "a"))
+    assert done.returncode == 2 and "--artifacts-dir takes one artifact" in done.stderr, done.stderr
+    assert not (tmp_path / "a").exists()
