@@ -157,6 +157,8 @@ def test_code_edit_repacks_without_a_container(built: Built, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dependencies of Hello, Bye: " in done.stdout and "(cached)" in done.stdout
     assert set(our_containers()) == before
+    assert "Bye: unchanged" in done.stdout and "Shared: unchanged" in done.stdout  # not repacked at all
+    assert "Hello: unchanged" not in done.stdout
     zf = zipfile.ZipFile(project / "dist" / "Hello-python3.11-x86_64.zip")
     assert zf.read("app.py") == b"def handler(event, context):\n    return 'edited'\n"
     assert "yaml/__init__.py" in zf.namelist()

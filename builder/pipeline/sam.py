@@ -15,6 +15,8 @@ Must not parse argv; the template is read by recipe.samtemplate.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -175,9 +177,55 @@ def run_makefile(resource: Resource, artifacts: Path, log: Echo) -> None:
                           f"(exit {done.returncode}):\n{last}")
 
 
+def _code_listing(folder: Path, out_dir: Path) -> list[tuple[str, int, int, int]]:
+    """What _copy_code copies, by stat (git-index style: path, size, mtime, mode)."""
+    skip_out = out_dir.resolve()
+    listing = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in ALWAYS_EXCLUDED and Path(root, d).resolve() != skip_out)
+        for name in sorted(files):
+            if name in ALWAYS_EXCLUDED or name.endswith(".pyc"):
+                continue
+            st = os.stat(os.path.join(root, name))
+            listing.append((os.path.relpath(os.path.join(root, name), folder), st.st_size, st.st_mtime_ns, st.st_mode))
+    return listing
+
+
+def _fingerprint(resource: Resource, deps: BuildResult | None, out: Path) -> str:
+    """Everything a resource's zip is made from; equal to the last build's: nothing to repack."""
+    parts = [__version__, resource.logical_id, resource.runtime, resource.arch, resource.layout, resource.handler,
+             resource.recipe.include, resource.recipe.exclude, str(out.resolve()),
+             deps.manifest["sha256"] if deps else None, _code_listing(resource.code, out)]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _unchanged(stamp: Path, fingerprint: str, target: Path) -> Path | None:
+    """The zip of the last build when its stamp, the zip and the folders still match."""
+    try:
+        data = json.loads(stamp.read_text())
+        zip_path = Path(data["zip"])
+        same = data["fingerprint"] == fingerprint and target.is_dir()
+        if same and hashlib.sha256(zip_path.read_bytes()).hexdigest() == data["sha256"] == hashlib.sha256(
+            target.with_name(f"{target.name}.zip").read_bytes()
+        ).hexdigest():
+            return zip_path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def _assemble(template: Template, resource: Resource, deps: BuildResult | None, out: Path, log: Echo) -> Path:
-    """Dependencies + code into a fresh .aws-sam/build/<LogicalId>/ and a zip in `out`; returns the zip."""
+    """Dependencies + code into a fresh .aws-sam/build/<LogicalId>/ and a zip in `out`; returns the zip.
+    A resource whose dependencies, code (by stat) and settings are those of the last build is kept."""
     target = build_dir(template) / resource.logical_id
+    stamp = template.path.parent / ".aws-sam" / "lambda-builder" / "stamps" / f"{resource.logical_id}.json"
+    fingerprint = _fingerprint(resource, deps, out) if resource.build_method != MAKEFILE else ""
+    if fingerprint:
+        kept = _unchanged(stamp, fingerprint, target)
+        if kept is not None:
+            log(f"{resource.logical_id}: unchanged, kept {kept}")
+            return kept
+    stamp.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{resource.logical_id}.", dir=target.parent) as tmp:
         stage = Path(tmp) / "stage"
         stage.mkdir()
@@ -204,7 +252,11 @@ def _assemble(template: Template, resource: Resource, deps: BuildResult | None, 
             target.rename(old)
         stage.rename(target)
     _link_or_copy(zip_path, target.with_name(f"{resource.logical_id}.zip"))
-    load_manifest(zip_path)  # what test/publish read must read back
+    manifest = load_manifest(zip_path)  # what test/publish read must read back
+    if fingerprint:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"fingerprint": fingerprint, "zip": str(zip_path.resolve()),
+                                     "sha256": manifest.sha256}))
     return zip_path
 
 
