@@ -151,6 +151,7 @@ def test_code_edit_repacks_without_a_container(built: Built, tmp_path: Path) -> 
     shutil.copytree(built.project, project)
     shutil.copytree(built.cache, tmp_path / "cache")  # the module's build filled it
     env = {**LOCAL, "LAMBDA_BUILDER_CACHE_DIR": str(tmp_path / "cache")}
+    assert run_cli("build", "template.yaml", cwd=project, env=env).returncode == 0  # stamps for this folder
     before = set(our_containers())
     (project / "hello" / "app.py").write_text("def handler(event, context):\n    return 'edited'\n")
     done = run_cli("build", "template.yaml", cwd=project, env=env)
