@@ -175,7 +175,7 @@ def build(
     .aws-sam/build (and zips in --out)."""
     from builder.recipe import loader, samtemplate
 
-    template = samtemplate.requested(recipe_paths, fmt=fmt, artifacts_dir=artifacts_dir)
+    template = samtemplate.requested(recipe_paths, runtimes, arches, out=out, fmt=fmt, artifacts_dir=artifacts_dir)
     wanted = [] if template else loader.requested(recipe_paths, runtimes, arches, out=out)
     from builder.engine.engines import parse_flags
     from builder.pipeline import command  # after the recipes: bad input is answered without it

@@ -229,6 +229,12 @@ def test_a_template_is_built_alone(tmp_path: Path) -> None:
     assert done.returncode == 2 and "a SAM template is built alone" in done.stderr
     done = run_cli("build", str(path), "--format", "image")
     assert done.returncode == 2 and "apply to recipes, not templates" in done.stderr
+    done = run_cli("build", str(path), "--runtime", "python3.99")
+    assert done.returncode == 2 and "--runtime python3.99: unknown runtime" in done.stderr
+    done = run_cli("build", str(path), "--runtime", "python3.12", cwd=tmp_path)
+    assert done.returncode == 2 and "no resource is python3.12" in done.stderr
+    assert "F (python3.11 x86_64)" in done.stderr
+    assert not (tmp_path / ".aws-sam").exists()
 
 
 def test_the_example_app_reads(tmp_path: Path) -> None:

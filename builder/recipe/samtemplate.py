@@ -27,7 +27,7 @@ from builder.recipe import loader, yamldoc
 from builder.recipe.checks import Problem, field_name
 from builder.recipe.loader import RecipeInvalid
 from builder.recipe.model import Layout, Recipe
-from builder.runtimes import ARCHES, RUNTIMES
+from builder.runtimes import ARCHES, RUNTIMES, check_build_arguments
 
 METADATA_KEY = "LambdaBuilder"
 """Our key under a resource's Metadata: `Recipe: path/to/recipe.yaml`, or inline recipe fields."""
@@ -93,11 +93,15 @@ def is_template(path: Path) -> bool:
     return bool(_TEMPLATE_KEYS.search(head))
 
 
-def requested(paths: Sequence[Path], *, fmt: str, artifacts_dir: Path | None) -> Template | None:
+def requested(
+    paths: Sequence[Path], runtimes: Sequence[str], arches: Sequence[str], *, out: Path, fmt: str,
+    artifacts_dir: Path | None,
+) -> Template | None:
     """The template a `build` names (then alone), or None for recipes."""
     templates = [p for p in paths if is_template(p)]
     if not templates:
         return None
+    check_build_arguments(arches, runtimes, out)
     if len(paths) > 1:
         raise UserError(f"{templates[0]}: a SAM template is built alone; pass one template, or recipes")
     if fmt != "zip" or artifacts_dir is not None:
