@@ -250,3 +250,12 @@ def test_artifacts_dir_takes_one_artifact(tmp_path: Path) -> None:
     done = run_cli("build", str(recipe), "--arch", "all", "--artifacts-dir", str(tmp_path / "a"))
     assert done.returncode == 2 and "--artifacts-dir takes one artifact" in done.stderr, done.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_a_bad_requirements_txt_is_named_with_its_line(tmp_path: Path) -> None:
+    pinned = "six==1.16.0 --hash=sha256:" + "a" * 64 + "\nattrs==23.2.0\n"
+    path = _template(tmp_path, "Resources:\n  F:\n    Type: AWS::Serverless::Function\n"
+                     "    Properties: {CodeUri: src/, Runtime: python3.11, Handler: app.handler}\n", {"src": pinned})
+    with pytest.raises(UserError, match=r"requirements\.txt:2") as caught:
+        samtemplate.load(path)
+    assert caught.value.exit_code == 2

@@ -89,6 +89,8 @@ def build_template(
         owners = ", ".join(r.logical_id for r in chosen if r.dependency_key == key)
         how = "cached" if result.cached else f"built in {result.seconds:.1f}s"
         echo(f"dependencies of {owners}: {result.zip_path.name} ({how})")
+    for line in dict.fromkeys(w for result in deps.values() for w in result.warnings):  # once each
+        echo_err(line)
     out_build = build_dir(template)
     out_build.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
@@ -121,7 +123,7 @@ def _build_dependencies(
         log(f"dependencies: {len(requests)} build(s) for {len(shared)} resources ({', '.join(shared)})")
     deps_options = BuildOptions(
         out=template.path.parent / ".aws-sam" / "lambda-builder" / "deps", image=options.image,
-        use_cache=options.use_cache, mode=options.mode, step_timeout=options.step_timeout,
+        use_cache=options.use_cache, refresh=options.refresh, mode=options.mode, step_timeout=options.step_timeout,
     )
     keys = list(requests)
     if len(keys) == 1:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
-from builder.recipe import loader, yamldoc
+from builder.recipe import checks, loader, yamldoc
 from builder.recipe.checks import Problem, field_name
 from builder.recipe.loader import RecipeInvalid
 from builder.recipe.model import Layout, Recipe
@@ -291,7 +291,9 @@ def _dependency_recipe(
     if problems:
         prefix = f"{where}." if shown == path else ""
         raise RecipeInvalid(shown, [Problem(p.line, f"{prefix}{p.field}", p.message) for p in problems])
-    return loader.from_data(recipe_path, data), key
+    recipe = loader.from_data(recipe_path, data)
+    checks.check_requirement_files(recipe)  # a bad requirements.txt line: file:line now, not in a container
+    return recipe, key
 
 
 def _key(data: dict[str, Any], runtime: str, arch: str, layout: str, folder: Path, where: str) -> str:
