@@ -15,6 +15,7 @@ Must not parse argv; the template is read by recipe.samtemplate.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,7 +36,8 @@ from builder.errors import BuildFailed, EnvironmentProblem, UserError
 from builder.pipeline import finish
 from builder.pipeline.build import BuildResult, build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
-from builder.recipe.model import ALWAYS_EXCLUDED
+from builder.pipeline.withcode import pack_with_code
+from builder.recipe.model import ALWAYS_EXCLUDED, Code
 from builder.recipe.samtemplate import MAKEFILE, Resource, Template
 from builder.runtimes import parse_arches
 from builder.ship import limits
@@ -48,7 +50,6 @@ _PATH_PROPERTIES = {
     "AWS::Serverless::StateMachine": "DefinitionUri", "AWS::Serverless::Application": "Location",
     "AWS::Serverless::GraphQLApi": "SchemaUri", "AWS::CloudFormation::Stack": "TemplateURL",
 }
-_PER_ZIP = ("schema", "zip", "sha256", "zipped_size", "unzipped_size", "contents", "name", "version", "layout")
 
 
 def build_dir(template: Template) -> Path:
@@ -231,24 +232,27 @@ def _assemble(template: Template, resource: Resource, deps: BuildResult | None, 
     with tempfile.TemporaryDirectory(prefix=f".{resource.logical_id}.", dir=target.parent) as tmp:
         stage = Path(tmp) / "stage"
         stage.mkdir()
-        meta: dict[str, Any] = {"runtime": resource.runtime, "arch": resource.arch, "tool_version": __version__}
-        if resource.build_method == MAKEFILE:
-            run_makefile(resource, stage, log)
-        else:
-            if deps is not None:
-                extract_zip(deps.zip_path, stage)
-                meta = {k: v for k, v in deps.manifest.items() if k not in _PER_ZIP}
-                meta["dependencies"] = {"zip": str(deps.zip_path), "sha256": deps.manifest["sha256"]}
-            python_layer = resource.layout == "layer" and resource.runtime.startswith("python")
-            _copy_code(resource.code, stage / "python" if python_layer else stage, out)
+        ours: dict[str, Any] = {"name": resource.logical_id, "version": "0", "layout": resource.layout,
+                                "sam": {"template": str(template.path), "logical_id": resource.logical_id,
+                                        "build_method": resource.build_method}}
         if resource.handler is not None:
-            meta["handler"] = resource.handler
-        meta.update(name=resource.logical_id, version="0", layout=resource.layout,
-                    sam={"template": str(template.path), "logical_id": resource.logical_id,
-                         "build_method": resource.build_method})
+            ours["handler"] = resource.handler
         stem = f"{resource.logical_id}-{resource.runtime}-{resource.arch}"
-        zip_path, _ = pack.package(stage, out, stem, meta, include=resource.recipe.include,
-                                   exclude=resource.recipe.exclude, max_unzipped=limits.UNZIPPED_MAX)
+        if resource.build_method != MAKEFILE and deps is not None:
+            # the dependency zip's members copied as they are (no inflate/deflate) + the code, as a
+            # recipe's `code:` is packed; the folder is that zip unpacked
+            recipe = dataclasses.replace(resource.recipe, code=Code(resource.code, ()))
+            zip_path, _ = pack_with_code(recipe, deps.zip_path, {**deps.manifest, **ours}, out, stem, log)
+            extract_zip(zip_path, stage)
+        else:
+            meta: dict[str, Any] = {"runtime": resource.runtime, "arch": resource.arch, "tool_version": __version__}
+            if resource.build_method == MAKEFILE:
+                run_makefile(resource, stage, log)
+            else:
+                python_layer = resource.layout == "layer" and resource.runtime.startswith("python")
+                _copy_code(resource.code, stage / "python" if python_layer else stage, out)
+            zip_path, _ = pack.package(stage, out, stem, {**meta, **ours}, include=resource.recipe.include,
+                                       exclude=resource.recipe.exclude, max_unzipped=limits.UNZIPPED_MAX)
         old = Path(tmp) / "old"
         if target.exists():
             target.rename(old)
