@@ -122,10 +122,8 @@ def _build_dependencies(
     shared = [r.logical_id for r in chosen if r.build_method != MAKEFILE and r.has_dependencies]
     if len(shared) > len(requests):
         log(f"dependencies: {len(requests)} build(s) for {len(shared)} resources ({', '.join(shared)})")
-    deps_options = BuildOptions(
-        out=template.path.parent / ".aws-sam" / "lambda-builder" / "deps", image=options.image,
-        use_cache=options.use_cache, refresh=options.refresh, mode=options.mode, step_timeout=options.step_timeout,
-    )
+    # every option as given (image, cache, refresh, mode, engines, secrets ...), another out folder
+    deps_options = dataclasses.replace(options, out=template.path.parent / ".aws-sam" / "lambda-builder" / "deps")
     keys = list(requests)
     if len(keys) == 1:
         return {keys[0]: build_one(requests[keys[0]], deps_options, log)}
