@@ -68,12 +68,16 @@ def cli() -> None:
 @cli.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(recipes: tuple[Path, ...]) -> None:
-    """Check recipes against the schema; report every problem with file, line and field."""
-    from builder.recipe import checks, loader
+    """Check recipes (and SAM templates) against the schema; report every problem with file, line and field."""
+    from builder.recipe import checks, loader, samtemplate
 
     failures: list[LambdaBuilderError] = []
     for path in recipes:
         try:
+            if samtemplate.is_template(path):
+                template = samtemplate.load(path)
+                click.echo(f"{path}: ok (template; builds {', '.join(r.logical_id for r in template.resources)})")
+                continue
             loaded = loader.load(path)
             checks.check_requirement_files(loaded)
             if loaded.code is not None:  # what a build would pack from it (with the default --out)
@@ -93,7 +97,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("recipe_paths", metavar="RECIPE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("recipe_paths", metavar="RECIPE...|TEMPLATE", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--arch", "arches", multiple=True, help="x86_64, arm64, all, or a comma list (default: the recipe's).")
 @click.option("--runtime", "runtimes", multiple=True, help="Build only these of the recipe's runtimes.")
 @click.option(
@@ -132,6 +136,8 @@ def validate(recipes: tuple[Path, ...]) -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result lines.")
 @click.option("--timings", is_flag=True, help="Print where each build's time went, phase by phase.")
+@click.option("--artifacts-dir", type=click.Path(path_type=Path), default=None,
+              help="Also unpack the one built artifact here (SAM's $(ARTIFACTS_DIR) in a makefile build).")
 @click.option(
     "--step-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -159,39 +165,36 @@ def build(
     jobs: int,
     quiet: bool,
     timings: bool,
+    artifacts_dir: Path | None,
     step_timeout: float | None,
     secret_specs: tuple[str, ...],
     ssh_specs: tuple[str, ...],
     no_host_pip_config: bool,
 ) -> None:
-    """Build recipes into one zip + manifest per runtime and architecture."""
-    from builder.recipe import loader
+    """Build recipes into one zip + manifest per runtime and architecture, or a SAM template into
+    .aws-sam/build (and zips in --out)."""
+    from builder.recipe import loader, samtemplate
 
-    wanted = loader.requested(recipe_paths, runtimes, arches, out=out)
-    from builder.pipeline.command import run_builds  # after the recipes: bad input is answered without it
+    template = samtemplate.requested(recipe_paths, runtimes, arches, out=out, fmt=fmt, artifacts_dir=artifacts_dir)
+    wanted = [] if template else loader.requested(recipe_paths, runtimes, arches, out=out)
+    from builder.engine.engines import parse_flags
+    from builder.pipeline import command  # after the recipes: bad input is answered without it
     from builder.pipeline.plan import BuildOptions, BuildRequest
     from builder.pipeline.secrets import from_options
-
-    requests = [BuildRequest(*w) for w in wanted]
-    from builder.engine.engines import parse_flags
 
     given = from_options(secret_specs, ssh_specs, host_pip_config=not no_host_pip_config, environ=os.environ)
     options = BuildOptions(
         out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout,
         engines=tuple(sorted(parse_flags(engine_flags).items())), secrets=given,
     )
-    ok = run_builds(
-        requests,
-        options,
-        fmt=fmt,
-        push_uri=push_uri,
-        jobs=jobs,
-        quiet=quiet,
-        timings=timings,
-        argv=_argv(),
-        echo=click.echo,
-        echo_err=_echo_err,
-    )
+    if template:
+        ok = command.run_template(template, options, arches=arches, runtimes=runtimes, jobs=jobs, quiet=quiet,
+                                  echo=click.echo, echo_err=_echo_err)
+    else:
+        ok = command.run_builds(
+            [BuildRequest(*w) for w in wanted], options, fmt=fmt, push_uri=push_uri, jobs=jobs, quiet=quiet,
+            timings=timings, argv=_argv(), echo=click.echo, echo_err=_echo_err, artifacts_dir=artifacts_dir,
+        )
     if not ok:
         raise SystemExit(1)
 

@@ -17,6 +17,7 @@ from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
 from builder.pipeline.timings import report
 from builder.pipeline.withcode import check_code
+from builder.recipe.samtemplate import Template
 
 if TYPE_CHECKING:
     from builder.ship.invoke import Settings, Target
@@ -36,8 +37,13 @@ def run_builds(
     timings: bool = False,
     echo: Echo,
     echo_err: Echo,
+    artifacts_dir: Path | None = None,
 ) -> bool:
-    """Build, then check Lambda's limits and ship; False when a build failed (each failure printed)."""
+    """Build, then check Lambda's limits and ship; False when a build failed (each failure printed).
+    `artifacts_dir`: unpack the one artifact there too (SAM's makefile builds hand over a folder)."""
+    if artifacts_dir is not None and len(requests) != 1:
+        raise UserError(f"--artifacts-dir takes one artifact; this build makes {len(requests)} "
+                        "(narrow it with --arch and --runtime)")
     check_code(requests, options.out)
     from builder.pipeline.secrets import check_given
 
@@ -53,7 +59,10 @@ def run_builds(
             echo_err(line)
         warnings = [*result.warnings]
         warnings += finish.check_and_ship([result.zip_path], fmt, push_uri, echo=echo, echo_err=echo_err)
-        if fmt == "zip" and options.use_cache and not options.refresh:  # both ask for a real build every time
+        if artifacts_dir is not None:
+            unpack_into(result.zip_path, artifacts_dir)
+            echo(f"unpacked {result.zip_path.name} into {artifacts_dir}")
+        elif fmt == "zip" and options.use_cache and not options.refresh:  # both ask for a real build every time
             finish.stamp_noop(argv, result, quiet=quiet, warnings=warnings)
         return True
     from rich.console import Console  # the live status of several builds; one build prints plain lines
@@ -79,6 +88,37 @@ def run_builds(
         [o.result.zip_path for o in outcomes if o.result], fmt, push_uri, echo=echo, echo_err=echo_err
     )
     return True
+
+
+def unpack_into(zip_path: Path, folder: Path) -> None:
+    """The zip's files into `folder` (made if missing), through the one safe extractor."""
+    from builder.tarsafe.extract import extract_zip
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--artifacts-dir {folder}: is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    extract_zip(zip_path, folder)
+
+
+def run_template(
+    template: Template,
+    options: BuildOptions,
+    *,
+    arches: Sequence[str],
+    runtimes: Sequence[str],
+    jobs: int,
+    quiet: bool,
+    echo: Echo,
+    echo_err: Echo,
+) -> bool:
+    """`build template.yaml`: what `sam build` writes, see pipeline.sam."""
+    from builder.pipeline.sam import build_template
+    from builder.pipeline.secrets import check_given
+
+    check_given(list({id(r.recipe): r.recipe for r in template.resources}.values()), options.secrets)
+
+    return build_template(template, options, arches=arches, runtimes=runtimes, jobs=jobs, quiet=quiet, echo=echo,
+                          echo_err=echo_err)
 
 
 def make_local_images(
@@ -155,10 +195,54 @@ def invoke_command(
 def template_target(
     path: Path, function: str | None, handler: str | None, image: str | None, log: Echo
 ) -> tuple[Target, Settings | None]:
-    """The hook for SAM templates (issue 12 item 3): the function's built zip as an invoke Target
-    (`invoke.zip_target`), and its Timeout, MemorySize and Environment as Settings (None: Lambda's
-    defaults). Template support lands with `lambda-builder build template.yaml`."""
-    raise UserError(
-        f"{path}: invoking a function of a SAM template is not supported by this version",
-        hint="build the function, then invoke its zip: lambda-builder invoke dist/NAME-...zip --event ...",
+    """A function of a SAM template that `build template.yaml` built: its zip as an invoke Target,
+    and its Timeout, MemorySize and Environment.Variables (Globals applied) as Settings."""
+    import contextlib
+    import json
+
+    from builder.recipe import samtemplate
+    from builder.ship import invoke
+
+    template = samtemplate.load(path)
+    functions = {r.logical_id: r for r in template.resources if r.layout == "function"}
+    names = ", ".join(functions) or "none"
+    if function is None and len(functions) != 1:
+        raise UserError(f"{path}: name the function to invoke (the template's functions: {names})")
+    chosen = functions.get(function) if function is not None else next(iter(functions.values()))
+    if chosen is None:
+        raise UserError(f"{path}: no function {function!r} to invoke; the template's functions: {names}")
+    stamp = path.resolve().parent / ".aws-sam" / "lambda-builder" / "stamps" / f"{chosen.logical_id}.json"
+    zip_path = Path("dist") / f"{chosen.logical_id}-{chosen.runtime}-{chosen.arch}.zip"
+    # a makefile resource has no stamp: then the default out folder
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        zip_path = Path(json.loads(stamp.read_text())["zip"])
+    if not zip_path.is_file():
+        raise UserError(f"{path}: {chosen.logical_id} is not built yet", hint=f"run: lambda-builder build {path}")
+    found = invoke.zip_target(zip_path, handler or chosen.handler, image, log)
+    return found, _template_settings(template.data, chosen.logical_id, log)
+
+
+def _template_settings(data: dict[str, object], logical_id: str, log: Echo) -> Settings:
+    """Timeout, MemorySize and Environment.Variables of a function, its own over Globals.Function;
+    values that are intrinsic functions (!Ref ...) cannot be known here and are left out, saying so."""
+    from builder.ship.invoke import Settings
+
+    def props(mapping: object, *keys: str) -> dict[str, object]:
+        for key in keys:
+            mapping = mapping.get(key) if isinstance(mapping, dict) else None
+        return mapping if isinstance(mapping, dict) else {}
+
+    own, shared = props(data, "Resources", logical_id, "Properties"), props(data, "Globals", "Function")
+    merged = {**shared, **own}
+    env = {**props(shared, "Environment", "Variables"), **props(own, "Environment", "Variables")}
+    values = {k: str(v) for k, v in env.items() if isinstance(v, (str, int, float, bool))}
+    if len(values) < len(env):
+        log(f"note: {logical_id}: variables set by intrinsic functions are left out: "
+            f"{', '.join(sorted(set(env) - set(values)))}")  # fmt: skip
+    defaults = Settings()
+    timeout, memory = merged.get("Timeout", defaults.timeout), merged.get("MemorySize", defaults.memory_mb)
+    return Settings(
+        float(timeout) if isinstance(timeout, (int, float, str)) and str(timeout).isdigit() else defaults.timeout,
+        int(memory) if isinstance(memory, (int, str)) and str(memory).isdigit() else defaults.memory_mb,
+        tuple(sorted(values.items())),
     )

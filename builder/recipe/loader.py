@@ -270,19 +270,26 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
         raise RecipeInvalid(
             path, [Problem(1, "", f"a recipe is a mapping of keys (name:, version:, ...), not a {_kind(data)}")]
         )
-    folder = path.resolve().parent
-    if not _known_valid(text):
-        problems += _schema_problems(data, doc.lines)
-    problems += _source_problems(data, doc.lines, folder)
-    problems += _requirement_problems(data, doc.lines, folder)
-    problems += _code_problems(data, doc.lines, folder)
-    problems += _handler_problems(data, doc.lines)
-    problems += [Problem(doc.lines.get(w), field_name(w), m) for w, m in secret_problems(data)]
+    problems += check_data(path, data, doc.lines, schema_checked=_known_valid(text))
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
     _remember_valid(text)
     return data, doc.lines
+
+
+def check_data(
+    path: Path, data: dict[str, Any], lines: dict[PathKey, int], *, schema_checked: bool = False
+) -> list[Problem]:
+    """Every problem of recipe data (from a file, or made from a SAM template's resource)."""
+    folder = path.resolve().parent
+    problems = [] if schema_checked else _schema_problems(data, lines)
+    problems += _source_problems(data, lines, folder)
+    problems += _requirement_problems(data, lines, folder)
+    problems += _code_problems(data, lines, folder)
+    problems += _handler_problems(data, lines)
+    problems += [Problem(lines.get(w), field_name(w), m) for w, m in secret_problems(data)]
+    return problems
 
 
 def _valid_marker(text: str) -> Path:
@@ -342,6 +349,11 @@ def load(path: Path) -> Recipe:
     """Load and check one recipe file."""
     path = path.resolve() if path.exists() else path
     data, _ = load_data(path)
+    return from_data(path, data)
+
+
+def from_data(path: Path, data: dict[str, Any]) -> Recipe:
+    """The Recipe of data `check_data` passed; relative paths are relative to `path`'s folder."""
     folder = path.parent
     python = data.get("python", {})
     items = [req for _, req in _requirement_items(data)]

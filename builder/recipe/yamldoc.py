@@ -30,6 +30,17 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:timestamp",
 }
+# CloudFormation's short forms (!Ref X) become the long form ({"Ref": "X"}) they stand for: data,
+# never code; only with `cfn_tags=True` (templates), and any other tag is still refused.
+CFN_TAGS = {
+    "!Ref": "Ref", "!Condition": "Condition", "!GetAtt": "Fn::GetAtt", "!Sub": "Fn::Sub",
+    "!Join": "Fn::Join", "!If": "Fn::If", "!Equals": "Fn::Equals", "!And": "Fn::And", "!Or": "Fn::Or",
+    "!Not": "Fn::Not", "!FindInMap": "Fn::FindInMap", "!Select": "Fn::Select", "!Split": "Fn::Split",
+    "!Base64": "Fn::Base64", "!Cidr": "Fn::Cidr", "!ImportValue": "Fn::ImportValue", "!GetAZs": "Fn::GetAZs",
+    "!Transform": "Fn::Transform", "!ToJsonString": "Fn::ToJsonString", "!Length": "Fn::Length",
+}
+_DEFAULT_TAG = {yaml.ScalarNode: "tag:yaml.org,2002:str", yaml.SequenceNode: "tag:yaml.org,2002:seq",
+                yaml.MappingNode: "tag:yaml.org,2002:map"}
 _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _PLAIN_TYPES = (int, float, datetime.date)  # read as numbers/dates, kept as written by `texts`
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 30x faster
@@ -61,8 +72,9 @@ class Document:
     duplicates: tuple[Duplicate, ...] = ()
 
 
-def parse(text: str, *, alias_budget: int = ALIAS_BUDGET) -> Document:
-    """One YAML document as plain data; YamlProblem for anything this tool does not accept."""
+def parse(text: str, *, alias_budget: int = ALIAS_BUDGET, cfn_tags: bool = False) -> Document:
+    """One YAML document as plain data; YamlProblem for anything this tool does not accept.
+    `cfn_tags`: CloudFormation's intrinsic tags (CFN_TAGS) read as their long form."""
     bad = _NON_PRINTABLE.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
@@ -81,7 +93,7 @@ def parse(text: str, *, alias_budget: int = ALIAS_BUDGET) -> Document:
         loader.dispose()
     if node is None:
         raise YamlProblem(None, "the file is empty")
-    builder = _Builder(loader, alias_budget)
+    builder = _Builder(loader, alias_budget, cfn_tags)
     data = builder.convert(node, ())
     return Document(data, builder.lines, builder.texts, tuple(builder.duplicates))
 
@@ -89,8 +101,10 @@ def parse(text: str, *, alias_budget: int = ALIAS_BUDGET) -> Document:
 class _Builder:
     """Node graph to plain data; a node met a second time is an alias and counts against the budget."""
 
-    def __init__(self, loader: yaml.SafeLoader, budget: int) -> None:
+    def __init__(self, loader: yaml.SafeLoader, budget: int, cfn_tags: bool = False) -> None:
         self.loader = loader
+        self.cfn_tags = cfn_tags
+        self.made: list[yaml.Node] = []
         self.budget = budget
         self.expanded = 0
         self.seen: set[int] = set()
@@ -114,6 +128,8 @@ class _Builder:
                     f"aliases expand to more than {self.budget} values (an alias bomb?); "
                     "write the values out instead of nesting aliases",
                 )
+        if self.cfn_tags and node.tag in CFN_TAGS:
+            return self._intrinsic(node, path, via_alias)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
@@ -126,6 +142,23 @@ class _Builder:
             return self._mapping(node, path, via_alias)
         finally:
             self.active.discard(id(node))
+
+    def _intrinsic(self, node: yaml.Node, path: PathKey, via_alias: bool) -> dict[str, Any]:
+        """`!GetAtt A.B` is {"Fn::GetAtt": ["A", "B"]}; every other short form wraps its value as is."""
+        name = CFN_TAGS[node.tag]
+        plain = type(node)(_DEFAULT_TAG[type(node)], node.value, node.start_mark, node.end_mark)
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = str(node.value)  # `!Ref 2020` names the text as written
+            if name == "Fn::GetAtt":
+                value = value.split(".", 1)
+        else:
+            self.made.append(plain)  # kept alive: a freed node's id reused would look like an alias
+            self.active.add(id(node))
+            try:
+                value = self.convert(plain, (*path, name), via_alias)
+            finally:
+                self.active.discard(id(node))
+        return {name: value}
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey, via_alias: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
