@@ -287,3 +287,37 @@ def test_sam_build_runs_a_makefile_calling_lambda_builder(
     assert (make_project / ".aws-sam" / "build" / "MadeFunction" / "yaml" / "__init__.py").is_file()
     assert zipfile.ZipFile(make_project / "dist" / "MadeFunction-python3.11-x86_64.zip").read("app.py") == \
         (made.parent.parent.parent / "fn" / "app.py").read_bytes()
+
+
+ARM64_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Graviton:
+    Type: AWS::Serverless::Function
+    Properties: {CodeUri: src/, Handler: app.handler, Runtime: python3.11, Architectures: [arm64]}
+"""
+
+
+def test_arm64_function_builds_and_invokes(arm64_images: None, tmp_path: Path) -> None:
+    """The template's arm64 function: hash-pinned requirements.txt, built on this x86_64 machine,
+    then called through the Runtime API in the arm64 runtime under emulation."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(
+        "import platform, yaml\n\ndef handler(event, context):\n"
+        "    return {'machine': platform.machine(), 'yaml': yaml.__version__, 'n': event['n']}\n"
+    )
+    (tmp_path / "src" / "requirements.txt").write_text(
+        "pyyaml==6.0.2 \\\n"
+        "    --hash=sha256:5d225db5a45f21e78dd9358e58a98702a0302f2659a3c6cd320564b75b86f47c\n"
+    )
+    (tmp_path / "template.yaml").write_text(ARM64_TEMPLATE)
+    env = {**LOCAL, "LAMBDA_BUILDER_CACHE_DIR": str(tmp_path / "cache")}
+    done = run_cli("build", "template.yaml", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = zipfile.ZipFile(tmp_path / "dist" / "Graviton-python3.11-arm64.zip").namelist()
+    assert any(n.startswith("yaml/_yaml.cpython-311-aarch64") for n in names), names
+    (tmp_path / "event.json").write_text('{"n": 7}')
+    called = run_cli("invoke", "template.yaml", "--event", "event.json", cwd=tmp_path, env=env)
+    assert called.returncode == 0, called.stdout + called.stderr
+    assert json.loads(called.stdout) == {"machine": "aarch64", "yaml": "6.0.2", "n": 7}
