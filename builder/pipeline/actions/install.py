@@ -53,12 +53,12 @@ UV="$tools/uv-{UV_VERSION}/bin/uv"
 # variables inside this shell only, never the exec's environment that `docker inspect` shows
 if [ -n "${{PIP_CONFIG_FILE:-}}" ] && [ -f "$PIP_CONFIG_FILE" ]; then
   eval "$({{python}} -c 'import configparser, shlex, sys
-c = configparser.ConfigParser(); c.read(sys.argv[1])
-names = {"index-url": "UV_INDEX_URL", "extra-index-url": "UV_EXTRA_INDEX_URL", "trusted-host": "UV_INSECURE_HOST"}
+c = configparser.RawConfigParser(); c.read(sys.argv[1])  # as pip reads it: % is literal
+names = {{"index-url": "UV_INDEX_URL", "extra-index-url": "UV_EXTRA_INDEX_URL", "trusted-host": "UV_INSECURE_HOST"}}
 for key, var in names.items():
     value = " ".join(c.get("global", key, fallback="").split())
     if value:
-        print(f"export {{var}}={{shlex.quote(value)}}")' "$PIP_CONFIG_FILE")"
+        print(f"export {{var}}={{shlex.quote(value)}}")' "$PIP_CONFIG_FILE" 2>/dev/null)"  # never echo it
 fi
 if [ ! -x "$UV" ]; then
   echo "installing uv {UV_VERSION} (once per engine and architecture)"
