@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,18 @@ def package(
     beside them, named in the manifest); they appear together or not at all.
     Over `max_unzipped` bytes of content it fails before writing anything (the old zip stays)."""
     entries = collect(stage, include, exclude)
-    return write_artifact(entries, out_dir, stem, meta, max_unzipped=max_unzipped, stage=stage, sbom=sbom)
+    sbom_for = None
+    if sbom is not None:
+        inputs = sbom
+        in_zip = {e.path for e in entries}
+        dists = [d for d in dists_in_stage(stage) if f"{d.dist_info}/METADATA" in in_zip]
+
+        def sbom_for(manifest: dict[str, Any]) -> dict[str, Any]:
+            return build_sbom(
+                manifest, dists, provenance=inputs.provenance, sources=inputs.sources, installer=inputs.installer
+            )
+
+    return write_artifact(entries, out_dir, stem, meta, max_unzipped=max_unzipped, sbom_for=sbom_for)
 
 
 def write_artifact(
@@ -136,11 +147,10 @@ def write_artifact(
     meta: dict[str, Any],
     *,
     max_unzipped: int | None = None,
-    stage: Path | None = None,
-    sbom: SbomInputs | None = None,
+    sbom_for: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """`entries` (sorted by path) into out_dir/<stem>.zip with its manifest, as a pair (with its
-    SBOM, made from `stage`, when `sbom` is given)."""
+    SBOM, `sbom_for(manifest)`, when given)."""
     _check_size(entries, stem, max_unzipped)
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir / f"{stem}.zip"
@@ -166,13 +176,8 @@ def write_artifact(
             "contents": listing,
         }
         extra: list[tuple[Path | None, Path]] = []
-        if sbom is not None and stage is not None:
-            in_zip = {e.path for e in entries}
-            dists = [d for d in dists_in_stage(stage) if f"{d.dist_info}/METADATA" in in_zip]
-            document = build_sbom(
-                manifest, dists, provenance=sbom.provenance, sources=sbom.sources, installer=sbom.installer
-            )
-            data = sbom_bytes(document)
+        if sbom_for is not None:
+            data = sbom_bytes(sbom_for(manifest))
             tmp_sbom = _atomic_write_bytes(sbom_path(zip_path), data)
             os.chmod(tmp_sbom, 0o644)
             manifest["sbom"] = {

@@ -363,3 +363,18 @@ def serial_number(zip_sha256: str) -> str:
 def sbom_bytes(document: Mapping[str, Any]) -> bytes:
     """Stable bytes: sorted keys, two-space indent, final newline (as the manifest)."""
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def for_repacked(document: Mapping[str, Any], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The SBOM of a zip made of another zip's files plus more (the dependencies plus the function's
+    code, pipeline/withcode.py): the same components, now describing the new zip's bytes."""
+    new = json.loads(json.dumps(document))
+    sha = str(manifest["sha256"])
+    new["serialNumber"] = serial_number(sha)
+    component = new["metadata"]["component"]
+    component["hashes"] = _hash(sha)
+    code = manifest.get("code") or {}
+    deps = manifest.get("dependencies") or {}
+    extra = [("code", str(code.get("path", ""))), ("dependencies-sha256", str(deps.get("sha256", "")))]
+    component["properties"] = sorted([*component.get("properties", []), *_props(extra)], key=lambda p: p["name"])
+    return dict(new)
