@@ -292,3 +292,23 @@ def test_audit_sbom_prints_the_file_beside_else_regenerates_and_refuses_an_edite
 )  # fmt: skip
 def test_uv_platform_is_the_highest_level_uv_names_within_the_glibc(glibc: str, machine: str, platform: str) -> None:
     assert uv_platform(glibc, machine) == platform
+
+
+def test_a_code_build_gets_the_dependencies_sbom_describing_its_own_zip(stage: Path, tmp_path: Path) -> None:
+    from builder.pipeline.withcode import pack_with_code
+    from builder.recipe.model import Code, Recipe
+
+    deps_zip, deps_manifest = _zip(stage, tmp_path / "deps")
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "app.py").write_text("def handler(event, context):\n    return 1\n")
+    recipe = Recipe(path=tmp_path / "recipe.yaml", name="pg", version="1.0", runtimes=("python3.11",),
+                    architectures=("x86_64",), code=Code(code), canonical="{}")  # fmt: skip
+    zip_path, manifest = pack_with_code(recipe, deps_zip, deps_manifest, tmp_path / "out", "pg-1.0", lambda _: None)
+    data = sbom_path(zip_path).read_bytes()
+    valid(data)
+    doc = json.loads(data)
+    assert manifest["sbom"]["sha256"] == sbom.hashlib.sha256(data).hexdigest()
+    assert doc["metadata"]["component"]["hashes"][0]["content"] == manifest["sha256"] != deps_manifest["sha256"]
+    assert doc["components"] == json.loads(sbom_path(deps_zip).read_text())["components"]
+    assert {"name": "lambda-builder:code", "value": "src"} in doc["metadata"]["component"]["properties"]
