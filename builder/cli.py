@@ -117,6 +117,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
     default=None,
     help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).",
 )
+@click.option("--installer", type=click.Choice(["pip", "uv"]), help="pip or uv (default: the recipe's, else pip).")
 @click.option(
     "--format",
     "fmt",
@@ -160,6 +161,7 @@ def build(
     no_cache: bool,
     refresh: bool,
     mode: str | None,
+    installer: str | None,
     fmt: str,
     push_uri: str | None,
     jobs: int,
@@ -185,7 +187,7 @@ def build(
     given = from_options(secret_specs, ssh_specs, host_pip_config=not no_host_pip_config, environ=os.environ)
     options = BuildOptions(
         out=out, image=image, use_cache=not no_cache, refresh=refresh, mode=mode, step_timeout=step_timeout,
-        engines=tuple(sorted(parse_flags(engine_flags).items())), secrets=given,
+        engines=tuple(sorted(parse_flags(engine_flags).items())), secrets=given, installer=installer,  # type: ignore[arg-type]  # click.Choice
     )
     if template:
         ok = command.run_template(template, options, arches=arches, runtimes=runtimes, jobs=jobs, quiet=quiet,
@@ -291,8 +293,18 @@ def images_build(
     help="Audit against a named policy instead (al2, al2023, debian-bookworm, ...).",
 )
 @click.option("--json", "as_json", is_flag=True)
-def audit(zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool) -> None:
+@click.option("--sbom", is_flag=True, help="Print the zip's CycloneDX SBOM (regenerated if none is beside it).")
+def audit(
+    zip_path: Path, runtime: str | None, arch: str | None, policy_name: str | None, as_json: bool, sbom: bool
+) -> None:
     """Per ELF file: highest glibc/glibcxx needed, libraries bundled/provided/missing, a verdict."""
+    if sbom:
+        from builder.artifact.sbom_read import sbom_for_zip
+
+        data, origin = sbom_for_zip(zip_path)
+        _echo_err(origin)
+        click.echo(data.decode(), nl=False)
+        return
     from builder.artifact.audit import audit_artifact, render_text, to_json
 
     report = audit_artifact(zip_path, runtime=runtime, arch=arch, policy_name=policy_name)

@@ -46,10 +46,10 @@ def good_zip(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFact
 
 
 def _seed(out: Path, good: Path) -> dict[str, bytes]:
-    """Put the previous good zip + manifest in `out`; return their bytes to compare afterwards."""
+    """Put the previous good zip + manifest + SBOM in `out`; return their bytes to compare afterwards."""
     out.mkdir(parents=True, exist_ok=True)
     kept = {}
-    for name in (f"{STEM}.zip", f"{STEM}.manifest.json"):
+    for name in (f"{STEM}.zip", f"{STEM}.manifest.json", f"{STEM}.cdx.json"):
         shutil.copyfile(good.with_name(name), out / name)
         kept[name] = (out / name).read_bytes()
     return kept
@@ -378,7 +378,8 @@ def test_four_concurrent_builds_into_one_folder(good_zip: Path, cache_dir: Path,
     for proc, (code, stderr) in zip(procs, results, strict=True):
         assert code == 0, stderr
         _assert_clean(stderr, proc.pid)
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [f"{STEM}.manifest.json", f"{STEM}.zip"]
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert files == [f"{STEM}.cdx.json", f"{STEM}.manifest.json", f"{STEM}.zip"]
     _assert_pair(out)
 
 

@@ -11,16 +11,18 @@ Stage artifact: the stage folder on the host in, the zip out; must not touch Doc
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path, source_code_hash
 from builder.artifact.pair import put_pair
+from builder.artifact.sbom import SPEC_VERSION, SbomInputs, build_sbom, dists_in_stage, sbom_bytes, sbom_path
 from builder.artifact.zipwrite import Member, RawMember, write_zip
 from builder.errors import BuildFailed
 
@@ -118,16 +120,37 @@ def package(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     max_unzipped: int | None = None,
+    sbom: SbomInputs | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Zip `stage` into out_dir/<stem>.zip with its manifest; both appear together or not at all.
+    """Zip `stage` into out_dir/<stem>.zip with its manifest (and, given `sbom`, its CycloneDX SBOM
+    beside them, named in the manifest); they appear together or not at all.
     Over `max_unzipped` bytes of content it fails before writing anything (the old zip stays)."""
-    return write_artifact(collect(stage, include, exclude), out_dir, stem, meta, max_unzipped=max_unzipped)
+    entries = collect(stage, include, exclude)
+    sbom_for = None
+    if sbom is not None:
+        inputs = sbom
+        in_zip = {e.path for e in entries}
+        dists = [d for d in dists_in_stage(stage) if f"{d.dist_info}/METADATA" in in_zip]
+
+        def sbom_for(manifest: dict[str, Any]) -> dict[str, Any]:
+            return build_sbom(
+                manifest, dists, provenance=inputs.provenance, sources=inputs.sources, installer=inputs.installer
+            )
+
+    return write_artifact(entries, out_dir, stem, meta, max_unzipped=max_unzipped, sbom_for=sbom_for)
 
 
 def write_artifact(
-    entries: Sequence[Member], out_dir: Path, stem: str, meta: dict[str, Any], *, max_unzipped: int | None = None
+    entries: Sequence[Member],
+    out_dir: Path,
+    stem: str,
+    meta: dict[str, Any],
+    *,
+    max_unzipped: int | None = None,
+    sbom_for: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """`entries` (sorted by path) into out_dir/<stem>.zip with its manifest, as a pair."""
+    """`entries` (sorted by path) into out_dir/<stem>.zip with its manifest, as a pair (with its
+    SBOM, `sbom_for(manifest)`, when given)."""
     _check_size(entries, stem, max_unzipped)
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir / f"{stem}.zip"
@@ -135,6 +158,7 @@ def write_artifact(
     os.close(fd)
     tmp_zip = Path(tmp_name)
     tmp_manifest: Path | None = None
+    tmp_sbom: Path | None = None
     try:
         written = write_zip(entries, tmp_zip)
         listing = [
@@ -151,15 +175,26 @@ def write_artifact(
             "unzipped_size": sum(size for size, _ in written.files),
             "contents": listing,
         }
+        extra: list[tuple[Path | None, Path]] = []
+        if sbom_for is not None:
+            data = sbom_bytes(sbom_for(manifest))
+            tmp_sbom = _atomic_write_bytes(sbom_path(zip_path), data)
+            os.chmod(tmp_sbom, 0o644)
+            manifest["sbom"] = {
+                "file": sbom_path(zip_path).name,
+                "format": f"CycloneDX {SPEC_VERSION}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            extra.append((tmp_sbom, sbom_path(zip_path)))
         tmp_manifest = _atomic_write_bytes(
             manifest_path(zip_path), manifest_bytes(manifest)
         )
         os.chmod(tmp_zip, 0o644)
         os.chmod(tmp_manifest, 0o644)
-        put_pair(tmp_zip, zip_path, tmp_manifest, manifest_path(zip_path))
+        put_pair(tmp_zip, zip_path, tmp_manifest, manifest_path(zip_path), extra)
     except BaseException:
-        tmp_zip.unlink(missing_ok=True)
-        if tmp_manifest is not None:
-            tmp_manifest.unlink(missing_ok=True)
+        for leftover in (tmp_zip, tmp_manifest, tmp_sbom):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         raise
     return zip_path, manifest

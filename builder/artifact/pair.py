@@ -1,5 +1,5 @@
-"""A zip and its manifest put into the out folder as a pair: both or neither, never a zip beside
-another build's manifest.
+"""A zip and its manifest (and its SBOM) put into the out folder together: all or none, never a zip
+beside another build's manifest or SBOM.
 
 Artifact stage; it only renames files already written (to temp names in the out folder). An
 exclusive flock on the out folder itself serialises concurrent builds (or cache restores) of
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from builder import interrupts
@@ -30,12 +30,18 @@ def locked(out_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def put_pair(tmp_zip: Path | None, zip_dest: Path, tmp_manifest: Path | None, manifest_dest: Path) -> None:
-    """Rename the temp zip then the temp manifest into place (None: that one is already right).
-    Nothing is renamed once the run is cancelled: an interrupted build writes no zip."""
+def put_pair(
+    tmp_zip: Path | None,
+    zip_dest: Path,
+    tmp_manifest: Path | None,
+    manifest_dest: Path,
+    extra: Sequence[tuple[Path | None, Path]] = (),
+) -> None:
+    """Rename the temp zip, then the `extra` files (the SBOM), then the temp manifest (which names
+    them) into place (None: that one is already right). Nothing is renamed once the run is
+    cancelled: an interrupted build writes no zip."""
     with locked(zip_dest.parent), interrupts.deferred():
         interrupts.check()
-        if tmp_zip is not None:
-            os.replace(tmp_zip, zip_dest)
-        if tmp_manifest is not None:
-            os.replace(tmp_manifest, manifest_dest)
+        for tmp, dest in [(tmp_zip, zip_dest), *extra, (tmp_manifest, manifest_dest)]:
+            if tmp is not None:
+                os.replace(tmp, dest)

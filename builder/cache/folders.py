@@ -25,6 +25,7 @@ from builder import paths
 
 ZIP_NAME = "artifact.zip"
 MANIFEST_NAME = "manifest.json"
+SBOM_NAME = "sbom.cdx.json"  # the CycloneDX SBOM the manifest names (and hashes), when it has one
 META_NAME = "meta.json"
 PREFIX_TAR_NAME = "prefix.tar"
 TMP_PREFIX = ".tmp-"

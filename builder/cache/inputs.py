@@ -34,6 +34,7 @@ class Inputs:
     runtime: str = ""
     arch: str = ""
     mode: str = ""
+    installer: str = "pip"
     tool: str = ""  # noop.tool_hash(): lambda-builder's own files
     requirements: RequirementSet | None = None  # requirement files as read (pip gets these texts)
     # the code folder's stat state as the stamp sees it: (root, skipped names, skipped paths, state)
@@ -55,6 +56,7 @@ class Inputs:
             runtime=self.runtime,
             arch=self.arch,
             mode=self.mode,
+            installer=self.installer,
             tool=self.tool,
             secret_ids=self.secret_ids,
             indexes=self.indexes,
@@ -81,6 +83,7 @@ def snapshot(
     secret_ids: tuple[str, ...] = (),
     indexes: tuple[str, ...] = (),
     volatile: bool = False,
+    installer: str = "pip",
 ) -> Inputs:
     """Read the inputs: stat states first, then contents (`digest_sources` fetches and hashes the
     recipe's sources, which needs the download cache the pipeline owns). `out` is the out folder,
@@ -107,6 +110,7 @@ def snapshot(
         runtime=runtime,
         arch=arch,
         mode=mode,
+        installer=installer,
         tool=noop.tool_hash(),
         requirements=found,
         code_tree=code_tree,

@@ -43,6 +43,7 @@ def cache_key(
     secret_ids: Sequence[str] = (),
     indexes: Sequence[str] = (),
     git: Mapping[str, str] | None = None,
+    installer: str = "pip",
 ) -> str:
     """The key of a finished artifact: a sha256 over every input its bytes depend on.
 
@@ -59,13 +60,16 @@ def cache_key(
     - runtime: the Python ABI and layout the artifact targets;
     - arch: the instruction set;
     - mode: emulated and cross-compiled builds use different toolchains;
+    - installer: pip and uv write different dist-info files (INSTALLER, RECORD), even with the
+      recipe unchanged (`--installer` is not in the recipe);
     - tool: a hash of lambda-builder's own files (`noop.tool_hash`): its steps (repair, prune,
       zip format) shape the output, and an upgrade must never be served an older tool's zip;
     - secret_ids: which secrets the build was handed, by id only: a value never enters a key (a
       rotated token rebuilds nothing, and a key can be shown or shared);
     - indexes: the package index URLs, credentials stripped: another index can serve other files;
     - git: the commit each git requirement resolved to (a moved branch is a new build).
-    The last three are left out when empty, so builds without them keep their keys.
+    The last three are left out when empty, and the installer when it is pip, so builds without
+    them keep their keys.
     """
     extra: dict[str, Any] = {}
     if secret_ids:
@@ -74,6 +78,8 @@ def cache_key(
         extra["indexes"] = list(indexes)
     if git:
         extra["git"] = dict(git)
+    if installer != "pip":
+        extra["installer"] = installer
     return _digest(
         "build",
         {

@@ -33,10 +33,12 @@ from typing import Any
 
 from builder.artifact import manifest
 from builder.artifact.pair import put_pair
+from builder.artifact.sbom import SBOM_SUFFIX
 from builder.cache.folders import (
     MANIFEST_NAME,
     META_NAME,
     PREFIX_TAR_NAME,
+    SBOM_NAME,
     ZIP_NAME,
     CacheMiss,
     PruneResult,
@@ -51,6 +53,13 @@ from builder.cache.keys import SCHEMA
 from builder.digest import file_sha256
 
 # ------------------------------------------------------------------------------- build cache
+
+
+def _sbom_field(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's `sbom` pointer ({file, sha256, format}), when the build wrote one."""
+    sbom = manifest.get("sbom")
+    return sbom if isinstance(sbom, dict) and isinstance(sbom.get("file"), str) else None
+
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,9 @@ class BuildCache(_Store):
         try:
             if file_sha256(entry.zip_path) != entry.manifest["sha256"]:
                 return None
+            sbom = _sbom_field(entry.manifest)
+            if sbom is not None and file_sha256(entry.folder / SBOM_NAME) != sbom.get("sha256"):
+                return None
         except OSError:
             return None
         return entry
@@ -152,6 +164,12 @@ class BuildCache(_Store):
                     sha, size = _copy_hashing(src, tmp / ZIP_NAME)
                 if sha != manifest.get("sha256") or size != manifest.get("zipped_size"):
                     raise ValueError(f"{zip_path}: sha256/size differ from {manifest_path.name}; not cached")
+                sbom = _sbom_field(manifest)
+                if sbom is not None:
+                    data = (manifest_path.parent / str(sbom.get("file"))).read_bytes()
+                    if hashlib.sha256(data).hexdigest() != sbom.get("sha256"):
+                        raise ValueError(f"{manifest_path.name}: its SBOM changed since the build; not cached")
+                    _write_durable(tmp / SBOM_NAME, data)
                 _write_durable(tmp / MANIFEST_NAME, manifest_bytes)
                 meta = {"schema": SCHEMA, "key": key, "created": time.time(), "zip": zip_path.name}
                 _write_durable(tmp / META_NAME, json.dumps(meta, sort_keys=True).encode())
@@ -177,21 +195,38 @@ class BuildCache(_Store):
             manifest_bytes = entry.manifest_path.read_bytes()
         except OSError:
             raise CacheMiss(f"cache entry {entry.key[:12]} vanished") from None
+        sbom = _sbom_field(entry.manifest)
+        sbom_dest = zip_dest.with_name(f"{stem}{SBOM_SUFFIX}")
         if entry.manifest.get("zip") != zip_dest.name:  # same content restored under another name
             renamed = {**entry.manifest, "zip": zip_dest.name}
+            if sbom is not None:
+                renamed["sbom"] = {**sbom, "file": sbom_dest.name}
             manifest_bytes = (json.dumps(renamed, indent=2, sort_keys=True) + "\n").encode()
         sha = str(entry.manifest["sha256"])
         zip_same = _same_bytes(zip_dest, entry.zip_path)
+        sbom_same = sbom is None or _same_bytes(sbom_dest, entry.folder / SBOM_NAME)
         try:
             manifest_same = manifest_dest.is_file() and manifest_dest.read_bytes() == manifest_bytes
         except OSError:
             manifest_same = False
-        if zip_same and manifest_same:
+        if zip_same and manifest_same and sbom_same:
             return zip_dest
 
         tmp_zip: Path | None = None
         tmp_manifest: Path | None = None
+        tmp_sbom: Path | None = None
         try:
+            if not sbom_same and sbom is not None:
+                try:
+                    data = (entry.folder / SBOM_NAME).read_bytes()
+                except OSError:
+                    raise CacheMiss(f"cache entry {entry.key[:12]} vanished") from None
+                if hashlib.sha256(data).hexdigest() != sbom.get("sha256"):
+                    self._discard(entry.key, lambda: self._valid(entry.key) is None)
+                    raise CacheMiss(f"cache entry {entry.key[:12]} is corrupted; removed it")
+                tmp_sbom = self._temp_in(out_dir, stem, ".cdx.json.tmp")
+                _write_durable(tmp_sbom, data)
+                os.chmod(tmp_sbom, 0o644)
             if not zip_same:
                 tmp_zip = self._temp_in(out_dir, stem, ".zip.tmp")
                 try:
@@ -207,10 +242,10 @@ class BuildCache(_Store):
                 tmp_manifest = self._temp_in(out_dir, stem, ".manifest.json.tmp")
                 _write_durable(tmp_manifest, manifest_bytes)
                 os.chmod(tmp_manifest, 0o644)
-            put_pair(tmp_zip, zip_dest, tmp_manifest, manifest_dest)
-            tmp_zip = tmp_manifest = None
+            put_pair(tmp_zip, zip_dest, tmp_manifest, manifest_dest, [(tmp_sbom, sbom_dest)])
+            tmp_zip = tmp_manifest = tmp_sbom = None
         finally:
-            for leftover in (tmp_zip, tmp_manifest):
+            for leftover in (tmp_zip, tmp_manifest, tmp_sbom):
                 if leftover is not None:
                     leftover.unlink(missing_ok=True)
         return zip_dest

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 from builder import interrupts, paths
 from builder.artifact import pack
 from builder.artifact.manifest import manifest_path
+from builder.artifact.sbom import SbomInputs, SourceRef
 from builder.cache import keys, noop, store
 from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
@@ -114,6 +116,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             secret_ids=tuple(secrets.secret_ids_used(recipe, given.host)),
             indexes=tuple(secrets.index_key(recipe, given.host)),
             volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted),
+            installer=target.installer,
         )
     digests = inputs.source_digests
     key = inputs.key
@@ -203,7 +206,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         with phases.phase("pack"):
             zip_path, manifest = pack.package(
                 ctx.stage, deps_out, stem, manifest_meta(ctx), include=recipe.include, exclude=recipe.exclude,
-                max_unzipped=limits.UNZIPPED_MAX,
+                max_unzipped=limits.UNZIPPED_MAX, sbom=sbom_inputs(ctx),
             )
         step_seconds = container.exec_seconds
         with phases.phase("cache store"):
@@ -231,6 +234,17 @@ def _warnings(inputs: Inputs, options: BuildOptions) -> tuple[str, ...]:
     found = inputs.requirements
     warning = unpinned_warning(found) if found is not None and not options.refresh else None
     return (warning,) if warning else ()
+
+
+def sbom_inputs(ctx: BuildContext) -> SbomInputs:
+    """What the SBOM knows from the build itself: the installer's report and the compiled sources."""
+    refs = []
+    for src in ctx.recipe.sources:
+        path = None
+        if src.path is not None:
+            path = os.path.relpath(src.path, ctx.recipe.folder)
+        refs.append(SourceRef(src.name, ctx.source_digests.get(src.name, ""), src.url, src.pypi, path))
+    return SbomInputs(dict(ctx.provenance), tuple(refs), ctx.target.installer)
 
 
 def _settle(sweeping: Future[int]) -> None:

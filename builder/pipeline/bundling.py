@@ -293,3 +293,31 @@ def owning_packages(container: Container, paths: Sequence[str]) -> dict[str, str
         if sep and path.strip() in aliases:
             found.setdefault(aliases[path.strip()], package.split(":")[0].split(",")[0].strip())
     return found
+
+
+VERSIONS = r"""
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='${{Package}} ${{Version}} ${{Architecture}}\n' {names} 2>/dev/null || true
+elif command -v rpm >/dev/null 2>&1; then
+  rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}} %{{ARCH}}\n' {names} 2>/dev/null || true
+fi
+"""
+
+
+def package_versions(container: Container, packages: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """package (as owning_packages names it: a dpkg name, or an rpm NEVRA) -> (version, arch), for
+    the SBOM; one exec. A package installed for two architectures (multiarch) keeps the first."""
+    wanted = sorted({p for p in packages if p})
+    if not wanted:
+        return {}
+    script = VERSIONS.format(names=" ".join(shlex.quote(p) for p in wanted))
+    found: dict[str, tuple[str, str]] = {}
+    for line in container.run(script, step="package versions", quiet=True, max_output=None).splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        name, version, arch = parts
+        for asked in wanted:  # rpm was asked by NEVRA, and answers by name
+            if asked == name or asked.startswith(f"{name}-{version}"):
+                found.setdefault(asked, (version, arch))
+    return found

@@ -36,6 +36,7 @@ PREFIX = "/lb/prefix"
 PYSRC = "/lb/py"
 REQS = "/lb/reqs"  # requirement files (recipe.requirements), under neutral names
 STAGE = "/lb/stage"
+REPORTS = "/lb/report"  # the installers' provenance files (for the SBOM), never packed
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
 
@@ -58,6 +59,7 @@ class BuildContext:
     secret_env: dict[str, str] = field(default_factory=dict)  # variables naming those files (paths only)
     source_auth: dict[str, str] = field(default_factory=dict, repr=False)  # source name -> Authorization
     git: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # requirement -> (repo, ref, commit)
+    provenance: dict[str, str] = field(default_factory=dict)  # installer report file name -> text (SBOM)
 
     @property
     def recipe(self) -> Recipe:
@@ -147,11 +149,47 @@ PARALLEL_CC = "lambda_builder_parallel_cc"
 WHEELS_SCRIPT = f"{HOOKS}/lambda_builder_wheels.py"
 
 
+UV_SITE = f"{HOOKS}/uv-site"  # on uv's PYTHONPATH: a sitecustomize that starts parallel_cc
+UV_REQUIREMENTS = f"{HOOKS}/uv-requirements.txt"
+UV_VERSION = "0.13.9"
+# the Linux wheels of uv UV_VERSION (x86_64 and aarch64, glibc and musl): pip takes the one that fits
+UV_HASHES = (
+    "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",  # manylinux_2_17_x86_64
+    "2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25",  # musllinux_1_1_x86_64
+    "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",  # manylinux_2_17_aarch64
+    "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375",  # manylinux_2_28_aarch64
+)
+
+# uv builds sdists in virtual environments of its own, which read no .pth of the image's
+# site-packages: PYTHONPATH reaches them, so the hook starts from a sitecustomize there, which then
+# runs the interpreter's own sitecustomize (Debian's) that it shadows
+UV_SITECUSTOMIZE = f"""\
+import importlib.machinery, importlib.util, os, sys
+_name = "{PARALLEL_CC}"
+if _name not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(_name, "{HOOKS}/{PARALLEL_CC}.py")
+    if _spec is not None and _spec.loader is not None:
+        _module = importlib.util.module_from_spec(_spec)
+        sys.modules[_name] = _module
+        _spec.loader.exec_module(_module)
+        _module.install()
+_here = os.path.dirname(os.path.abspath(__file__))
+_next = importlib.machinery.PathFinder.find_spec(
+    "sitecustomize", [p for p in sys.path if os.path.abspath(p or ".") != _here]
+)
+if _next is not None and _next.loader is not None:
+    _next.loader.exec_module(importlib.util.module_from_spec(_next))
+"""
+
+
 def container_files() -> dict[str, bytes]:
     """Files every build container starts with (put in with the CA bundle, no extra round trip)."""
+    hashes = " ".join(f"--hash=sha256:{h}" for h in UV_HASHES)
     return {
         f"{HOOKS}/{PARALLEL_CC}.py": (RESOURCES / "parallel_cc.py").read_bytes(),
         WHEELS_SCRIPT: Path(wheels.__file__).read_bytes(),
+        f"{UV_SITE}/sitecustomize.py": UV_SITECUSTOMIZE.encode(),
+        UV_REQUIREMENTS: f"uv=={UV_VERSION} {hashes}\n".encode(),
     }
 
 
@@ -208,6 +246,28 @@ def _invocation(case: Invocation) -> dict[str, Any]:
     if case.handler is not None:
         entry["handler"] = case.handler
     return entry
+
+
+def uv_env(ctx: BuildContext) -> dict[str, str]:
+    """pip's environment (compile flags, jobs, toolchain; the bootstrap's pip uses its index) plus
+    uv's own: its indexes, its cache keyed as pip's wheel cache is, copies out of the cache volume
+    (another filesystem than the stage), never a Python of its own, and the hook on PYTHONPATH."""
+    env = pip_env(ctx)  # the indexes: the uv step reads them from pip's config on the secrets tmpfs
+    if "PIP_NO_CACHE_DIR" in env:
+        env["UV_NO_CACHE"] = "1"
+    else:
+        # uv reuses the wheels it built from sdists (pip 23 does not for --no-binary: pipeline/
+        # built_wheels.py), so its cache is keyed by all a built wheel depends on, as those are
+        inputs = json.dumps(built_wheel_inputs(ctx, env), sort_keys=True, default=str)
+        env["UV_CACHE_DIR"] = f"{CACHE}/uv/{hashlib.sha256(inputs.encode()).hexdigest()[:16]}"
+    env.update(
+        UV_LINK_MODE="copy",
+        UV_NO_PROGRESS="1",
+        UV_PYTHON_DOWNLOADS="never",
+        UV_HTTP_TIMEOUT="120",  # seconds; a busy machine or a slow proxy
+        PYTHONPATH=f"{UV_SITE}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else UV_SITE,
+    )
+    return env
 
 
 def manifest_meta(ctx: BuildContext) -> dict[str, Any]:

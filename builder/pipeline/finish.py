@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from builder.artifact.manifest import load_manifest, manifest_path
+from builder.artifact.sbom import sbom_path
 from builder.cache import noop
 from builder.cache.store import BuildCache
 from builder.engine import images
@@ -28,6 +29,7 @@ def stamp_noop(argv: Sequence[str] | None, result: BuildResult, *, quiet: bool, 
         return  # a git branch can move with nothing here changing: every run asks the repository
     inputs = result.inputs
     zip_path = result.zip_path.absolute()
+    sbom = sbom_path(zip_path)  # a deleted SBOM makes the next run restore it (full CLI, cache hit)
     noop.record(
         argv,
         recipes={inputs.recipe_path: inputs.recipe_digest},
@@ -36,7 +38,7 @@ def stamp_noop(argv: Sequence[str] | None, result: BuildResult, *, quiet: bool, 
         tool=inputs.tool,
         images=seen_images(),
         pull_skip_until=images.pull_skip_until(),
-        outputs=[str(zip_path), str(manifest_path(zip_path))],
+        outputs=[str(zip_path), str(manifest_path(zip_path)), *([str(sbom)] if sbom.is_file() else [])],
         zip_path=str(result.zip_path),
         key=result.key,
         quiet=quiet,

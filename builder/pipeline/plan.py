@@ -19,10 +19,13 @@ from builder.errors import UserError
 from builder.pipeline import cross
 from builder.pipeline.context import PREFIX
 from builder.pipeline.secrets import BuildSecrets
-from builder.recipe.model import Recipe
+from builder.recipe.model import Installer, Recipe
 from builder.runtimes import DEBIAN, RUNTIMES, Runtime
 
 Log = Callable[[str], None]
+
+# pip or uv when neither --installer nor the recipe says: see README "Installers" for the measurements
+DEFAULT_INSTALLER: Installer = "pip"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class BuildOptions:
     step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
     engines: tuple[tuple[str, str], ...] = ()  # --engine ARCH=ENGINE, over the environment and settings file
     secrets: BuildSecrets = field(default_factory=BuildSecrets)  # --secret, --ssh, the host pip setup
+    installer: Installer | None = None  # --installer, over the recipe's python.installer
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class Target:
     runtime_image: str | None  # the image the artifact is tested in; None with a custom build image
     policy: Policy  # what the artifact is audited against (fails the build)
     lambda_policy: Policy  # Lambda's own, for the manifest's lambda_compatible
+    installer: Installer = "pip"  # what installs the Python requirements
+
 
     @property
     def cross(self) -> bool:
@@ -106,6 +112,7 @@ def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildO
         runtime_image=None if image.family == "custom" else runtime_image_name(runtime, arch, image),
         policy=audit_policy(recipe, runtime, arch, image),
         lambda_policy=policy_for_runtime(runtime.name, arch),
+        installer=options.installer or recipe.python.installer or DEFAULT_INSTALLER,
     )
 
 

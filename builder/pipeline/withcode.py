@@ -7,6 +7,8 @@ zip's members copied as they are plus the code files (`artifact.code`). Must not
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +16,9 @@ from typing import Any
 
 from builder.artifact.code import CodeFile, code_prefix, collect_code, raw_members
 from builder.artifact.pack import _matches, write_artifact
+from builder.artifact.sbom import for_repacked, sbom_path
 from builder.artifact.zipwrite import Member
+from builder.cache.folders import SBOM_NAME
 from builder.pipeline.plan import BuildRequest
 from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import ALWAYS_EXCLUDED, Recipe
@@ -22,7 +26,9 @@ from builder.runtimes import RUNTIMES
 from builder.ship import limits
 
 Log = Callable[[str], None]
-_WRITTEN = frozenset({"schema", "zip", "sha256", "source_code_hash", "zipped_size", "unzipped_size", "contents"})
+_WRITTEN = frozenset(
+    {"schema", "zip", "sha256", "source_code_hash", "zipped_size", "unzipped_size", "contents", "sbom"}
+)
 
 
 def code_files(recipe: Recipe, runtime_name: str, out: Path) -> list[CodeFile]:
@@ -76,4 +82,13 @@ def pack_with_code(
     meta["recipe_sha256"] = recipe_sha256(recipe)
     meta["dependencies"] = {"sha256": deps_manifest["sha256"], "files": len(deps)}
     meta["code"] = {"path": os.path.relpath(code.path, recipe.folder), "files": len(files)}
-    return write_artifact(members, out, stem, meta, max_unzipped=limits.UNZIPPED_MAX)
+    # the dependencies' SBOM (beside their zip, or in their cache entry), made to describe this zip
+    sbom_for = None
+    pointer = deps_manifest.get("sbom")
+    if isinstance(pointer, dict):
+        for candidate in (sbom_path(deps_zip), deps_zip.with_name(SBOM_NAME)):
+            if candidate.is_file():
+                document = json.loads(candidate.read_text())
+                sbom_for = functools.partial(for_repacked, document)
+                break
+    return write_artifact(members, out, stem, meta, max_unzipped=limits.UNZIPPED_MAX, sbom_for=sbom_for)

@@ -381,6 +381,7 @@ def from_data(path: Path, data: dict[str, Any]) -> Recipe:
             build_isolation=bool(python.get("build_isolation", True)),
             index_url=python.get("index_url"),
             extra_index_urls=_tuple(python.get("extra_index_urls")),
+            installer=python.get("installer"),
         ),
         environment=env,
         include=_tuple(data.get("include")),

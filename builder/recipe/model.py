@@ -15,6 +15,7 @@ from typing import Literal
 
 Layout = Literal["function", "layer"]
 Mode = Literal["auto", "emulate", "cross"]
+Installer = Literal["pip", "uv"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class PythonSpec:
     build_isolation: bool = True  # False: pip --no-build-isolation (build deps from the image)
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
+    installer: Installer | None = None  # None: --installer, else the tool's default
 
 
 @dataclass(frozen=True)

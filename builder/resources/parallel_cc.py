@@ -127,6 +127,9 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 # pip's random folders: the isolated build requirements, and where an sdist is unpacked
 _PIP_FOLDER = re.compile(r"^(.*?/pip-(?:build-env|install|req-build|wheel)-[^/]+)(/[^/]+)?")
+# uv's: its build environments (CACHE/builds-v0/.tmpXXXX) and unpacked sdists (CACHE/sdists-vN/...)
+_UV_BUILD_ENV = re.compile(r"^(.*?/builds-v\d+/\.tmp[^/]+)")
+_UV_SDIST = re.compile(r"^.*?/sdists-v\d+/.+")
 
 
 def build_path_maps() -> list[tuple[str, str]]:
@@ -135,6 +138,13 @@ def build_path_maps() -> list[tuple[str, str]]:
     sdist compiled twice differs in its bytes and build id."""
     maps: dict[str, str] = {}
     for entry in [*sys.path, os.getcwd()]:
+        uv_env = _UV_BUILD_ENV.match(entry)
+        if uv_env is not None:
+            maps.setdefault(uv_env.group(1), "/lb/uv-build-env")
+            continue
+        if entry == os.getcwd() and _UV_SDIST.match(entry):
+            maps.setdefault(entry, "/lb/uv-src")
+            continue
         found = _PIP_FOLDER.match(entry)
         if found is None:
             continue

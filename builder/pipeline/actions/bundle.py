@@ -16,7 +16,7 @@ from builder.artifact.policy import Policy
 from builder.artifact.repair import check_versions, plan_repair
 from builder.artifact.resolvers import default_lib_dirs
 from builder.errors import BuildFailed
-from builder.pipeline.bundling import ContainerResolver
+from builder.pipeline.bundling import ContainerResolver, package_versions
 from builder.pipeline.context import PREFIX, STAGE, BuildContext
 
 PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
@@ -74,11 +74,14 @@ class RepairAndAudit:
             apply_repair(plan, ctx.stage)
             # the guess asked dpkg/rpm for its libraries beside the walk: mostly answered already
             packages = resolver.owners([b.source for b in plan.bundled])
+            versions = package_versions(ctx.container, list(packages.values()))  # for the SBOM
             ctx.manifest["bundled_libraries"] = [
                 {
                     "soname": b.soname,
                     "from": b.source,
                     "package": packages.get(b.source, ""),
+                    "package_version": versions.get(packages.get(b.source, ""), ("", ""))[0],
+                    "package_arch": versions.get(packages.get(b.source, ""), ("", ""))[1],
                     "needed_by": list(b.needed_by),
                 }
                 for b in sorted(plan.bundled, key=lambda b: b.soname)

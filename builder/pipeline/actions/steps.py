@@ -19,35 +19,28 @@ from pathlib import Path
 from builder.engine import private
 from builder.engine.container import Container
 from builder.errors import BuildFailed, UserError
-from builder.pipeline import built_wheels
+from builder.pipeline.actions.install import PipInstall
 from builder.pipeline.context import (
     CACHE,
     PREFIX,
-    PYSRC,
-    REQS,
     SRC,
     STAGE,
     WHEELS_SCRIPT,
     Action,
     BuildContext,
     Log,
-    built_wheel_inputs,
-    pip_env,
 )
 from builder.pipeline.scripts import (
     COLLECT,
     PATH_PREFIX,
-    PIP_CACHE_LINKS,
     STRIP,
     detect_and_check,
-    hook_script,
     packages_for,
     prune_script,
 )
-from builder.pipeline.secrets import SECRETS_DIR, pinned
+from builder.pipeline.secrets import SECRETS_DIR
 from builder.recipe import sources
-from builder.recipe.model import Recipe, Source, is_local_project
-from builder.tarsafe import tar_bytes, tar_from_dir
+from builder.recipe.model import Recipe, Source
 
 SNAPSHOT_LABEL = "org.lambda-builder.packages-on"  # the build image a package snapshot extends
 APT_ARCHIVES = f"{CACHE}/apt/archives"
@@ -132,110 +125,6 @@ class BuildSource:
                 env=ctx.env,
                 workdir=f"{SRC}/{src.name}",
             )
-
-
-@dataclass(frozen=True)
-class PipInstall:
-    name: str = "pip install"
-
-    def run(self, ctx: BuildContext) -> None:
-        spec = ctx.recipe.python
-        found = ctx.requirements
-        if not spec.requirements and found is None:
-            return
-        if ctx.runtime.python is None:
-            raise UserError(
-                f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
-                hint="use a python3.x runtime, or drop python.requirements",
-            )
-        args: list[str] = []
-        for i, req in enumerate(spec.requirements):
-            if is_local_project(req):
-                dest = f"{PYSRC}/{i}"
-                tar = tar_from_dir(Path(req), str(i), exclude=sources.SKIP_NAMES)
-                with tar:
-                    ctx.container.put_tar(PYSRC, tar.read())
-                args.append(dest)
-            else:
-                args.append(pinned(req, *ctx.git[req]) if req in ctx.git else req)
-        if found is not None:  # the files as read for the key, under neutral names (-r/-c rewritten)
-            ctx.container.put_tar(REQS, tar_bytes({name: (text.encode(), 0o644) for name, text in found.files}))
-            for root in found.roots:
-                args += ["-r", f"{REQS}/{root}"]
-        with private.present(ctx.container, SECRETS_DIR, ctx.secret_files):
-            self._install(ctx, args)
-
-    def _install(self, ctx: BuildContext, args: list[str]) -> None:
-        spec = ctx.recipe.python
-        if ctx.target.cross:
-            self._cross(ctx, args)
-            return
-        env = pip_env(ctx)
-        prebuilt = built_wheels.plan(
-            args, spec.build_from_source, python=ctx.python, cache_root=f"{CACHE}/built-wheels",
-            key_inputs=built_wheel_inputs(ctx, env), isolation=spec.build_isolation,
-        )  # fmt: skip
-        options = ["--no-compile", "--target", ctx.target_dir, "--only-binary=:all:"]
-        if prebuilt.no_binary:
-            # --use-pep517: Debian's pip would otherwise fall back to the deprecated `setup.py install`
-            options += ["--no-binary=" + ",".join(prebuilt.no_binary), "--use-pep517"]
-        if not spec.build_isolation:
-            options.append("--no-build-isolation")
-        command = [ctx.python, "-m", "pip", "install", *options]
-        # wheel paths are `$(ls folder/*.whl)`: for the shell to expand, so not quoted
-        words = [a if a.startswith("$(ls ") else shlex.quote(a) for a in prebuilt.args]
-        script = f"{PATH_PREFIX}{hook_script(ctx.python)}{prebuilt.script}\n{shlex.join(command)} {' '.join(words)}"
-        ctx.container.run(script, step=self.name, env=env, workdir="/")
-
-    def _cross(self, ctx: BuildContext, args: list[str]) -> None:
-        """Local projects become target wheels with the cross toolchain (their build requirements
-        must be in the build image: no isolation, as pip cannot run target build backends); then
-        every requirement installs as a target wheel, picked by platform tags."""
-        spec = ctx.recipe.python
-        if spec.build_from_source:
-            raise UserError(
-                f"{ctx.recipe.path}: python.build_from_source cannot be cross-compiled soundly",
-                hint="use --mode emulate (or auto, which picks it) for this recipe",
-            )
-        machine = "aarch64" if ctx.arch == "arm64" else "x86_64"
-        wheels = "/lb/wheels"
-        local = [a for a in args if a.startswith(PYSRC)]
-        if local:
-            build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", wheels, *local]
-            script = PATH_PREFIX + hook_script(ctx.python) + shlex.join(build)
-            ctx.container.run(script, step="pip wheel (cross)", env=pip_env(ctx))
-        names = [a for a in args if not a.startswith(PYSRC)]  # "-r", "/lb/reqs/0.txt" pairs stay together
-        platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
-        options = [
-            "--no-compile",
-            "--target",
-            ctx.target_dir,
-            "--only-binary=:all:",
-            *platforms,
-            "--implementation",
-            "cp",
-            "--python-version",
-            str(ctx.runtime.python),
-            "--find-links",
-            wheels,
-        ]
-        wheel_glob = f"{wheels}/*.whl" if local else ""
-        command = shlex.join([ctx.python, "-m", "pip", "install", *options, *names])
-        ctx.container.run(
-            f"mkdir -p {wheels}\n{PATH_PREFIX}{PIP_CACHE_LINKS}{command} {wheel_glob}", step=self.name, env=pip_env(ctx)
-        )
-
-
-def manylinux_platforms(glibc: str, machine: str) -> list[str]:
-    """Every platform tag a wheel for `machine` may carry and still load on `glibc`, most specific
-    first: pip (23.0 in the build image) does not widen `--platform manylinux_2_26_aarch64` to the
-    older tags most of PyPI's wheels carry (manylinux_2_17 / manylinux2014), so all are named."""
-    major, minor = (int(part) for part in glibc.split(".")[:2])
-    lowest = 17 if machine == "aarch64" else 5  # manylinux starts at glibc 2.17 on aarch64
-    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, lowest - 1, -1)]
-    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
-    tags += [f"{name}_{machine}" for name, need in legacy.items() if lowest <= need <= minor]
-    return [*tags, f"linux_{machine}"]
 
 
 @dataclass(frozen=True)
