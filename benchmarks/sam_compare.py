@@ -324,7 +324,11 @@ def ensure_lb() -> Path:
 
 
 def lb_env(cache_dir: Path) -> dict[str, str]:
-    return {**os.environ, "LAMBDA_BUILDER_CACHE_DIR": str(cache_dir), "LAMBDA_BUILDER_IMAGES": "local"}
+    # a cache volume of this run's own (LAMBDA_BUILDER_CACHE_VOLUME): other builds on the engine
+    # neither warm it nor hold it in use, so --fresh-engine can remove it before each cold build
+    volume = f"lb-bench-{cache_dir.parent.name}-{cache_dir.name}"
+    return {**os.environ, "LAMBDA_BUILDER_CACHE_DIR": str(cache_dir), "LAMBDA_BUILDER_IMAGES": "local",
+            "LAMBDA_BUILDER_CACHE_VOLUME": volume}
 
 
 def lb_build(
@@ -371,7 +375,7 @@ def fresh_engine(client: Any, cache_dir: Path) -> list[str]:
         for tag in image.tags:
             client.images.remove(tag, force=True)
             removed.append(tag)
-    for volume in client.volumes.list(filters={"name": "lambda-builder-cache-"}):
+    for volume in client.volumes.list(filters={"name": lb_env(cache_dir)["LAMBDA_BUILDER_CACHE_VOLUME"]}):
         try:
             volume.remove(force=True)
             removed.append(f"volume {volume.name}")
@@ -564,6 +568,8 @@ def main() -> None:
             report(sam_side, lb_side, f"aws-sam-cli {sam_version}, aws-lambda-builders {lambda_builders}",
                    image_seconds, args.noop_runs, job, args.fresh_engine)
     finally:
+        for volume in client.volumes.list(filters={"name": f"lb-bench-{work.name}-"}):
+            volume.remove(force=True)
         left = leftover_containers(client)
         for container in left:
             container.remove(force=True)

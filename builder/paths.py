@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
+
+from builder.errors import UserError
 
 
 def cache_dir() -> Path:
@@ -20,6 +23,19 @@ def cache_dir() -> Path:
     path = Path(explicit) if explicit else Path(platformdirs.user_cache_dir("lambda-builder"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_volume(arch: str) -> str:
+    """The engine's named volume of download and compiler caches (pip, ccache, built wheels, .debs)
+    for `arch`; LAMBDA_BUILDER_CACHE_VOLUME names another, for a CI job or a benchmark that must
+    not share what other builds on the engine left there."""
+    base = os.environ.get("LAMBDA_BUILDER_CACHE_VOLUME") or "lambda-builder-cache"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", base):
+        raise UserError(
+            f"LAMBDA_BUILDER_CACHE_VOLUME={base!r} is not a volume name",
+            hint="letters, digits, '_', '.', '-', starting with a letter or digit",
+        )
+    return f"{base}-{arch}"
 
 
 @contextmanager

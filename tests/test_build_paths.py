@@ -28,3 +28,16 @@ def test_no_pip_folder_no_map(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     parallel_cc.map_build_paths()
     assert parallel_cc.build_path_maps() == []
     assert "CPPFLAGS" not in __import__("os").environ
+
+
+def test_cache_volume_is_per_arch_and_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder import paths
+    from builder.errors import UserError
+
+    monkeypatch.delenv("LAMBDA_BUILDER_CACHE_VOLUME", raising=False)
+    assert paths.cache_volume("arm64") == "lambda-builder-cache-arm64"
+    monkeypatch.setenv("LAMBDA_BUILDER_CACHE_VOLUME", "ci-job-7")
+    assert paths.cache_volume("x86_64") == "ci-job-7-x86_64"
+    monkeypatch.setenv("LAMBDA_BUILDER_CACHE_VOLUME", "../etc")
+    with pytest.raises(UserError, match="LAMBDA_BUILDER_CACHE_VOLUME"):
+        paths.cache_volume("x86_64")

@@ -139,7 +139,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         purpose=f"{recipe.name}-{arch}",
         log=log,
         # --no-cache means from scratch: no shared pip/ccache volume either
-        volumes={f"lambda-builder-cache-{image.arch}": CACHE} if options.use_cache else {},
+        volumes={paths.cache_volume(image.arch): CACHE} if options.use_cache else {},
         files=container_files(),
         step_timeout=options.step_timeout or recipe.timeout,
         private=secrets.SECRETS_DIR if secret_files.needed else None,
