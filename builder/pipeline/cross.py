@@ -207,6 +207,9 @@ def pipeline_environment(
     env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include " + " ".join(f"-I{r}/include" for r in roots)
     if deps:
         env["PKG_CONFIG_LIBDIR"] += f":{deps}/lib/pkgconfig:{deps}/share/pkgconfig"
+    # pkgconf counts LIBRARY_PATH's folders (the prefixes, for gcc) as system ones and drops their
+    # -L/-I from --libs/--cflags; zig ignores LIBRARY_PATH, so it needs them
+    env["PKG_CONFIG_ALLOW_SYSTEM_LIBS"] = env["PKG_CONFIG_ALLOW_SYSTEM_CFLAGS"] = "1"
     triple = GNU_TRIPLE[target_arch]
     env["CC"], env["CXX"] = f"{CROSS_BIN}/{triple}-gcc", f"{CROSS_BIN}/{triple}-g++"
     python_env: dict[str, str] = {
