@@ -206,14 +206,23 @@ def build(
 @click.option("--image", default=None, help="Runtime image to test in instead of the default.")
 @click.option("--command", "command", default=None, help="Run this instead of the recipe's tests.")
 @click.option("--engine", "engine_flags", multiple=True, metavar="ARCH=ENGINE", help=ENGINE_HELP)
-def test_cmd(zips: tuple[Path, ...], image: str | None, command: str | None, engine_flags: tuple[str, ...]) -> None:
+@click.option(
+    "--allow-incompatible", is_flag=True, help="Files Lambda's loader would refuse are a warning, not a failure."
+)
+def test_cmd(
+    zips: tuple[Path, ...], image: str | None, command: str | None, engine_flags: tuple[str, ...],
+    allow_incompatible: bool,
+) -> None:
     """Unpack ZIP into a clean runtime container (on its architecture's engine) and run the recipe's tests there."""
     from builder.engine.engines import parse_flags
     from builder.ship.smoke import test_zip
 
     flags = parse_flags(engine_flags)
     for zip_path in zips:
-        test_zip(zip_path, image=image, command=command, log=click.echo, engine_flags=flags)
+        test_zip(
+            zip_path, image=image, command=command, log=click.echo, engine_flags=flags,
+            allow_incompatible=allow_incompatible,
+        )
 
 
 @cli.command("invoke")

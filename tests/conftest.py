@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -94,6 +95,14 @@ def run_cli(
         cwd=cwd or ROOT,
         timeout=1800,
     )
+
+
+def run_test_cli(zip_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`lambda-builder test ZIP`; a zip its manifest says would not load on Lambda (built on Debian's
+    newer glibc) gets --allow-incompatible: the tests calling this are about the runtime image."""
+    manifest = json.loads(zip_path.with_name(zip_path.name[: -len(".zip")] + ".manifest.json").read_text())
+    allow = ["--allow-incompatible"] if manifest.get("audit", {}).get("lambda_compatible") is False else []
+    return run_cli("test", str(zip_path), *allow, *args)
 
 
 def our_containers() -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from builder.artifact import elf
 from builder.engine import emulation
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, run_cli, run_test_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.arm64]
 
@@ -31,7 +31,7 @@ def test_arm64_both_ways_loads_in_clean_arm64_runtime(
     assert built.returncode == 0, built.stdout + built.stderr
     zip_path = out / "greet-1.0.0-python3.11-arm64.zip"
     assert _elf_arches(zip_path, tmp_path / "unpacked") == {"arm64"}
-    tested = run_cli("test", str(zip_path))
+    tested = run_test_cli(zip_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "hello, lambda" in tested.stdout and "runtime:bookworm-arm64" in tested.stdout
 

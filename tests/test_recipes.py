@@ -15,6 +15,7 @@ each, so their arm64 builds are left to manual runs (all three passed in the arm
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 from builder.artifact import elf
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_test_cli
 
 pytestmark = pytest.mark.docker
 RECIPES = ROOT / "recipes"
@@ -98,10 +99,25 @@ def build_recipe(local_images: dict[str, str], tmp_path_factory: pytest.TempPath
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recipe_passes_its_tests_in_clean_runtime(name: str, build_recipe: Callable[[str], Built]) -> None:
     built = build_recipe(name)
-    result = run_cli("test", str(built.zip_path))
+    result = run_test_cli(built.zip_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert EXPECTED[name][1] in result.stdout, result.stdout
     assert "tests passed" in result.stdout
+
+
+def test_debian_libpq_zip_fails_test_with_the_loaders_words(build_recipe: Callable[[str], Built]) -> None:
+    """Issue 16: bookworm's libpq needs glibc 2.33/2.34; Lambda's python3.11 has 2.26. The Debian
+    runtime image would load it, so `test` says what Lambda's loader would, file by file."""
+    built = build_recipe("psycopg2")
+    assert built.manifest["audit"]["lambda_compatible"] is False
+    result = run_cli("test", str(built.zip_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(
+        r"^  /lib64/libc\.so\.6: version `GLIBC_2\.3[34]' not found \(required by /var/task/lib/libpq\.so\.5\)$",
+        result.stderr,
+        re.M,
+    ), result.stderr
+    assert "would not load on Lambda python3.11 (x86_64)" in result.stderr and "Traceback" not in result.stderr
 
 
 def _audit(built: Built) -> dict[str, Any]:
@@ -199,7 +215,7 @@ def test_arm64_recipe_passes_its_tests_in_clean_arm64_runtime(name: str, build_a
     built = build_arm64(name)
     # neither can be cross-compiled soundly: arm64 apt packages / a pybind11 project built in isolation
     assert (built.manifest["arch"], built.manifest["mode"]) == ("arm64", "emulate")
-    result = run_cli("test", str(built.zip_path))
+    result = run_test_cli(built.zip_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert EXPECTED[name][1] in result.stdout, result.stdout
     assert "tests passed in lambda-builder/runtime:bookworm-arm64" in result.stdout, result.stdout

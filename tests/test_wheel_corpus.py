@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, run_cli, run_test_cli
 
 pytestmark = pytest.mark.docker
 
@@ -63,5 +63,5 @@ def test_wheel_corpus_loads_and_works_in_clean_runtime(
         manifest = json.loads(zip_path.with_name(zip_path.name[: -len(".zip")] + ".manifest.json").read_text())
         assert manifest["mode"] == ("native" if arch == "x86_64" else "cross"), zip_path.name
         assert _prebuilt_records_hold(zip_path) > 0, f"{zip_path.name}: no prebuilt wheel files checked"
-        tested = run_cli("test", str(zip_path))
+        tested = run_test_cli(zip_path)
         assert tested.returncode == 0, f"{zip_path.name}:\n{tested.stdout[-3000:]}{tested.stderr[-3000:]}"

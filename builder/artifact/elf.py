@@ -67,6 +67,8 @@ class ElfInfo:
     elf_class: int = 64
     # Every required version (prefix -> all versions seen), for a full picture in audits.
     all_versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # (needed file, version name) in .gnu.version_r order: the order ld.so checks them in
+    version_needs: tuple[tuple[str, str], ...] = ()
 
     @property
     def loadable(self) -> bool:
@@ -114,7 +116,9 @@ def _dynamic_tags(elf: ELFFile) -> tuple[str | None, list[str], list[str], list[
     return soname, needed, rpath, runpath, True
 
 
-def _required_versions(elf: ELFFile) -> tuple[dict[str, str], dict[str, str], dict[str, tuple[str, ...]]]:
+def _required_versions(
+    elf: ELFFile,
+) -> tuple[dict[str, str], dict[str, str], dict[str, tuple[str, ...]], tuple[tuple[str, str], ...]]:
     """Highest required version per prefix, one symbol needing it, and every version seen.
 
     .gnu.version_r lists the versions; .gnu.version maps each .dynsym entry to a version
@@ -122,11 +126,13 @@ def _required_versions(elf: ELFFile) -> tuple[dict[str, str], dict[str, str], di
     """
     verneed = next((s for s in elf.iter_sections() if isinstance(s, GNUVerNeedSection)), None)
     if verneed is None:
-        return {}, {}, {}
+        return {}, {}, {}, ()
     by_index: dict[int, tuple[str, str]] = {}
     seen: dict[str, set[str]] = {}
-    for _need, auxiliaries in verneed.iter_versions():
+    needs: list[tuple[str, str]] = []
+    for need, auxiliaries in verneed.iter_versions():
         for aux in auxiliaries:
+            needs.append((str(need.name), str(aux.name)))
             match = _VERSION_RE.match(aux.name)
             if match:
                 prefix, number = match.group(1), match.group(2)
@@ -154,7 +160,7 @@ def _required_versions(elf: ELFFile) -> tuple[dict[str, str], dict[str, str], di
                     break
     ordered = {p: highest[p] for p in VERSION_PREFIXES if p in highest}
     all_versions = {p: tuple(sorted(seen[p], key=version_key)) for p in VERSION_PREFIXES if p in seen}
-    return ordered, symbols, all_versions
+    return ordered, symbols, all_versions, tuple(needs)
 
 
 def read_elf(path: Path) -> ElfInfo:
@@ -169,7 +175,7 @@ def read_elf(path: Path) -> ElfInfo:
                 if isinstance(segment, InterpSegment):
                     interpreter = segment.get_interp_name()
             soname, needed, rpath, runpath, has_dynamic = _dynamic_tags(elf)
-            versions, symbols, all_versions = _required_versions(elf)
+            versions, symbols, all_versions, needs = _required_versions(elf)
             elf_class = int(elf.elfclass)
     except (ELFError, OSError, ValueError, KeyError) as exc:
         raise UserError(f"{path}: not a readable ELF file ({exc})") from exc
@@ -188,4 +194,5 @@ def read_elf(path: Path) -> ElfInfo:
         is_dynamic=has_dynamic,
         elf_class=elf_class,
         all_versions=all_versions,
+        version_needs=needs,
     )

@@ -65,10 +65,14 @@ class Inputs:
 
 
 def local_trees(recipe: Recipe) -> list[str]:
-    """The folders (and files) on this machine the build reads: local sources and local projects."""
-    return [str(s.path) for s in recipe.sources if s.path is not None] + [
-        r for r in recipe.python.requirements if is_local_project(r)
-    ]
+    """The folders (and files) on this machine the build reads: local sources and local projects,
+    and the library recipes it uses (their files and local sources)."""
+    used = recipe.libraries()
+    return (
+        [str(s.path) for r in (recipe, *used) for s in r.sources if s.path is not None]
+        + [r for r in recipe.python.requirements if is_local_project(r)]
+        + [str(r.path) for r in used]
+    )
 
 
 def snapshot(

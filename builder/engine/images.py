@@ -38,7 +38,7 @@ from builder.engine.reference import parse_reference, pull_error
 from builder.engine.rootfs import import_rootfs, require_arch_test
 from builder.errors import BuildFailed, EnvironmentProblem, LambdaBuilderError, UserError
 from builder.resources import RESOURCES
-from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
+from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
 from builder.tarsafe import tar_bytes
 
 Kind = Literal["build", "runtime", "cross"]
@@ -104,6 +104,16 @@ def _official(runtime: Runtime, arch: str, kind: Kind, progress: Progress) -> Im
             return found
         image = found
     verify_arch(image, name, arch)
+    return ImageRef(name, image.id, arch, "official")
+
+
+def official_present(runtime_name: str, arch: str) -> ImageRef | None:
+    """The official runtime image when it is already on the engine (never pulled): `test` runs a
+    local-family zip there, under Lambda's own loader, whenever it can."""
+    name = RUNTIMES[runtime_name].official_runtime_image(arch)
+    image = _get(name)
+    if image is None or image.attrs.get("Architecture", "") != DOCKER_ARCH[arch]:
+        return None
     return ImageRef(name, image.id, arch, "official")
 
 

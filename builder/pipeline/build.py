@@ -33,7 +33,7 @@ from builder.cache.inputs import Inputs, snapshot
 from builder.engine import client, emulation, engines, images
 from builder.engine.container import Container, background, sweep_orphans
 from builder.errors import EnvironmentProblem
-from builder.pipeline import secrets
+from builder.pipeline import libraries, secrets
 from builder.pipeline import snapshot as snapshot_packages
 from builder.pipeline.actions import git
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, SystemPackages, native_actions, run_actions
@@ -129,6 +129,16 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
                 recipe.name, runtime.name, arch, hit[0], hit[1], time.monotonic() - started, 0.0, True, inputs,
                 phases.as_dict(), warnings,
             )
+    # the libraries it uses: from the prefix cache, or built now, each in its own container
+    with phases.phase("libraries"):
+        used = libraries.prepare(
+            target,
+            functools.partial(_own_source_digests, log=log, pinned_only=True),
+            downloads_dir(),
+            use_cache=options.use_cache,
+            step_timeout=options.step_timeout,
+            log=log,
+        )
     # a listing the engine answers while this build's container starts
     sweeping = background(functools.partial(sweep_orphans, log))
     log(f"building {recipe.name} for {runtime.name} {arch} ({target.mode}) in {image.name}")
@@ -168,6 +178,8 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             source_auth=auth,
         )
         ctx.manifest["mode"] = target.mode
+        if used:
+            ctx.manifest["libraries"] = [{"name": u.recipe.name, "version": u.recipe.version} for u in used]
         if git_wanted:
             with phases.phase("start container"):
                 container.wait_started()
@@ -198,6 +210,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             container.wait_started()
             if target.toolchain.files is not None:
                 container.put_tar("/", target.toolchain.files)
+            libraries.install(container, used)
         phases.update(run_actions(ctx, [*actions, RepairAndAudit()]))
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = phases.as_dict()  # what ran before packing; pack and store print only
@@ -257,9 +270,21 @@ def _settle(sweeping: Future[int]) -> None:
 
 def source_digests(recipe: Recipe, log: Log, auth: dict[str, str] | None = None) -> dict[str, str]:
     """Each source's content digest, in recipe order: fetched once (from the download cache) and
-    hashed once per build, then used by the artifact key, the prefix key and the manifest."""
+    hashed once per build, then used by the artifact key, the prefix key and the manifest; then
+    `uses:NAME` for each library the recipe uses (its recipe and sources)."""
+    own = functools.partial(_own_source_digests, log=log)
+    # a library's pinned archives are named by their pins: fetched only if it must be built
+    return {**own(recipe, auth=auth), **libraries.content_digests(recipe, functools.partial(own, pinned_only=True))}
+
+
+def _own_source_digests(
+    recipe: Recipe, log: Log, *, pinned_only: bool = False, auth: dict[str, str] | None = None
+) -> dict[str, str]:
     digests = {}
     for src in recipe.sources:
+        if pinned_only and src.url and src.sha256:
+            digests[src.name] = src.sha256
+            continue
         fetched = sources.fetch_source(
             src, downloads_dir(), progress=log, recipe_dir=recipe.folder, authorization=(auth or {}).get(src.name)
         )
@@ -292,7 +317,10 @@ def _prefix_step(ctx: BuildContext, *, reuse: bool) -> RestorePrefix | SavePrefi
         return None
     key = keys.prefix_key(
         recipe_sources_part=keys.sources_canonical(recipe),
-        source_digests_in_order=[ctx.source_digests[src.name] for src in recipe.sources],
+        source_digests_in_order=[
+            *(ctx.source_digests[src.name] for src in recipe.sources),
+            *(digest for name, digest in ctx.source_digests.items() if name.startswith("uses:")),
+        ],
         system_packages=recipe.system_packages,
         environment=ctx.env,
         image_id=ctx.image.id,

@@ -33,6 +33,7 @@ Log = Callable[[str], None]
 
 SRC = "/lb/src"
 PREFIX = "/lb/prefix"
+DEPS = "/lb/deps"  # the prefix of the library recipes a recipe `uses:` (also where they install)
 PYSRC = "/lb/py"
 REQS = "/lb/reqs"  # requirement files (recipe.requirements), under neutral names
 STAGE = "/lb/stage"
@@ -98,19 +99,23 @@ class Action(Protocol):
     def run(self, ctx: BuildContext) -> None: ...
 
 
-def build_env(recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, str] | None = None) -> dict[str, str]:
+def build_env(
+    recipe: Recipe, runtime: Runtime, arch: str, overlay: dict[str, str] | None = None, *, prefix: str = PREFIX
+) -> dict[str, str]:
     """The environment every build step sees: the documented variables, a toolchain overlay (cross
-    mode), then the recipe's own (flags the recipe sets are appended to the overlay's)."""
+    mode), then the recipe's own (flags the recipe sets are appended to the overlay's). The used
+    libraries' prefix (DEPS) is searched after the recipe's own; a library recipe builds into it."""
+    roots = [prefix] if prefix == DEPS else [prefix, DEPS]
     env = {
-        "PREFIX": PREFIX,
+        "PREFIX": prefix,
         "CPU_COUNT": str(os.cpu_count() or 1),
         "ARCH": arch,
         "TARGET": GNU_TRIPLE[arch],
-        "PKG_CONFIG_PATH": f"{PREFIX}/lib/pkgconfig:{PREFIX}/lib64/pkgconfig:{PREFIX}/share/pkgconfig",
-        "CPATH": f"{PREFIX}/include",
-        "LIBRARY_PATH": f"{PREFIX}/lib:{PREFIX}/lib64",
-        "LD_LIBRARY_PATH": f"{PREFIX}/lib:{PREFIX}/lib64",
-        "CMAKE_PREFIX_PATH": PREFIX,
+        "PKG_CONFIG_PATH": ":".join(f"{r}/{d}/pkgconfig" for r in roots for d in ("lib", "lib64", "share")),
+        "CPATH": ":".join(f"{r}/include" for r in roots),
+        "LIBRARY_PATH": ":".join(f"{r}/{d}" for r in roots for d in ("lib", "lib64")),
+        "LD_LIBRARY_PATH": ":".join(f"{r}/{d}" for r in roots for d in ("lib", "lib64")),
+        "CMAKE_PREFIX_PATH": ":".join(roots),
         "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_BREAK_SYSTEM_PACKAGES": "1",

@@ -192,7 +192,7 @@ def scripts_tar(scripts: Mapping[str, str], links: Mapping[str, str] | None = No
 
 
 def pipeline_environment(
-    target_arch: str, glibc: str, python: str | None, prefix: str
+    target_arch: str, glibc: str, python: str | None, prefix: str, deps: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The cross environment as the build pipeline uses it: (every step's env, Python builds' env).
 
@@ -202,8 +202,14 @@ def pipeline_environment(
     it and would then link without a SONAME).
     """
     env = cross_environment(target_arch, glibc, python, "zig", prefix=prefix)
-    env["LDFLAGS"] = f"-L{prefix}/lib -L{prefix}/lib64"
-    env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include -I{prefix}/include"
+    roots = [prefix, *([deps] if deps else [])]  # deps: the prefix of the libraries a recipe uses
+    env["LDFLAGS"] = " ".join(f"-L{r}/{d}" for r in roots for d in ("lib", "lib64"))
+    env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include " + " ".join(f"-I{r}/include" for r in roots)
+    if deps:
+        env["PKG_CONFIG_LIBDIR"] += f":{deps}/lib/pkgconfig:{deps}/share/pkgconfig"
+    # pkgconf counts LIBRARY_PATH's folders (the prefixes, for gcc) as system ones and drops their
+    # -L/-I from --libs/--cflags; zig ignores LIBRARY_PATH, so it needs them
+    env["PKG_CONFIG_ALLOW_SYSTEM_LIBS"] = env["PKG_CONFIG_ALLOW_SYSTEM_CFLAGS"] = "1"
     triple = GNU_TRIPLE[target_arch]
     env["CC"], env["CXX"] = f"{CROSS_BIN}/{triple}-gcc", f"{CROSS_BIN}/{triple}-g++"
     python_env: dict[str, str] = {

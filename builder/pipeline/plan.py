@@ -17,7 +17,7 @@ from builder.engine import client, images
 from builder.engine.images import ImageRef
 from builder.errors import UserError
 from builder.pipeline import cross
-from builder.pipeline.context import PREFIX
+from builder.pipeline.context import DEPS, PREFIX
 from builder.pipeline.secrets import BuildSecrets
 from builder.recipe.model import Installer, Recipe
 from builder.runtimes import DEBIAN, RUNTIMES, Runtime
@@ -92,12 +92,22 @@ def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildO
     runtime = runtime_of(runtime_name)
     client.check_engine_arch(arch)  # an engine chosen for this arch must be one
     engine_arch = client.engine_arch()
-    mode = effective_mode(recipe, arch, options.mode or recipe.mode, engine_arch)
+    requested = options.mode or recipe.mode
+    mode = effective_mode(recipe, arch, requested, engine_arch)
+    if mode == "native" and requested == "auto" and recipe.bundle.policy == "lambda" and not options.image:
+        # the local (Debian) build image's glibc is newer than Lambda's: only zig, pinning the
+        # runtime's glibc, builds what `bundle.policy: lambda` asks for; official images are Lambda's own
+        native = images.resolve(runtime_name, arch, "build", progress=log)
+        if native.family == "local":
+            log(f"{recipe.name}: bundle.policy lambda on the local {native.debian} image: building in cross mode, "
+                f"which pins glibc {runtime.glibc}")  # fmt: skip
+            mode = "cross"
     if mode == "cross":
         image = images.resolve(runtime_name, engine_arch, "cross", override=options.image, progress=log)
-        env, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX)
+        env, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX, DEPS)
         python = DEBIAN[image.debian].python if image.debian else None
-        toolchain = Toolchain(env, pip_env, cross.container_files(arch, runtime.glibc, python, PREFIX))
+        files = cross.container_files(arch, runtime.glibc, python, f"{PREFIX} {DEPS}")
+        toolchain = Toolchain(env, pip_env, files)
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
         toolchain = Toolchain()

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import shlex
 
-from builder.pipeline.context import HOOKS, PARALLEL_CC, PREFIX, STAGE, WHEELS_SCRIPT
+from builder.pipeline.context import DEPS, HOOKS, PARALLEL_CC, PREFIX, STAGE, WHEELS_SCRIPT
 from builder.recipe.model import Recipe
 
-# the prefix's tools first; then Debian's ccache masquerade folder, so cc/gcc/g++ go through ccache
-PATH_PREFIX = f'export PATH="{PREFIX}/bin:/usr/lib/ccache:$PATH"\n'
+# the prefix's tools first (then the used libraries': pg_config, xml2-config); then Debian's ccache
+# masquerade folder, so cc/gcc/g++ go through ccache
+PATH_PREFIX = f'export PATH="{PREFIX}/bin:{DEPS}/bin:/usr/lib/ccache:$PATH"\n'
 
 
 def packages_for(wanted: dict[str, tuple[str, ...]], key: str) -> tuple[str, ...] | None:

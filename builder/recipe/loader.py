@@ -224,6 +224,61 @@ def _handler_problems(data: dict[str, Any], lines: dict[PathKey, int]) -> list[P
     return problems
 
 
+def used_recipe_path(item: str, folder: Path) -> Path:
+    """`uses:` item -> recipe file: a path relative to the recipe, or a bare name found as
+    lib/NAME.yaml beside it, else NAME.yaml in its own folder (how library recipes use each other)."""
+    if "/" in item or item.endswith((".yaml", ".yml")):
+        return folder / item
+    beside = folder / "lib" / f"{item}.yaml"
+    return beside if beside.exists() or not (folder / f"{item}.yaml").exists() else folder / f"{item}.yaml"
+
+
+def _uses_problems(data: dict[str, Any], lines: dict[PathKey, int], folder: Path) -> list[Problem]:
+    uses = data.get("uses")
+    problems = []
+    for i, item in enumerate(uses if isinstance(uses, list) else []):
+        if isinstance(item, str) and not used_recipe_path(item, folder).is_file():
+            where: PathKey = ("uses", i)
+            problems.append(
+                Problem(
+                    lines.get(where),
+                    field_name(where),
+                    f"no recipe {item!r}: {used_recipe_path(item, folder)} does not exist "
+                    "(a path relative to this recipe, or a name found as lib/NAME.yaml)",
+                )
+            )
+    return problems
+
+
+def _used(path: Path, data: dict[str, Any], lines: dict[PathKey, int], chain: tuple[Path, ...]) -> tuple[Recipe, ...]:
+    """Load the recipes `uses:` names (recursively); a cycle or a used recipe that cannot serve as a
+    library is one message naming the file, line and field."""
+    used: list[Recipe] = []
+    for i, item in enumerate(data.get("uses", ())):
+        where: PathKey = ("uses", i)
+        file = used_recipe_path(item, path.parent).resolve()
+        if file in chain:
+            cycle = " -> ".join(str(p) for p in (*chain[chain.index(file):], file))
+            raise RecipeInvalid(path, [Problem(lines.get(where), field_name(where), f"a cycle of uses: {cycle}")])
+        library = load(file, _chain=chain)
+        if not library.sources or library.python.requirements or library.python.requirement_files:
+            raise RecipeInvalid(
+                path,
+                [
+                    Problem(
+                        lines.get(where),
+                        field_name(where),
+                        f"{file} cannot be used as a library: a used recipe builds its sources into "
+                        "$PREFIX and nothing else (it has "
+                        + ("no sources" if not library.sources else "python.requirements")
+                        + ")",
+                    )
+                ],
+            )
+        used.append(library)
+    return tuple(used)
+
+
 def _read_text(path: Path) -> str:
     """The recipe's text (UTF-8, a BOM allowed), or UserError saying why it is not one."""
     if path.is_dir():
@@ -271,6 +326,7 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
             path, [Problem(1, "", f"a recipe is a mapping of keys (name:, version:, ...), not a {_kind(data)}")]
         )
     problems += check_data(path, data, doc.lines, schema_checked=_known_valid(text))
+    problems += _uses_problems(data, doc.lines, path.resolve().parent)
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RecipeInvalid(path, problems)
@@ -345,14 +401,14 @@ def _invocation(raw: dict[str, Any]) -> Invocation:
     )
 
 
-def load(path: Path) -> Recipe:
-    """Load and check one recipe file."""
+def load(path: Path, *, _chain: tuple[Path, ...] = ()) -> Recipe:
+    """Load and check one recipe file (and the library recipes it uses)."""
     path = path.resolve() if path.exists() else path
-    data, _ = load_data(path)
-    return from_data(path, data)
+    data, lines = load_data(path)
+    return from_data(path, data, uses=_used(path, data, lines, (*_chain, path)))
 
 
-def from_data(path: Path, data: dict[str, Any]) -> Recipe:
+def from_data(path: Path, data: dict[str, Any], *, uses: tuple[Recipe, ...] = ()) -> Recipe:
     """The Recipe of data `check_data` passed; relative paths are relative to `path`'s folder."""
     folder = path.parent
     python = data.get("python", {})
@@ -401,6 +457,7 @@ def from_data(path: Path, data: dict[str, Any]) -> Recipe:
             command=data.get("tests", {}).get("command"),
             invoke=tuple(_invocation(i) for i in data.get("tests", {}).get("invoke", ())),
         ),
+        uses=uses,
         mode=data.get("mode", "auto"),
         handler=data.get("handler"),
         timeout=float(data.get("timeout", DEFAULT_STEP_TIMEOUT)),

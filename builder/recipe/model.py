@@ -143,6 +143,7 @@ class Recipe:
         str, ...
     ] = ()  # absolute paths in the build image copied into bin/ (e.g. /usr/bin/pg_dump)
     tests: Tests = Tests()
+    uses: tuple[Recipe, ...] = ()  # library recipes whose $PREFIX this build compiles against
     mode: Mode = "auto"
     handler: str | None = None  # MODULE.FUNCTION (Lambda's Handler); functions only
     timeout: float = DEFAULT_STEP_TIMEOUT  # seconds any one build step may run (a hung step fails the build)
@@ -159,4 +160,17 @@ class Recipe:
         """Every secret id the build needs, sorted (what the cache key records: ids, not values)."""
         ids = {s.id for s in self.secrets} | {s.known_hosts_secret for s in self.secrets if s.known_hosts_secret}
         return tuple(sorted(ids))
+
+    def libraries(self) -> tuple[Recipe, ...]:
+        """Every library this recipe uses, directly or not, each once, dependencies first."""
+        ordered: dict[Path, Recipe] = {}
+
+        def visit(recipe: Recipe) -> None:
+            for used in recipe.uses:
+                if used.path not in ordered:
+                    visit(used)
+                    ordered[used.path] = used
+
+        visit(self)
+        return tuple(ordered.values())
 

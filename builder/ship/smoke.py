@@ -10,16 +10,19 @@ Stage ship: must not build or change an artifact; it only runs one in a runtime 
 from __future__ import annotations
 
 import shlex
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from builder.artifact.loadcheck import loader_errors
 from builder.artifact.manifest import Manifest, load_manifest
+from builder.artifact.policy import policy_for_runtime
 from builder.engine import engines, images
 from builder.engine.client import check_engine_arch
 from builder.engine.container import Container
-from builder.errors import UserError
+from builder.errors import BuildFailed, UserError
 from builder.runtimes import RUNTIMES
-from builder.tarsafe import zip_to_tar
+from builder.tarsafe import extract_zip, zip_to_tar
 
 Log = Callable[[str], None]
 
@@ -51,7 +54,9 @@ def runtime_image(manifest: Manifest, override: str | None, log: Log) -> images.
         return images.resolve(runtime, arch, "runtime", override=override, progress=log)
     family, debian = manifest.image_field("family"), manifest.image_field("debian")
     if family == "local" and debian:
-        return images.ensure_local("runtime", debian, arch, progress=log)
+        # Lambda's own image, when it is here, reproduces Lambda's loader; the Debian one cannot
+        official = images.official_present(runtime, arch)
+        return official or images.ensure_local("runtime", debian, arch, progress=log)
     if family == "official":
         return images.resolve(runtime, arch, "runtime", source="official", progress=log)
     return images.resolve(runtime, arch, "runtime", progress=log)
@@ -59,17 +64,20 @@ def runtime_image(manifest: Manifest, override: str | None, log: Log) -> images.
 
 def test_zip(
     zip_path: Path, *, image: str | None = None, command: str | None = None, log: Log = print,
-    engine_flags: Mapping[str, str] | None = None,
+    engine_flags: Mapping[str, str] | None = None, allow_incompatible: bool = False,
 ) -> None:
     """Run the manifest's tests (or `command`) in a clean runtime container on the engine of the
-    zip's architecture (see engine.engines: arm64 natively on an arm64 engine); BuildFailed if they fail."""
+    zip's architecture (see engine.engines: arm64 natively on an arm64 engine); BuildFailed if they
+    fail, or if a file would not load on Lambda (unless `allow_incompatible`: then a warning)."""
     manifest = load_manifest(zip_path, zip_must_exist=True)
     with engines.using(engines.for_arch(manifest.arch, engine_flags)):
         check_engine_arch(manifest.arch)
-        _test_in_container(zip_path, manifest, image, command, log)
+        _test_in_container(zip_path, manifest, image, command, log, allow_incompatible)
 
 
-def _test_in_container(zip_path: Path, manifest: Manifest, image: str | None, command: str | None, log: Log) -> None:
+def _test_in_container(
+    zip_path: Path, manifest: Manifest, image: str | None, command: str | None, log: Log, allow_incompatible: bool
+) -> None:
     """The test itself, on the engine test_zip chose."""
     imports = list(manifest.test_imports)
     commands = [command] if command else ([manifest.test_command] if manifest.test_command else [])
@@ -79,6 +87,15 @@ def _test_in_container(zip_path: Path, manifest: Manifest, image: str | None, co
             f"{zip_path}: the recipe defines no tests (tests.imports / tests.command / tests.invoke)",
             hint="add tests to the recipe, or pass --command",
         )
+    ref = runtime_image(manifest, image, log)
+    if ref.family != "official":
+        root = "/var/task" if manifest.layout == "function" else "/opt"
+        try:
+            check_lambda_loader(zip_path, manifest, root, ref, log)
+        except BuildFailed as exc:
+            if not allow_incompatible:
+                raise
+            log(f"warning: {exc.message}\n(--allow-incompatible: running the tests in {ref.name} anyway)")
     ran_in = ""
     if imports or commands:
         ran_in = _run_tests(manifest, imports, commands, image, log).name
@@ -110,3 +127,22 @@ def _run_tests(
             for cmd in commands:
                 container.run(cmd, step="test command", env={**env, "PYTHON": py}, workdir="/var/task")
     return ref
+
+
+def check_lambda_loader(zip_path: Path, manifest: Manifest, root: str, ref: images.ImageRef, log: Log) -> None:
+    """The test image is not Lambda's (Debian's glibc 2.36 loads what Amazon Linux's 2.26/2.34
+    refuses): fail as Lambda's loader would, for every file it would refuse, before any container."""
+    policy = policy_for_runtime(manifest.runtime, manifest.arch)
+    with tempfile.TemporaryDirectory(prefix="lambda-builder-test-") as tmp:
+        extract_zip(zip_path, Path(tmp), archive=str(zip_path))
+        errors = loader_errors(Path(tmp), policy, root)
+    if errors:
+        lines = "\n".join(f"  {e}" for e in errors)
+        raise BuildFailed(
+            f"{zip_path.name} would not load on Lambda {manifest.runtime} ({manifest.arch}): "
+            f"{len(errors)} file(s) fail there, although {ref.name} would load them; on {policy.name} "
+            f"(glibc {policy.max_versions.get('GLIBC', '?')}) the loader says:\n{lines}",
+            hint="build with `bundle.policy: lambda` and `--mode cross` (zig pins the runtime's glibc), "
+            "with libraries from source (`uses:`), or with the official images",
+        )
+    log(f"{zip_path.name}: every ELF file loads on Lambda's {policy.name} (audited: {ref.name} is not Lambda's image)")

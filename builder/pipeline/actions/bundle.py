@@ -17,9 +17,10 @@ from builder.artifact.repair import check_versions, plan_repair
 from builder.artifact.resolvers import default_lib_dirs
 from builder.errors import BuildFailed
 from builder.pipeline.bundling import ContainerResolver, package_versions
-from builder.pipeline.context import PREFIX, STAGE, BuildContext
+from builder.pipeline.context import DEPS, PREFIX, STAGE, BuildContext
 
-PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64")  # searched first, as LD_LIBRARY_PATH in the build
+# searched first, as LD_LIBRARY_PATH in the build: the recipe's sources, then the libraries it uses
+PREFIX_LIB_DIRS = (f"{PREFIX}/lib", f"{PREFIX}/lib64", f"{DEPS}/lib", f"{DEPS}/lib64")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Actions run what the context says; they never choose an image, a mode or a polic
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,7 +124,10 @@ class PipInstall:
                 f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
                 hint="use a python3.x runtime, or drop python.requirements",
             )
-        if ctx.target.cross and spec.build_from_source:
+        # cross mode for the engine's own arch (x86_64): zig pins the runtime's glibc, the image's
+        # Python is the runtime's version, so sdists build as they would natively (isolation too)
+        pinned_native = ctx.target.cross and ctx.arch == ctx.target.engine_arch
+        if ctx.target.cross and spec.build_from_source and not pinned_native:
             raise UserError(
                 f"{ctx.recipe.path}: python.build_from_source cannot be cross-compiled soundly",
                 hint="use --mode emulate (or auto, which picks it) for this recipe",
@@ -143,7 +147,20 @@ class PipInstall:
                 args += ["-r", f"{REQS}/{root}"]
         local = [a for a in args if a.startswith(PYSRC)]
         script = f"mkdir -p {REPORTS}\n{PATH_PREFIX}"
-        if ctx.target.cross and local:
+        from_source = source_built(args, spec.build_from_source) if pinned_native else []
+        if from_source:
+            # what is built from source becomes wheels with the zig toolchain (CC, LDSHARED), then
+            # everything installs as wheels whose platform tags the runtime's glibc accepts (pip would
+            # otherwise take manylinux_2_28+ wheels); --only-binary=:all: first: pip lets a later
+            # :all: clear the --no-binary names
+            everything = ":all:" in spec.build_from_source
+            options = [] if everything else ["--only-binary=:all:", "--no-deps"]
+            options += ["--no-binary=" + (":all:" if everything else ",".join(spec.build_from_source))]
+            options += [] if spec.build_isolation else ["--no-build-isolation"]
+            build = [ctx.python, "-m", "pip", "wheel", "--use-pep517", *options, "-w", WHEELS, *from_source]
+            script += hook_script(ctx.python) + shlex.join(build) + "\n"
+            args = [a for a in args if not a.startswith(PYSRC)] + [f"{WHEELS}/*.whl"]
+        elif ctx.target.cross and local:
             # local projects become target wheels with the cross toolchain (their build requirements
             # must be in the build image: no isolation, as no installer can run target build backends)
             build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", WHEELS, *local]
@@ -172,7 +189,8 @@ class PipInstall:
     def _pip(self, ctx: BuildContext, args: list[str], env: dict[str, str]) -> str:
         spec = ctx.recipe.python
         built = ""
-        no_binary: Sequence[str] = spec.build_from_source
+        # in cross mode whatever was built from source is a wheel by now (run)
+        no_binary: Sequence[str] = () if ctx.target.cross else spec.build_from_source
         if not ctx.target.cross:
             # pinned build_from_source wheels are built once and reused (pipeline/built_wheels.py)
             prebuilt = built_wheels.plan(
@@ -200,7 +218,8 @@ class PipInstall:
 
     def _uv(self, ctx: BuildContext, args: list[str], local: list[str]) -> str:
         python_version = str(ctx.runtime.python)
-        no_binary = ctx.recipe.python.build_from_source  # uv reuses its own builds (its cache: context.uv_env)
+        # uv reuses its own builds (its cache: context.uv_env); in cross mode they are wheels by now (run)
+        no_binary = () if ctx.target.cross else ctx.recipe.python.build_from_source
         options = ["--python", ctx.python, "--target", ctx.target_dir, *self._options(ctx, no_binary)]
         build = ""
         if local and not ctx.target.cross:
@@ -244,6 +263,25 @@ class PipInstall:
             elif current is not None:
                 current.append(line)
         return {name: "\n".join(lines) for name, lines in found.items()}
+
+
+def source_built(args: Sequence[str], build_from_source: Sequence[str]) -> list[str]:
+    """The pip arguments that are built from source: local projects, and requirements named in
+    build_from_source (all of them with ':all:')."""
+    wanted = {_normalize(n) for n in build_from_source}
+    names = {a: _normalize(re.split(r"[\s\[<>=!~;@]", a, maxsplit=1)[0]) for a in args}
+    # requirements files (`-r FILE`) go along when anything is built from source: pip builds only
+    # the named packages from them (the rest it downloads as wheels, which the install ignores)
+    files = {i for i, a in enumerate(args) if a == "-r" and wanted} | {
+        i + 1 for i, a in enumerate(args) if a == "-r" and wanted
+    }
+    return [
+        a for i, a in enumerate(args) if i in files or a.startswith(PYSRC) or ":all:" in wanted or names[a] in wanted
+    ]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _words(args: list[str]) -> str:
