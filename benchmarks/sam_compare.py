@@ -284,7 +284,7 @@ def import_in_runtime(client: Any, folder: Path, job: Job) -> tuple[bool, str]:
     """SAM's build folder at /var/task of a clean runtime container, nothing else; import the job's modules."""
     container = client.containers.create(
         RUNTIME_IMAGE,
-        command=["python3.11", "-c", job.import_check],
+        entrypoint=["python3.11", "-c", job.import_check],  # not the image's runtime client
         environment=LAMBDA_ENV,
         working_dir="/",
         labels={"org.lambda-builder.purpose": "sam-compare-import"},
