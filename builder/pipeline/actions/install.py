@@ -20,7 +20,7 @@ from pathlib import Path
 
 from builder.engine import private
 from builder.errors import UserError
-from builder.pipeline import built_wheels
+from builder.pipeline import built_wheels, cross_pip
 from builder.pipeline.context import (
     CACHE,
     PYSRC,
@@ -37,6 +37,7 @@ from builder.pipeline.scripts import PATH_PREFIX, PIP_CACHE_LINKS, hook_script
 from builder.pipeline.secrets import SECRETS_DIR, pinned
 from builder.recipe import sources
 from builder.recipe.model import is_local_project
+from builder.runtimes import UNAME_MACHINE
 from builder.tarsafe import tar_bytes, tar_from_dir
 
 PIP_REPORT = f"{REPORTS}/pip-report.json"
@@ -123,11 +124,6 @@ class PipInstall:
                 f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
                 hint="use a python3.x runtime, or drop python.requirements",
             )
-        if ctx.target.cross and spec.build_from_source:
-            raise UserError(
-                f"{ctx.recipe.path}: python.build_from_source cannot be cross-compiled soundly",
-                hint="use --mode emulate (or auto, which picks it) for this recipe",
-            )
         args: list[str] = []
         for i, req in enumerate(spec.requirements):
             if is_local_project(req):
@@ -143,12 +139,19 @@ class PipInstall:
                 args += ["-r", f"{REQS}/{root}"]
         local = [a for a in args if a.startswith(PYSRC)]
         script = f"mkdir -p {REPORTS}\n{PATH_PREFIX}"
-        if ctx.target.cross and local:
-            # local projects become target wheels with the cross toolchain (their build requirements
-            # must be in the build image: no isolation, as no installer can run target build backends)
-            build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", WHEELS, *local]
-            script += hook_script(ctx.python) + shlex.join(build) + "\n"
-            args = [a for a in args if not a.startswith(PYSRC)] + [f"{WHEELS}/*.whl"]
+        if ctx.target.cross and (local or spec.build_from_source):
+            # local projects and build_from_source sdists become target wheels with the cross
+            # toolchain and build isolation (pipeline/cross_pip.py), installed as files
+            names = [a for a in args if not a.startswith(PYSRC)]  # "-r", "/lb/reqs/0.txt" pairs stay together
+            build = cross_pip.wheel_command(
+                ctx.python, local, names, spec.build_from_source, isolation=spec.build_isolation
+            )
+            if build is not None:
+                build_machine = UNAME_MACHINE[ctx.target.engine_arch]
+                script += hook_script(ctx.python) + shlex.join(build) + "\n"
+                script += cross_pip.check_built(build_machine, UNAME_MACHINE[ctx.arch])
+                built = cross_pip.built_wheels(build_machine, UNAME_MACHINE[ctx.arch])
+                args = [*cross_pip.left_to_install(names, spec.build_from_source), built]
         if ctx.target.installer == "uv":
             env = uv_env(ctx)
             script += self._uv(ctx, args, local)
@@ -172,7 +175,7 @@ class PipInstall:
     def _pip(self, ctx: BuildContext, args: list[str], env: dict[str, str]) -> str:
         spec = ctx.recipe.python
         built = ""
-        no_binary: Sequence[str] = spec.build_from_source
+        no_binary: Sequence[str] = () if ctx.target.cross else spec.build_from_source  # cross: built before
         if not ctx.target.cross:
             # pinned build_from_source wheels are built once and reused (pipeline/built_wheels.py)
             prebuilt = built_wheels.plan(
@@ -188,7 +191,7 @@ class PipInstall:
             machine = "aarch64" if ctx.arch == "arm64" else "x86_64"
             platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
             options += [*platforms, "--implementation", "cp", "--python-version", str(ctx.runtime.python)]
-            options += ["--find-links", WHEELS]
+            options += ["--find-links", WHEELS, *(["--no-index"] if ":all:" in spec.build_from_source else [])]
         # pip >= 22.2 writes what it installed from where (pip 23 made the format stable)
         report = (
             f'if {ctx.python} -c "import pip, sys; sys.exit(int(pip.__version__.split(\'.\')[0]) < 23)"; then '
@@ -200,7 +203,8 @@ class PipInstall:
 
     def _uv(self, ctx: BuildContext, args: list[str], local: list[str]) -> str:
         python_version = str(ctx.runtime.python)
-        no_binary = ctx.recipe.python.build_from_source  # uv reuses its own builds (its cache: context.uv_env)
+        # uv reuses its own builds (its cache: context.uv_env); cross builds built them before
+        no_binary = () if ctx.target.cross else ctx.recipe.python.build_from_source
         options = ["--python", ctx.python, "--target", ctx.target_dir, *self._options(ctx, no_binary)]
         build = ""
         if local and not ctx.target.cross:
