@@ -50,7 +50,7 @@ def test_install_step_takes_the_built_wheels_and_refuses_build_machine_ones() ->
     assert cross_pip.check_built("x86_64", "x86_64") == ""
     assert cross_pip.built_wheels("x86_64", "aarch64").startswith("$(ls /lb/wheels/*.whl")
     assert "_x86_64" in cross_pip.built_wheels("x86_64", "aarch64")  # dependencies' host wheels left out
-    assert "--platform=manylinux2014_aarch64" in [f"--platform={t}" for t in cross_pip.manylinux_platforms("2.26", "aarch64")]
+    assert "manylinux2014_aarch64" in cross_pip.manylinux_platforms("2.26", "aarch64")
 
 
 def test_multiarch_script_names_the_target_architecture() -> None:
