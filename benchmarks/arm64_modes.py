@@ -1,16 +1,22 @@
-"""arm64 on an x86_64 machine: emulated vs cross-compiled, against a native x86_64 build, in one run.
+"""arm64 on an x86_64 machine: cross-compiled vs emulated, against a native x86_64 build, in one run.
 
-    python benchmarks/arm64_modes.py [RECIPE] [--repeat N]
+    python benchmarks/arm64_modes.py [RECIPE ...] [--repeat N] [--emulate-repeat N] [--skip-emulate]
+                                     [--json FILE]
 
-Each build runs through the real command with --no-cache (cold artifact, warm images). Prints
-wall time, the time inside the build container's steps, and the ratios. Targets (issue 4):
-cross at least 8x faster than emulation, and within 1.5x of the native x86_64 build.
+Default recipes: the shipped psycopg2, lxml, cpp-binding, pg-dump and pyyaml-libyaml (issue 14),
+each built three ways through the real command with --no-cache (cold artifact, no pip/ccache
+volume, no package snapshot; warm images): x86_64 native, arm64 --mode cross, arm64 --mode
+emulate. The runs of one round alternate the three builds of a recipe, so a machine that speeds up
+or slows down weighs on all alike; medians over the rounds. Emulated builds take minutes each
+(lxml ~13 min here): --emulate-repeat (default: --repeat) can take fewer of them.
+Targets: arm64 cross <= 1.5x its x86_64 build, and >= 8x faster than arm64 emulate.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,70 +25,72 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RECIPES = ["psycopg2", "lxml", "cpp-binding", "pg-dump", "pyyaml-libyaml"]
+RUNS = {"x86_64 native": ("x86_64", "auto"), "arm64 cross": ("arm64", "cross"), "arm64 emulate": ("arm64", "emulate")}
 
 
-def build(recipe: Path, arch: str, mode: str, out: Path) -> tuple[float, float]:
+def build(recipe: Path, arch: str, mode: str, out: Path) -> dict[str, object]:
     started = time.monotonic()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "builder",
-            "build",
-            str(recipe),
-            "--arch",
-            arch,
-            "--mode",
-            mode,
-            "--out",
-            str(out),
-            "--no-cache",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+        [sys.executable, "-m", "builder", "build", str(recipe), "--arch", arch, "--mode", mode,
+         "--out", str(out), "--no-cache", "-q"],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
     wall = time.monotonic() - started
     if done.returncode != 0:
-        sys.exit(f"{arch}/{mode} failed:\n{done.stderr}")
+        sys.exit(f"{recipe.name} {arch}/{mode} failed:\n{done.stdout}\n{done.stderr}")
     manifest = json.loads(next(out.glob(f"*-{arch}.manifest.json")).read_text())
-    steps = sum(v for k, v in manifest["timings"].items() if k.startswith("source "))
-    return wall, steps
+    return {"wall": round(wall, 1), "mode": manifest.get("mode"), "toolchain": manifest.get("toolchain")}
+
+
+def load() -> str:
+    """The machine's load average and cores, said beside the figures (this machine is shared)."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("recipe", nargs="?", default=str(HERE / "zlib.yaml"))
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("recipes", nargs="*", help="recipe files (default: the five of issue 14)")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--emulate-repeat", type=int, default=None)
+    parser.add_argument("--skip-emulate", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw results here too")
     args = parser.parse_args()
-    # compiler caches off, so every run compiles for real (the artifact cache is off via --no-cache)
-    workdir = Path(tempfile.mkdtemp(prefix="lb-bench-"))
-    text = Path(args.recipe).read_text()
-    recipe = workdir / Path(args.recipe).name
-    recipe.write_text(text + '\nenvironment:\n  CCACHE_DISABLE: "1"\n' if "environment:" not in text else text)
-    runs = {
-        "x86_64 native": ("x86_64", "auto"),
-        "arm64 emulate": ("arm64", "emulate"),
-        "arm64 cross": ("arm64", "cross"),
-    }
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for _ in range(args.repeat):
-        for name, (arch, mode) in runs.items():
-            with tempfile.TemporaryDirectory() as out:
-                results[name].append(build(recipe, arch, mode, Path(out)))
-    med = {
-        name: (statistics.median(w for w, _ in r), statistics.median(s for _, s in r)) for name, r in results.items()
-    }
-    print(f"recipe: {recipe.name}, {args.repeat} run(s) each, median seconds")
-    print(f"{'build':<16}{'wall':>8}{'compile':>10}")
-    for name, (wall, steps) in med.items():
-        print(f"{name:<16}{wall:>8.1f}{steps:>10.1f}")
-    native, emulated, cross = med["x86_64 native"], med["arm64 emulate"], med["arm64 cross"]
-    print(f"emulate / cross (compile): {emulated[1] / cross[1]:.1f}x   (target >= 8x)")
-    print(f"emulate / cross (wall):    {emulated[0] / cross[0]:.1f}x")
-    print(f"cross / native  (compile): {cross[1] / native[1]:.2f}x  (target <= 1.5x)")
-    print(f"cross / native  (wall):    {cross[0] / native[0]:.2f}x")
+    recipes = [Path(r).resolve() for r in args.recipes] or [ROOT / "recipes" / f"{n}.yaml" for n in RECIPES]
+    emulate_repeat = 0 if args.skip_emulate else (args.repeat if args.emulate_repeat is None else args.emulate_repeat)
+    results: dict[str, dict[str, list[dict[str, object]]]] = {r.stem: {n: [] for n in RUNS} for r in recipes}
+    loads = [f"start: {load()}"]
+    for round_ in range(max(args.repeat, emulate_repeat)):
+        for recipe in recipes:
+            for name, (arch, mode) in RUNS.items():
+                wanted = emulate_repeat if mode == "emulate" else args.repeat
+                if round_ >= wanted:
+                    continue
+                with tempfile.TemporaryDirectory() as out:
+                    result = build(recipe, arch, mode, Path(out))
+                results[recipe.stem][name].append(result)
+                print(f"  {recipe.stem:<16} {name:<14} {result['wall']:>7.1f} s  {result['toolchain']}", flush=True)
+        loads.append(f"after round {round_ + 1}: {load()}")
+    print()
+    print("| recipe | x86_64 native | arm64 cross | arm64 emulate | cross / native (<= 1.5x) "
+          "| emulate / cross (>= 8x) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for recipe, runs in results.items():
+        med = {n: statistics.median(float(str(r["wall"])) for r in rs) if rs else None for n, rs in runs.items()}
+        native, crossed, emulated = med["x86_64 native"], med["arm64 cross"], med["arm64 emulate"]
+        ratio = f"{crossed / native:.2f}x {'ok' if crossed <= 1.5 * native else 'MISS'}" if crossed and native else "-"
+        speedup = (
+            f"{emulated / crossed:.1f}x {'ok' if emulated >= 8 * crossed else 'MISS'}" if emulated and crossed else "-"
+        )
+        cells = [f"{v:.1f} s (n={len(runs[n])})" if v is not None else "not run" for n, v in med.items()]
+        print(f"| {recipe} | {' | '.join(cells)} | {ratio} | {speedup} |")
+    print()
+    for line in loads:
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "load": loads}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

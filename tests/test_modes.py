@@ -4,12 +4,14 @@ audit policy of each image family."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from builder.engine.images import ImageRef
-from builder.pipeline.plan import audit_policy, effective_mode, runtime_image_name, runtime_of
+from builder.pipeline import cross
+from builder.pipeline.plan import audit_policy, cross_blockers, effective_mode, runtime_image_name, runtime_of
 from builder.recipe import loader
 from tests.conftest import ROOT
 
@@ -27,14 +29,43 @@ def load(tmp_path: Path, extra: str) -> loader.Recipe:
     [
         ("", "cross"),
         ("python: {requirements: [pyyaml==6.0.2]}\n", "cross"),
-        ("python: {requirements: [psycopg2==2.9.10], build_from_source: [psycopg2]}\n", "emulate"),
-        ("python: {requirements: [./src]}\n", "emulate"),
-        ("system_packages: {apt: [libpq-dev]}\n", "emulate"),
-        ("binaries: [/usr/bin/pg_dump]\n", "emulate"),
+        ("python: {requirements: [psycopg2==2.9.10], build_from_source: [psycopg2]}\n", "cross"),
+        ("python: {requirements: [./src]}\n", "cross"),
+        ("system_packages: {apt: [libpq-dev]}\n", "cross"),
+        ("binaries: [/usr/bin/pg_dump]\n", "cross"),
+        ("python: {requirements: [numpy==2.1.0], cross: false}\n", "emulate"),
     ],
 )
-def test_auto_picks_cross_only_where_sound(tmp_path: Path, extra: str, expected: str) -> None:
+def test_auto_cross_builds_everything_a_recipe_can_say(tmp_path: Path, extra: str, expected: str) -> None:
     assert effective_mode(load(tmp_path, extra), "arm64", "auto", "x86_64") == expected
+
+
+def test_a_source_that_cannot_cross_build_says_so_and_auto_says_why(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\nversion: '1'\nruntimes: [python3.11]\n"
+                    "sources: [{name: runs-its-output, path: ./src, cross: false, build: [make]}]\n")
+    recipe = loader.load(path)
+    assert effective_mode(recipe, "arm64", "auto", "x86_64") == "emulate"
+    assert cross_blockers(recipe) == ["source runs-its-output says cross: false"]
+    assert effective_mode(recipe, "arm64", "cross", "x86_64") == "cross"  # asked for: tried
+
+
+def test_toolchain_per_case() -> None:
+    """zig pins the runtime's glibc where nothing of Debian's is linked; with the target's Debian
+    packages (which need Debian's glibc anyway) Debian's aarch64 gcc, which searches multiarch."""
+    assert cross.choose_toolchain("arm64", target_packages=False) == "zig"
+    assert cross.choose_toolchain("arm64", target_packages=True) == "gcc"
+    assert cross.choose_toolchain("x86_64", target_packages=True) == "zig"
+    assert cross.toolchain_record("arm64", "2.26", "zig")["target"] == "aarch64-linux-gnu.2.26"
+    env, pip_env = cross.pipeline_environment("arm64", "2.26", "3.11", "/lb/prefix", "gcc")
+    assert env["CC"] == "aarch64-linux-gnu-gcc" and "aarch64-linux-gnu/pkgconfig" in env["PKG_CONFIG_LIBDIR"]
+    # pip must not see the target's platform (it picks build requirements by it): the backend does
+    assert "_PYTHON_HOST_PLATFORM" not in env and "_PYTHON_HOST_PLATFORM" not in pip_env
+    assert json.loads(pip_env[cross.BACKEND_ENV]) == {
+        "_PYTHON_HOST_PLATFORM": "linux-aarch64",
+        "_PYTHON_SYSCONFIGDATA_NAME": "_sysconfigdata__linux_aarch64-linux-gnu",
+    }
 
 
 def test_explicit_modes_and_native(tmp_path: Path) -> None:
@@ -45,9 +76,9 @@ def test_explicit_modes_and_native(tmp_path: Path) -> None:
     assert effective_mode(r, "x86_64", "cross", "x86_64") == "cross"  # glibc targeting on x86_64 too
 
 
-def test_shipped_recipes_choose_a_mode() -> None:
+def test_every_shipped_recipe_cross_builds() -> None:
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        assert effective_mode(loader.load(path), "arm64", "auto", "x86_64") in ("cross", "emulate")
+        assert effective_mode(loader.load(path), "arm64", "auto", "x86_64") == "cross", path.name
 
 
 def test_runtime_image_and_policy_follow_the_build_image(tmp_path: Path) -> None:

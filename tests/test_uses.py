@@ -174,15 +174,6 @@ def test_test_fails_with_the_loaders_words_where_lambda_would(uses_build: tuple[
     assert "loud: hello, uses" in allowed.stdout and "hello, lambda" in allowed.stdout
 
 
-def test_what_is_built_from_source_in_a_pinned_build() -> None:
-    from builder.pipeline.actions.install import source_built
-
-    args = ["psycopg2==2.9.10", "PyYAML[extra]>=6", "six", "/lb/py/0"]
-    assert source_built(args, ["psycopg2", "pyyaml"]) == ["psycopg2==2.9.10", "PyYAML[extra]>=6", "/lb/py/0"]
-    assert source_built(args, [":all:"]) == args
-    assert source_built(["six"], []) == []
-
-
 def test_used_prefix_is_searched_after_the_recipes_own_and_is_a_librarys_prefix(tmp_path: Path) -> None:
     from builder.pipeline import cross
     from builder.pipeline.context import DEPS, PREFIX, build_env
@@ -196,7 +187,7 @@ def test_used_prefix_is_searched_after_the_recipes_own_and_is_a_librarys_prefix(
     assert env["CPATH"] == f"{PREFIX}/include:{DEPS}/include"
     library = build_env(recipe.libraries()[0], RUNTIMES["python3.11"], "x86_64", prefix=DEPS)
     assert library["PREFIX"] == DEPS and PREFIX not in library["LIBRARY_PATH"]
-    zig, _pip = cross.pipeline_environment("x86_64", "2.26", "3.11", PREFIX, DEPS)
+    zig, _pip = cross.pipeline_environment("x86_64", "2.26", "3.11", PREFIX, deps=DEPS)
     assert f"-I{DEPS}/include" in zig["CFLAGS"] and f"-L{DEPS}/lib" in zig["LDFLAGS"]
     assert zig["PKG_CONFIG_LIBDIR"].endswith(f"{DEPS}/lib/pkgconfig:{DEPS}/share/pkgconfig")
 

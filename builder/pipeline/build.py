@@ -143,7 +143,8 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
     sweeping = background(functools.partial(sweep_orphans, log))
     log(f"building {recipe.name} for {runtime.name} {arch} ({target.mode}) in {image.name}")
     with phases.phase("package snapshot lookup"):
-        run_image, packages_ready, package_snapshot = _packages_image(recipe, image, options.use_cache)
+        foreign = arch if target.target_packages else None  # cross: the target's packages (multiarch)
+        run_image, packages_ready, package_snapshot = _packages_image(recipe, image, options.use_cache, foreign)
     container = Container(
         run_image,
         purpose=f"{recipe.name}-{arch}",
@@ -160,7 +161,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         cleanup.callback(_settle, sweeping)
         cleanup.enter_context(container)
         if package_snapshot is not None:
-            making = snapshot_packages.start(recipe, image, package_snapshot, container.volumes, log)
+            making = snapshot_packages.start(recipe, image, package_snapshot, container.volumes, log, foreign)
             cleanup.callback(snapshot_packages.finish, making, log)
         ctx = BuildContext(
             target=target,
@@ -180,6 +181,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         ctx.manifest["mode"] = target.mode
         if used:
             ctx.manifest["libraries"] = [{"name": u.recipe.name, "version": u.recipe.version} for u in used]
+        ctx.manifest["toolchain"] = dict(target.toolchain.record) or {"name": "image"}  # the image's own compilers
         if git_wanted:
             with phases.phase("start container"):
                 container.wait_started()
@@ -293,13 +295,18 @@ def _own_source_digests(
     return digests
 
 
-def _packages_image(recipe: Recipe, image: images.ImageRef, reuse: bool) -> tuple[images.ImageRef, bool, str | None]:
+def _packages_image(
+    recipe: Recipe, image: images.ImageRef, reuse: bool, target_arch: str | None = None
+) -> tuple[images.ImageRef, bool, str | None]:
     """The image to run: the build image itself, or a snapshot of it with the recipe's system
     packages already installed (apt-get update + install costs 8-15 s of every build otherwise).
     Returns (image to run, packages already there, tag of a snapshot to make beside the build)."""
     if not recipe.system_packages or image.family == "custom":
         return image, False, None
-    spec = json.dumps({"image": image.id, "packages": recipe.system_packages}, sort_keys=True)
+    what: dict[str, object] = {"image": image.id, "packages": recipe.system_packages}
+    if target_arch is not None:  # multiarch: the target's libraries and its binaries' packages
+        what.update(target=target_arch, binaries=list(recipe.binaries))
+    spec = json.dumps(what, sort_keys=True)
     tag = f"{images.LOCAL_REPO}/packages:{hashlib.sha256(spec.encode()).hexdigest()[:24]}"
     found = client.inspect_image(tag) if reuse else None
     if found is None:

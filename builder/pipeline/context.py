@@ -216,7 +216,8 @@ def pip_env(ctx: BuildContext) -> dict[str, str]:
 
 # what a wheel pip builds from an sdist depends on besides the sdist (which pip's cache keys it by)
 WHEEL_INPUTS = ("CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED", "LDCXXSHARED",
-                "_PYTHON_HOST_PLATFORM", "_PYTHON_SYSCONFIGDATA_NAME", "LB_TARGET_GLIBC")  # fmt: skip
+                "_PYTHON_HOST_PLATFORM", "_PYTHON_SYSCONFIGDATA_NAME", "LB_TARGET_GLIBC",
+                "LAMBDA_BUILDER_BACKEND_ENV")  # fmt: skip
 
 
 def wheel_cache_dir(image_id: str, arch: str, env: dict[str, str]) -> str:

@@ -19,6 +19,7 @@ Stage pipeline: text and tars for the cross toolchain; must not run anything (th
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Mapping
 from typing import Literal
@@ -76,8 +77,11 @@ def cross_wrapper_scripts(
         # the zig binary itself when the pipeline linked it (saves ~50 ms of Python per call,
         # which configure scripts make hundreds of), else through the ziglang package
         zig = f'if [ -x {ZIG_BINARY} ]; then set -- {ZIG_BINARY} "$@"; else set -- {ZIG_PYTHON} -m ziglang "$@"; fi\n'
-        scripts[f"{CROSS_BIN}/cc"] = head + link + f'set -- cc -target {target} "$@"\n' + zig + 'exec "$@"\n'
-        scripts[f"{CROSS_BIN}/c++"] = head + link + f'set -- c++ -target {target} "$@"\n' + zig + 'exec "$@"\n'
+        # zig cc without -O builds in its Debug mode, which turns UBSan on and links its runtime (4 MB
+        # into every shared object): gcc never does, and Python extensions link without -O
+        gcc_like = f"-target {target} -fno-sanitize=undefined"
+        scripts[f"{CROSS_BIN}/cc"] = head + link + f'set -- cc {gcc_like} "$@"\n' + zig + 'exec "$@"\n'
+        scripts[f"{CROSS_BIN}/c++"] = head + link + f'set -- c++ {gcc_like} "$@"\n' + zig + 'exec "$@"\n'
         scripts[f"{CROSS_BIN}/ar"] = head + f'exec {ZIG_PYTHON} -m ziglang ar "$@"\n'
         scripts[f"{CROSS_BIN}/ranlib"] = head + f'exec {ZIG_PYTHON} -m ziglang ranlib "$@"\n'
         scripts[f"{CROSS_BIN}/ld"] = head + f'exec {ZIG_PYTHON} -m ziglang ld.lld "$@"\n'
@@ -191,36 +195,70 @@ def scripts_tar(scripts: Mapping[str, str], links: Mapping[str, str] | None = No
     return buffer.getvalue()
 
 
+# The variables that make setuptools build for the target (its platform tag and sysconfigdata:
+# EXT_SUFFIX, flags). pip itself must not see them: it picks the build requirements it installs
+# into an isolated build environment by the same platform, and those run on the build machine.
+# So they travel as one JSON value that builder/resources/parallel_cc.py (a .pth hook in the build
+# image's Python) turns back into variables in the build backend's process only.
+BACKEND_ENV = "LAMBDA_BUILDER_BACKEND_ENV"
+BACKEND_ONLY = ("_PYTHON_HOST_PLATFORM", "_PYTHON_SYSCONFIGDATA_NAME")
+
+
+def choose_toolchain(target_arch: str, target_packages: bool) -> Toolchain:
+    """zig, with glibc pinned to the runtime's, unless the build links the target's Debian packages
+    (system_packages, binaries): those need Debian's glibc anyway, so pinning older buys nothing,
+    and Debian's aarch64 gcc finds their headers and libraries in the multiarch folders itself
+    (zig searches no system folder) and pairs with their libstdc++."""
+    return "gcc" if target_packages and target_arch != "x86_64" else "zig"
+
+
+def toolchain_record(target_arch: str, glibc: str, toolchain: Toolchain) -> dict[str, str]:
+    """What the manifest says about the compilers of a cross build."""
+    if toolchain == "zig":
+        return {"name": "zig", "target": zig_target(target_arch, glibc), "glibc": glibc}
+    return {"name": "gcc", "target": _check(target_arch), "glibc": "the build image's (Debian multiarch)"}
+
+
 def pipeline_environment(
-    target_arch: str, glibc: str, python: str | None, prefix: str, deps: str | None = None
+    target_arch: str, glibc: str, python: str | None, prefix: str, toolchain: Toolchain = "zig", *,
+    deps: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The cross environment as the build pipeline uses it: (every step's env, Python builds' env).
 
     zig's linker ignores LIBRARY_PATH/CPATH, which native gcc honours, so the prefix is given as
     flags; configure scripts recognise gcc by name (and only then add -fPIC, -soname, ...), so
     zig cc is called by a gcc name; LDSHARED is for Python builds only (zlib's configure honours
-    it and would then link without a SONAME).
+    it and would then link without a SONAME). Debian's cross gcc honours CPATH/LIBRARY_PATH and
+    searches /usr/include/TRIPLE and /usr/lib/TRIPLE, where multiarch puts the target's packages.
     """
-    env = cross_environment(target_arch, glibc, python, "zig", prefix=prefix)
+    env = cross_environment(target_arch, glibc, python, toolchain, prefix=prefix)
     roots = [prefix, *([deps] if deps else [])]  # deps: the prefix of the libraries a recipe uses
-    env["LDFLAGS"] = " ".join(f"-L{r}/{d}" for r in roots for d in ("lib", "lib64"))
-    env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include " + " ".join(f"-I{r}/include" for r in roots)
-    if deps:
+    if deps and "PKG_CONFIG_LIBDIR" in env:
         env["PKG_CONFIG_LIBDIR"] += f":{deps}/lib/pkgconfig:{deps}/share/pkgconfig"
-    # pkgconf counts LIBRARY_PATH's folders (the prefixes, for gcc) as system ones and drops their
-    # -L/-I from --libs/--cflags; zig ignores LIBRARY_PATH, so it needs them
-    env["PKG_CONFIG_ALLOW_SYSTEM_LIBS"] = env["PKG_CONFIG_ALLOW_SYSTEM_CFLAGS"] = "1"
     triple = GNU_TRIPLE[target_arch]
-    env["CC"], env["CXX"] = f"{CROSS_BIN}/{triple}-gcc", f"{CROSS_BIN}/{triple}-g++"
+    if toolchain == "zig":
+        env["LDFLAGS"] = " ".join(f"-L{r}/{d}" for r in roots for d in ("lib", "lib64"))
+        env["CFLAGS"] = f"-idirafter {CROSS_ROOT}/include " + " ".join(f"-I{r}/include" for r in roots)
+        # pkgconf counts LIBRARY_PATH's folders (the prefixes, for gcc) as system ones and drops their
+        # -L/-I from --libs/--cflags; zig ignores LIBRARY_PATH, so it needs them
+        env["PKG_CONFIG_ALLOW_SYSTEM_LIBS"] = env["PKG_CONFIG_ALLOW_SYSTEM_CFLAGS"] = "1"
+        env["CC"], env["CXX"] = f"{CROSS_BIN}/{triple}-gcc", f"{CROSS_BIN}/{triple}-g++"
+    else:
+        env["CC"], env["CXX"] = f"{triple}-gcc", f"{triple}-g++"  # through ccache's links when present
     python_env: dict[str, str] = {
         k: env.pop(k).replace(f"{CROSS_BIN}/cc", env["CC"]).replace(f"{CROSS_BIN}/c++", env["CXX"])
         for k in ("LDSHARED", "LDCXXSHARED")
         if k in env
     }
+    backend = {k: env.pop(k) for k in BACKEND_ONLY if k in env}
+    if backend:
+        python_env[BACKEND_ENV] = json.dumps(backend, sort_keys=True)
     return env, python_env
 
 
-def container_files(target_arch: str, glibc: str, image_python: str | None, prefix: str) -> bytes:
+def container_files(
+    target_arch: str, glibc: str, image_python: str | None, prefix: str, toolchain: Toolchain = "zig"
+) -> bytes:
     """The wrappers, links and CMake file to unpack at / in the cross container before building."""
     triple = GNU_TRIPLE[target_arch]
     links = {
@@ -231,4 +269,6 @@ def container_files(target_arch: str, glibc: str, image_python: str | None, pref
     }
     if image_python:
         links[ZIG_BINARY] = f"{CROSS_ROOT}/venv/lib/python{image_python}/site-packages/ziglang/zig"
-    return scripts_tar(cross_wrapper_scripts(target_arch, glibc, "zig", prefix=prefix), links)
+    if toolchain == "gcc":  # the gcc names are Debian's own compilers, in /usr/bin
+        del links[f"{CROSS_BIN}/{triple}-gcc"], links[f"{CROSS_BIN}/{triple}-g++"]
+    return scripts_tar(cross_wrapper_scripts(target_arch, glibc, toolchain, prefix=prefix), links)

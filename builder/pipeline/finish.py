@@ -60,9 +60,13 @@ def check_and_ship(zips: Sequence[Path], fmt: str, push_uri: str | None, *, echo
                 raise UserError(f"{zip_path.name} is over Lambda's limits: {finding.message}")
         problem = incompatibility(manifest)
         if problem:  # at every build end: a cache hit or a no-op replay ships the same zip
+            # a cross build that linked Debian's packages (gcc) needs Debian's glibc: cross alone is no cure
+            toolchain = manifest.data.get("toolchain")
+            debian_libs = isinstance(toolchain, dict) and toolchain.get("name") == "gcc"
+            cure = "" if debian_libs else " (or --mode cross, without system packages or binaries)"
             warnings.append(
                 f"warning: {zip_path.name} will not load on Lambda: {problem}. Build with the official "
-                "images (or --mode cross) for artifacts you deploy; publish refuses it"
+                f"images{cure} for artifacts you deploy; publish refuses it"
             )
             echo_err(warnings[-1])
         if fmt == "image":

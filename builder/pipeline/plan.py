@@ -59,6 +59,8 @@ class Toolchain:
     """The compilers a build uses: the image's own (native, emulate), or zig behind gcc-named
     wrappers (cross), which come with an environment overlay and files to unpack first."""
 
+    name: str = "image"  # image (the build image's own), zig or gcc (cross)
+    record: Mapping[str, str] = field(default_factory=dict)  # for the manifest: compiler, target, glibc
     env: Mapping[str, str] = field(default_factory=dict)  # over every step's environment
     pip_env: Mapping[str, str] = field(default_factory=dict)  # Python builds only (LDSHARED)
     files: bytes | None = None  # a tar unpacked at / in the build container before building
@@ -86,6 +88,11 @@ class Target:
         """Compiling for `arch` in a container of another arch (zig/gcc cross)."""
         return self.mode == "cross"
 
+    @property
+    def target_packages(self) -> bool:
+        """Cross to another architecture: system packages and binaries are the target's (multiarch)."""
+        return self.cross and self.arch != self.engine_arch
+
 
 def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildOptions, log: Log) -> Target:
     """Decide everything about one build before it runs (the images may be pulled or made here)."""
@@ -102,12 +109,16 @@ def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildO
             log(f"{recipe.name}: bundle.policy lambda on the local {native.debian} image: building in cross mode, "
                 f"which pins glibc {runtime.glibc}")  # fmt: skip
             mode = "cross"
+    if mode == "emulate" and requested == "auto":
+        log(f"{recipe.name} {arch}: emulating, not cross-compiling, because " + "; ".join(cross_blockers(recipe)))
     if mode == "cross":
         image = images.resolve(runtime_name, engine_arch, "cross", override=options.image, progress=log)
-        env, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX, DEPS)
+        name = cross.choose_toolchain(arch, bool(recipe.system_packages or recipe.binaries))
+        env, pip_env = cross.pipeline_environment(arch, runtime.glibc, runtime.python, PREFIX, name, deps=DEPS)
         python = DEBIAN[image.debian].python if image.debian else None
-        files = cross.container_files(arch, runtime.glibc, python, f"{PREFIX} {DEPS}")
-        toolchain = Toolchain(env, pip_env, files)
+        files = cross.container_files(arch, runtime.glibc, python, f"{PREFIX} {DEPS}", name)
+        record = cross.toolchain_record(arch, runtime.glibc, name)
+        toolchain = Toolchain(name, record, env, pip_env, files)
     else:
         image = images.resolve(runtime_name, arch, "build", override=options.image, progress=log)
         toolchain = Toolchain()
@@ -134,24 +145,23 @@ def runtime_of(name: str) -> Runtime:
 
 
 def effective_mode(recipe: Recipe, arch: str, requested: str, engine_arch: str) -> str:
-    """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross only
-    where it is sound: every source allows it, no Python package must be built from source, and
-    nothing comes from the build image's own packages."""
+    """native when the engine runs `arch` itself; else cross or emulate, `auto` picking cross unless
+    the recipe says something cannot be cross-built (see cross_blockers)."""
     if arch == engine_arch and requested != "cross":
         return "native"
     if requested in ("cross", "emulate"):
         return requested
-    local_projects = any(Path(r).is_absolute() for r in recipe.python.requirements)
-    # system packages and binaries come from the build image: in the x86_64 cross image they
-    # would be x86_64 builds, so those recipes need the arm64 image (emulation)
-    from_image = bool(recipe.system_packages) or bool(recipe.binaries)
-    sound = (
-        all(s.cross for s in recipe.sources)
-        and not recipe.python.build_from_source
-        and not local_projects
-        and not from_image
-    )
-    return "cross" if sound else "emulate"
+    return "emulate" if cross_blockers(recipe) else "cross"
+
+
+def cross_blockers(recipe: Recipe) -> list[str]:
+    """Why this recipe cannot be cross-built, as the recipe says it (empty: it can). Everything
+    else cross-builds: sources with the cross toolchain, system packages and binaries from the
+    target's Debian packages (multiarch), sdists and local projects as target wheels."""
+    reasons = [f"source {s.name} says cross: false" for s in recipe.sources if not s.cross]
+    if not recipe.python.cross and recipe.python.requirements:
+        reasons.append("python says cross: false")
+    return reasons
 
 
 def runtime_image_name(runtime: Runtime, arch: str, build: ImageRef) -> str:

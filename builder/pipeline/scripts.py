@@ -88,8 +88,12 @@ if [ -d {prefix}/bin ]; then
   done
 fi
 for b in {binaries}; do
-  [ -e "$b" ] || {{ echo "binary $b does not exist in the build image" >&2; exit 3; }}
-  cp -L "$b" {stage}/bin/
+  f="{root}$b"; n=0  # links resolve inside {root} (the target's unpacked packages in cross builds)
+  while [ -L "$f" ] && [ $n -lt 40 ]; do
+    t=$(readlink "$f"); case "$t" in /*) f="{root}$t" ;; *) f="$(dirname "$f")/$t" ;; esac; n=$((n + 1))
+  done
+  [ -e "$f" ] || {{ echo "binary $b does not exist in the build image" >&2; exit 3; }}
+  cp "$f" "{stage}/bin/$(basename "$b")"
 done
 rmdir {stage}/lib {stage}/bin 2>/dev/null || true
 """

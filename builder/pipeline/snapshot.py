@@ -33,9 +33,12 @@ Log = Callable[[str], None]
 WAIT_SECONDS = 900.0  # a snapshot that takes longer than this is abandoned (its container removed)
 
 
-def start(recipe: Recipe, image: ImageRef, tag: str, volumes: dict[str, str], log: Log) -> Future[str]:
-    """Make `tag` in the background; the future's result says what happened, for the log."""
-    return background(functools.partial(_make, recipe, image, tag, volumes, log))
+def start(
+    recipe: Recipe, image: ImageRef, tag: str, volumes: dict[str, str], log: Log, target_arch: str | None = None
+) -> Future[str]:
+    """Make `tag` in the background; the future's result says what happened, for the log.
+    `target_arch`: a cross build's packages for another architecture (see install_packages)."""
+    return background(functools.partial(_make, recipe, image, tag, volumes, log, target_arch))
 
 
 def finish(making: Future[str] | None, log: Log) -> None:
@@ -53,7 +56,9 @@ def finish(making: Future[str] | None, log: Log) -> None:
         log(f"warning: could not keep the installed packages for the next build: {exc}")
 
 
-def _make(recipe: Recipe, image: ImageRef, tag: str, volumes: dict[str, str], log: Log) -> str:
+def _make(
+    recipe: Recipe, image: ImageRef, tag: str, volumes: dict[str, str], log: Log, target_arch: str | None
+) -> str:
     lock_path = paths.cache_dir() / "package-sets" / f"{parse_reference(tag).tag}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
@@ -66,7 +71,9 @@ def _make(recipe: Recipe, image: ImageRef, tag: str, volumes: dict[str, str], lo
         quiet: Log = lambda _line: None  # noqa: E731 - its output would interleave with the build's
         with Container(image, purpose=f"{recipe.name}-packages", log=quiet, volumes=volumes,
                        files=container_files()) as container:  # fmt: skip
-            installed = install_packages(container, recipe, image.name, quiet, step="snapshot system packages")
+            installed = install_packages(
+                container, recipe, image.name, quiet, step="snapshot system packages", target_arch=target_arch
+            )
             if not installed:
                 return f"nothing to keep: the packages are in {image.name}"
             container.commit(tag, {SNAPSHOT_LABEL: image.id, "org.lambda-builder.packages": " ".join(installed)})

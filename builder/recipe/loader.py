@@ -435,6 +435,7 @@ def from_data(path: Path, data: dict[str, Any], *, uses: tuple[Recipe, ...] = ()
             requirement_files=files,
             build_from_source=_tuple(python.get("build_from_source")),
             build_isolation=bool(python.get("build_isolation", True)),
+            cross=bool(python.get("cross", True)),
             index_url=python.get("index_url"),
             extra_index_urls=_tuple(python.get("extra_index_urls")),
             installer=python.get("installer"),

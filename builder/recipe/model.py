@@ -60,6 +60,7 @@ class PythonSpec:
     requirement_files: tuple[Path, ...] = ()  # absolute: requirements.txt files or a uv.lock (is_uv_lock)
     build_from_source: tuple[str, ...] = ()  # package names, or (":all:",)
     build_isolation: bool = True  # False: pip --no-build-isolation (build deps from the image)
+    cross: bool = True  # False: these packages cannot be cross-built (`auto` emulates arm64 then)
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     installer: Installer | None = None  # None: --installer, else the tool's default

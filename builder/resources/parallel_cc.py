@@ -9,6 +9,8 @@ sitecustomize would shadow one of ours. It patches `CCompiler.compile` when a cc
 is imported (nothing is imported eagerly), so each object is compiled by its own `_compile`
 call, as before, only several at a time. LAMBDA_BUILDER_COMPILE_JOBS sets how many (1: off).
 
+In cross builds it also gives the build backend (only) the target's platform: see backend_env.
+
 Python 3.8 compatible (annotations are never evaluated): it runs under the build image's interpreter.
 
 Runs in the build image's Python, not in lambda-builder: must import only the standard library and nothing of builder.
@@ -185,7 +187,24 @@ def map_build_paths() -> None:
     os.environ["LAMBDA_BUILDER_PATH_MAPS"] = repr(maps)  # once per set of folders, not per interpreter
 
 
+BACKEND_ENV = "LAMBDA_BUILDER_BACKEND_ENV"  # builder/pipeline/cross.py sets it in cross builds
+
+
+def backend_env() -> None:
+    """Cross builds: the target's platform and sysconfigdata (JSON in LAMBDA_BUILDER_BACKEND_ENV)
+    become variables in a PEP 517 build backend's process only (pip runs it as `_in_process.py`),
+    so setuptools builds for the target while pip, which picks the wheels of the build
+    requirements by the same platform, installs them for the build machine, where they run."""
+    raw = os.environ.get(BACKEND_ENV)
+    if not raw or not sys.argv or os.path.basename(sys.argv[0]) != "_in_process.py":
+        return
+    import json
+
+    os.environ.update({str(k): str(v) for k, v in json.loads(raw).items()})
+
+
 def install() -> None:
+    backend_env()
     map_build_paths()
     if jobs() < 2 or any(isinstance(f, _Finder) for f in sys.meta_path):
         return

@@ -13,7 +13,6 @@ Actions run what the context says; they never choose an image, a mode or a polic
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from builder.engine import private
 from builder.errors import UserError
-from builder.pipeline import built_wheels
+from builder.pipeline import built_wheels, cross_pip
 from builder.pipeline.context import (
     CACHE,
     PYSRC,
@@ -38,6 +37,7 @@ from builder.pipeline.scripts import PATH_PREFIX, PIP_CACHE_LINKS, hook_script
 from builder.pipeline.secrets import SECRETS_DIR, pinned
 from builder.recipe import sources
 from builder.recipe.model import is_local_project
+from builder.runtimes import UNAME_MACHINE
 from builder.tarsafe import tar_bytes, tar_from_dir
 
 PIP_REPORT = f"{REPORTS}/pip-report.json"
@@ -124,14 +124,6 @@ class PipInstall:
                 f"{ctx.recipe.path}: python.requirements given, but {ctx.runtime.name} has no Python",
                 hint="use a python3.x runtime, or drop python.requirements",
             )
-        # cross mode for the engine's own arch (x86_64): zig pins the runtime's glibc, the image's
-        # Python is the runtime's version, so sdists build as they would natively (isolation too)
-        pinned_native = ctx.target.cross and ctx.arch == ctx.target.engine_arch
-        if ctx.target.cross and spec.build_from_source and not pinned_native:
-            raise UserError(
-                f"{ctx.recipe.path}: python.build_from_source cannot be cross-compiled soundly",
-                hint="use --mode emulate (or auto, which picks it) for this recipe",
-            )
         args: list[str] = []
         for i, req in enumerate(spec.requirements):
             if is_local_project(req):
@@ -147,25 +139,19 @@ class PipInstall:
                 args += ["-r", f"{REQS}/{root}"]
         local = [a for a in args if a.startswith(PYSRC)]
         script = f"mkdir -p {REPORTS}\n{PATH_PREFIX}"
-        from_source = source_built(args, spec.build_from_source) if pinned_native else []
-        if from_source:
-            # what is built from source becomes wheels with the zig toolchain (CC, LDSHARED), then
-            # everything installs as wheels whose platform tags the runtime's glibc accepts (pip would
-            # otherwise take manylinux_2_28+ wheels); --only-binary=:all: first: pip lets a later
-            # :all: clear the --no-binary names
-            everything = ":all:" in spec.build_from_source
-            options = [] if everything else ["--only-binary=:all:", "--no-deps"]
-            options += ["--no-binary=" + (":all:" if everything else ",".join(spec.build_from_source))]
-            options += [] if spec.build_isolation else ["--no-build-isolation"]
-            build = [ctx.python, "-m", "pip", "wheel", "--use-pep517", *options, "-w", WHEELS, *from_source]
-            script += hook_script(ctx.python) + shlex.join(build) + "\n"
-            args = [a for a in args if not a.startswith(PYSRC)] + [f"{WHEELS}/*.whl"]
-        elif ctx.target.cross and local:
-            # local projects become target wheels with the cross toolchain (their build requirements
-            # must be in the build image: no isolation, as no installer can run target build backends)
-            build = [ctx.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", WHEELS, *local]
-            script += hook_script(ctx.python) + shlex.join(build) + "\n"
-            args = [a for a in args if not a.startswith(PYSRC)] + [f"{WHEELS}/*.whl"]
+        if ctx.target.cross and (local or spec.build_from_source):
+            # local projects and build_from_source sdists become target wheels with the cross
+            # toolchain and build isolation (pipeline/cross_pip.py), installed as files
+            names = [a for a in args if not a.startswith(PYSRC)]  # "-r", "/lb/reqs/0.txt" pairs stay together
+            build = cross_pip.wheel_command(
+                ctx.python, local, names, spec.build_from_source, isolation=spec.build_isolation
+            )
+            if build is not None:
+                build_machine = UNAME_MACHINE[ctx.target.engine_arch]
+                script += hook_script(ctx.python) + shlex.join(build) + "\n"
+                script += cross_pip.check_built(build_machine, UNAME_MACHINE[ctx.arch])
+                built = cross_pip.built_wheels(build_machine, UNAME_MACHINE[ctx.arch])
+                args = [*cross_pip.left_to_install(names, spec.build_from_source), built]
         if ctx.target.installer == "uv":
             env = uv_env(ctx)
             script += self._uv(ctx, args, local)
@@ -189,8 +175,7 @@ class PipInstall:
     def _pip(self, ctx: BuildContext, args: list[str], env: dict[str, str]) -> str:
         spec = ctx.recipe.python
         built = ""
-        # in cross mode whatever was built from source is a wheel by now (run)
-        no_binary: Sequence[str] = () if ctx.target.cross else spec.build_from_source
+        no_binary: Sequence[str] = () if ctx.target.cross else spec.build_from_source  # cross: built before
         if not ctx.target.cross:
             # pinned build_from_source wheels are built once and reused (pipeline/built_wheels.py)
             prebuilt = built_wheels.plan(
@@ -206,7 +191,7 @@ class PipInstall:
             machine = "aarch64" if ctx.arch == "arm64" else "x86_64"
             platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
             options += [*platforms, "--implementation", "cp", "--python-version", str(ctx.runtime.python)]
-            options += ["--find-links", WHEELS]
+            options += ["--find-links", WHEELS, *(["--no-index"] if ":all:" in spec.build_from_source else [])]
         # pip >= 22.2 writes what it installed from where (pip 23 made the format stable)
         report = (
             f'if {ctx.python} -c "import pip, sys; sys.exit(int(pip.__version__.split(\'.\')[0]) < 23)"; then '
@@ -218,7 +203,7 @@ class PipInstall:
 
     def _uv(self, ctx: BuildContext, args: list[str], local: list[str]) -> str:
         python_version = str(ctx.runtime.python)
-        # uv reuses its own builds (its cache: context.uv_env); in cross mode they are wheels by now (run)
+        # uv reuses its own builds (its cache: context.uv_env); cross builds built them before
         no_binary = () if ctx.target.cross else ctx.recipe.python.build_from_source
         options = ["--python", ctx.python, "--target", ctx.target_dir, *self._options(ctx, no_binary)]
         build = ""
@@ -263,25 +248,6 @@ class PipInstall:
             elif current is not None:
                 current.append(line)
         return {name: "\n".join(lines) for name, lines in found.items()}
-
-
-def source_built(args: Sequence[str], build_from_source: Sequence[str]) -> list[str]:
-    """The pip arguments that are built from source: local projects, and requirements named in
-    build_from_source (all of them with ':all:')."""
-    wanted = {_normalize(n) for n in build_from_source}
-    names = {a: _normalize(re.split(r"[\s\[<>=!~;@]", a, maxsplit=1)[0]) for a in args}
-    # requirements files (`-r FILE`) go along when anything is built from source: pip builds only
-    # the named packages from them (the rest it downloads as wheels, which the install ignores)
-    files = {i for i, a in enumerate(args) if a == "-r" and wanted} | {
-        i + 1 for i, a in enumerate(args) if a == "-r" and wanted
-    }
-    return [
-        a for i, a in enumerate(args) if i in files or a.startswith(PYSRC) or ":all:" in wanted or names[a] in wanted
-    ]
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _words(args: list[str]) -> str:

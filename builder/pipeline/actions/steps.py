@@ -19,6 +19,7 @@ from pathlib import Path
 from builder.engine import private
 from builder.engine.container import Container
 from builder.errors import BuildFailed, UserError
+from builder.pipeline import multiarch
 from builder.pipeline.actions.install import PipInstall
 from builder.pipeline.context import (
     CACHE,
@@ -54,13 +55,28 @@ class SystemPackages:
     name: str = "system packages"
 
     def run(self, ctx: BuildContext) -> None:
-        install_packages(ctx.container, ctx.recipe, ctx.image.name, ctx.log, step=self.name)
+        foreign = ctx.arch if ctx.target.target_packages else None
+        install_packages(ctx.container, ctx.recipe, ctx.image.name, ctx.log, step=self.name, target_arch=foreign)
 
 
-def install_packages(container: Container, recipe: Recipe, image_name: str, log: Log, *, step: str) -> list[str]:
+def install_packages(
+    container: Container, recipe: Recipe, image_name: str, log: Log, *, step: str, target_arch: str | None = None
+) -> list[str]:
     """Install `recipe`'s system packages in `container` with its image's package manager; returns
-    the names installed (empty when there were none or all were there)."""
+    the names installed (empty when there were none or all were there). With `target_arch` (a cross
+    build for another architecture): libraries for it through Debian multiarch, and the target's
+    packages of `binaries` unpacked aside (pipeline/multiarch.py)."""
     wanted = recipe.system_packages
+    if target_arch is not None and (wanted or recipe.binaries):
+        packages = packages_for(wanted, "apt") if wanted else ()
+        if packages is None:
+            raise UserError(
+                f"{recipe.path}: a cross build for {target_arch} installs system_packages with apt "
+                f"(Debian multiarch, in {image_name}), and the recipe lists none for apt",
+                hint="add system_packages.apt with the Debian names of those packages",
+            )
+        container.run(multiarch.packages_script(packages, recipe.binaries, target_arch), step=step)
+        return [*packages, *recipe.binaries]
     if not wanted:
         return []
     # one exec finds the package manager and whether the packages it needs are all there
@@ -135,7 +151,8 @@ class CollectNative:
 
     def run(self, ctx: BuildContext) -> None:
         binaries = " ".join(shlex.quote(b) for b in ctx.recipe.binaries)
-        script = COLLECT.format(stage=STAGE, prefix=PREFIX, binaries=binaries)
+        root = multiarch.TARGET_ROOT if ctx.target.target_packages else ""
+        script = COLLECT.format(stage=STAGE, prefix=PREFIX, binaries=binaries, root=root)
         ctx.container.run(f"mkdir -p {STAGE}\n{script}", step=self.name, env=ctx.env)
 
 
