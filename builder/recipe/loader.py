@@ -337,9 +337,14 @@ def load_data(path: Path) -> tuple[dict[str, Any], dict[PathKey, int]]:
 def check_data(
     path: Path, data: dict[str, Any], lines: dict[PathKey, int], *, schema_checked: bool = False
 ) -> list[Problem]:
-    """Every problem of recipe data (from a file, or made from a SAM template's resource)."""
+    """Every problem of recipe data (from a file, or made from a SAM template's resource, whose
+    data passed the schema before is not checked again: loading jsonschema is most of a code-only
+    rebuild of a template)."""
     folder = path.resolve().parent
-    problems = [] if schema_checked else _schema_problems(data, lines)
+    as_text = None if schema_checked else "data:" + json.dumps(data, sort_keys=True, default=str)
+    problems = [] if as_text is None or _known_valid(as_text) else _schema_problems(data, lines)
+    if as_text is not None and not problems:
+        _remember_valid(as_text)
     problems += _source_problems(data, lines, folder)
     problems += _requirement_problems(data, lines, folder)
     problems += _code_problems(data, lines, folder)
