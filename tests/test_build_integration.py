@@ -220,7 +220,10 @@ def test_too_new_glibc_fails_the_build_naming_file_and_symbol(
     assert "lib/libc.so.6" not in names
     manifest = json.loads(zip_path.with_name("newglibc-1.0.0-python3.11-x86_64.manifest.json").read_text())
     assert {b["soname"] for b in manifest["bundled_libraries"]} >= {"libz.so.1", "libmemfd.so.1"}
-    assert run_cli("test", str(zip_path)).returncode == 0
+    # allow_glibc lets the build through, but Lambda's loader would still refuse it: so does `test`
+    refused = run_cli("test", str(zip_path))
+    assert refused.returncode == 1 and "version `GLIBC_2.27' not found" in refused.stderr, refused.stderr
+    assert run_cli("test", str(zip_path), "--allow-incompatible").returncode == 0
     audit = run_cli("audit", str(zip_path), "--runtime", "python3.11")
     assert audit.returncode == 1 and "needs GLIBC_2.27 (memfd_create)" in audit.stdout
 
