@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.engine import client as engine_client
 from builder.engine import images
 from builder.errors import EnvironmentProblem
 
@@ -44,7 +45,7 @@ def test_a_proxy_password_stays_out_of_the_image(
     lines: list[str] = []
     try:
         images.engine_build(dockerfile, name, base, {"test": "1"}, "linux/amd64", lines.append)
-        assert images.inspect_image(name) is not None
+        assert engine_client.inspect_image(name) is not None
         shown = _history_and_inspect(name) + "\n".join(lines)
         assert PASSWORD not in shown
         declared = dockerfile.replace("FROM ${BASE}\n", "FROM ${BASE}\nARG HTTP_PROXY\n")
