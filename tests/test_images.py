@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.engine import client as engine_client
 from builder.engine import images
 from builder.errors import UserError
 from tests.conftest import FIXTURES, run_cli
@@ -31,7 +32,7 @@ def test_local_images_are_reused_not_rebuilt(local_images: dict[str, str]) -> No
 
 def test_wrong_architecture_image_is_refused(local_images: dict[str, str], tmp_path: Path) -> None:
     arm = images.local_name("base", "bookworm", "arm64")
-    if images.inspect_image(arm) is None:
+    if engine_client.inspect_image(arm) is None:
         pytest.skip("no arm64 base image on this engine")
     result = run_cli("build", str(FIXTURES / "greet" / "recipe.yaml"), "--image", arm, "--out", str(tmp_path))
     assert result.returncode == 2
