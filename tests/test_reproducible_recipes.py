@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,14 @@ from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.docker
 
-RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
+def _param(path: Path) -> Any:
+    """Recipes that build libraries from source (`uses:`) take 10-30 min each cold, twice here: they
+    run with -m slow (tests/test_lambda_recipes.py builds the same ones)."""
+    slow = "\nuses:" in path.read_text()
+    return pytest.param(path.stem, marks=pytest.mark.slow) if slow else path.stem
+
+
+RECIPES = [_param(p) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
 VOLATILE = frozenset({"timings"})  # seconds per step: differ run to run
 
 
