@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from builder.artifact import wheels
-from builder.pipeline.actions.install import manylinux_platforms
+from builder.pipeline.cross_pip import manylinux_platforms
 
 
 def _dist(root: Path, name: str, tag: str, files: dict[str, bytes], crlf: bool = True) -> Path:

@@ -42,7 +42,7 @@ from builder.tarsafe import tar_bytes, tar_from_dir
 
 PIP_REPORT = f"{REPORTS}/pip-report.json"
 UV_LOCK = f"{REPORTS}/pylock.toml"
-WHEELS = "/lb/wheels"
+WHEELS = cross_pip.WHEELS  # target wheels built before the install (cross_pip)
 
 # uv from the index with the image's pip, once per cache volume (a temp folder renamed into
 # place: two builds installing at once both end with a whole uv); without the volume (--no-cache)
@@ -189,7 +189,7 @@ class PipInstall:
             options.append("--use-pep517")
         if ctx.target.cross:
             machine = "aarch64" if ctx.arch == "arm64" else "x86_64"
-            platforms = [f"--platform={tag}" for tag in manylinux_platforms(ctx.runtime.glibc, machine)]
+            platforms = [f"--platform={tag}" for tag in cross_pip.manylinux_platforms(ctx.runtime.glibc, machine)]
             options += [*platforms, "--implementation", "cp", "--python-version", str(ctx.runtime.python)]
             options += ["--find-links", WHEELS, *(["--no-index"] if ":all:" in spec.build_from_source else [])]
         # pip >= 22.2 writes what it installed from where (pip 23 made the format stable)
@@ -254,18 +254,6 @@ def _words(args: list[str]) -> str:
     """Requirement arguments for the shell: quoted, but a wheels glob and built wheels' `$(ls ...)`
     left to expand."""
     return " ".join(a if a == f"{WHEELS}/*.whl" or a.startswith("$(ls ") else shlex.quote(a) for a in args)
-
-
-def manylinux_platforms(glibc: str, machine: str) -> list[str]:
-    """Every platform tag a wheel for `machine` may carry and still load on `glibc`, most specific
-    first: pip (23.0 in the build image) does not widen `--platform manylinux_2_26_aarch64` to the
-    older tags most of PyPI's wheels carry (manylinux_2_17 / manylinux2014), so all are named."""
-    major, minor = (int(part) for part in glibc.split(".")[:2])
-    lowest = 17 if machine == "aarch64" else 5  # manylinux starts at glibc 2.17 on aarch64
-    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, lowest - 1, -1)]
-    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
-    tags += [f"{name}_{machine}" for name, need in legacy.items() if lowest <= need <= minor]
-    return [*tags, f"linux_{machine}"]
 
 
 # the manylinux levels uv's --python-platform names (uv 0.13): 2_17, then 2_28 and 2_31..2_40
