@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -116,3 +118,34 @@ def test_not_a_zip(tmp_path: Path) -> None:
         audit_zip(junk, AL2023)
     with pytest.raises(UserError, match="no such zip"):
         audit_zip(tmp_path / "absent.zip", AL2023)
+
+
+def _auditwheel_layout(tmp_path: Path, dtags: str) -> Path:
+    """A wheel as auditwheel repairs it: only the extension has a search path, `$ORIGIN/../pkg.libs`;
+    libmid there needs libfix beside it and has none of its own."""
+    root = tmp_path / dtags
+    libs = root / "pkg.libs"
+    fx.libfix(libs)
+    fx.shared(libs / "libmid.so.1", "ext.c", f"-L{libs}", "-lfix", soname="libmid.so.1")
+    (libs / "libfix.so").unlink()  # a repaired wheel carries no dev links
+    link = [f"-L{libs}", f"-Wl,-rpath-link,{libs}", "-Wl,--no-as-needed", "-l:libmid.so.1"]
+    fx.shared(root / "pkg" / "_ext.so", "ext.c", *link, f"-Wl,--{dtags},-rpath,$ORIGIN/../pkg.libs")
+    return root
+
+
+@pytest.mark.parametrize("dtags", ["disable-new-dtags", "enable-new-dtags"])
+def test_loader_rpath_is_inherited_runpath_is_not(tmp_path: Path, dtags: str) -> None:
+    """DT_RPATH of the extension serves its libraries' own needs; DT_RUNPATH does not. The host's
+    ld.so (through ctypes, in a clean process) is the judge, and the audit must agree with it."""
+    root = _auditwheel_layout(tmp_path, dtags)
+    probe = f"import ctypes; ctypes.CDLL({str(root / 'pkg' / '_ext.so')!r})"
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    loads = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    report = audit_tree(root, AL2023, lib_dirs=())
+    by_path = {f.path: f for f in report.files}
+    if dtags == "disable-new-dtags":  # RPATH: what auditwheel writes
+        assert loads.returncode == 0, loads.stderr
+        assert report.ok, render_text(report)
+    else:
+        assert loads.returncode != 0 and "libfix.so.1" in loads.stderr
+        assert by_path["pkg.libs/libmid.so.1"].verdict == "missing-libs"

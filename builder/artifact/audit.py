@@ -48,11 +48,18 @@ class AuditReport:
         return all(f.verdict == "ok" for f in self.files)
 
 
-def _locate(soname: str, info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], arch: str) -> bool:
-    """Whether the loader finds `soname` inside `root`: RPATH (no RUNPATH), LD_LIBRARY_PATH, RUNPATH."""
+def _own_rpath(info: ElfInfo) -> tuple[Path, ...]:
+    """The DT_RPATH dirs a file passes on to what it loads (none when it has DT_RUNPATH)."""
     origin = str(info.path.parent)
-    rpath = info.rpath if not info.runpath else ()
-    dirs = [Path(expand_origin(d, origin)) for d in rpath]
+    return () if info.runpath else tuple(Path(expand_origin(d, origin)) for d in info.rpath)
+
+
+def _find(soname: str, info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], arch: str,
+          inherited: tuple[Path, ...]) -> Path | None:  # fmt: skip
+    """The file inside `root` the loader would load for `soname`, searching as glibc's ld.so does:
+    the file's RPATH then its loaders' (only without RUNPATH), LD_LIBRARY_PATH, RUNPATH."""
+    origin = str(info.path.parent)
+    dirs = [*_own_rpath(info), *(inherited if not info.runpath else ())]
     dirs += list(lib_dirs)
     dirs += [Path(expand_origin(d, origin)) for d in info.runpath]
     for directory in dirs:
@@ -60,15 +67,43 @@ def _locate(soname: str, info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], 
         if root not in candidate.parents or not candidate.exists() or not is_elf(candidate):
             continue
         if read_elf(candidate.resolve()).arch == arch:
-            return True
-    return False
+            return candidate.resolve()
+    return None
 
 
-def _file_report(info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], policy: Policy) -> FileReport:
+def _inherited_rpaths(infos: tuple[ElfInfo, ...], root: Path, lib_dirs: tuple[Path, ...],
+                      arch: str) -> dict[Path, tuple[Path, ...]]:  # fmt: skip
+    """For each file, the DT_RPATH dirs of the files that load it (transitively). A wheel repaired
+    by auditwheel gives only its extension module an RPATH (`$ORIGIN/../pkg.libs`); the libraries
+    there find each other through it, because ld.so searches the loader's RPATH as well."""
+    by_path = {info.path.resolve(): info for info in infos}
+    inherited: dict[Path, tuple[Path, ...]] = {path: () for path in by_path}
+    changed = True
+    while changed:  # a fixpoint: chains are short, so this runs a few rounds
+        changed = False
+        for path, info in by_path.items():
+            if info.runpath:
+                continue
+            passed = (*_own_rpath(info), *inherited[path])
+            if not passed:
+                continue
+            for soname in info.needed:
+                found = _find(soname, info, root, lib_dirs, arch, inherited[path])
+                if found is None or found not in inherited:
+                    continue
+                merged = tuple(dict.fromkeys((*inherited[found], *passed)))
+                if merged != inherited[found]:
+                    inherited[found] = merged
+                    changed = True
+    return inherited
+
+
+def _file_report(info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], policy: Policy,
+                 inherited: tuple[Path, ...] = ()) -> FileReport:  # fmt: skip
     needed: list[tuple[str, Status]] = []
     for soname in info.needed:
         status: Status
-        if _locate(soname, info, root, lib_dirs, policy.arch):
+        if _find(soname, info, root, lib_dirs, policy.arch, inherited) is not None:
             status = "bundled"
         elif soname in policy.provided:
             status = "provided"
@@ -99,7 +134,9 @@ def audit_tree(root: Path, policy: Policy, lib_dirs: tuple[str, ...] = ("lib",))
     """Audit every loadable ELF under `root`; `lib_dirs` are what Lambda puts on LD_LIBRARY_PATH."""
     root = root.resolve()
     dirs = tuple(root / d for d in lib_dirs)
-    files = tuple(_file_report(info, root, dirs, policy) for info in stage_elfs(root))
+    infos = tuple(stage_elfs(root))
+    inherited = _inherited_rpaths(infos, root, dirs, policy.arch)
+    files = tuple(_file_report(i, root, dirs, policy, inherited.get(i.path.resolve(), ())) for i in infos)
     return AuditReport(policy=policy.name, arch=policy.arch, files=files)
 
 
