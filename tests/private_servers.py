@@ -229,6 +229,21 @@ def git_repository(work: Path, name: str) -> dict[str, bytes]:
     return out
 
 
+def move_tag(servers: Servers, name: str, tag: str) -> str:
+    """A new commit on main of the served repository `name` (its package's NAME changed to
+    'moved'), with the annotated `tag` moved onto it, as a maintainer re-tagging would; its hash."""
+    script = (
+        f"set -e; w=$(mktemp -d); git clone -q /srv/git/{name}.git $w; cd $w; "
+        f"echo \"NAME = 'moved'\" > {name}/__init__.py; "
+        "git -c user.name=t -c user.email=t@t commit -qam two; "
+        f"git -c user.name=t -c user.email=t@t tag -f -a {tag} -m {tag} >/dev/null; "
+        f"git push -q -f origin main refs/tags/{tag}; git rev-parse HEAD"
+    )
+    done = servers.container.exec_run(["sh", "-c", script])
+    assert done.exit_code == 0, done.output.decode()
+    return str(done.output.decode().split()[-1])
+
+
 def server_image(progress: Any = lambda _l: None) -> str:
     """The servers' image, built once from the local build image (reused while this file's Dockerfile is unchanged)."""
     from builder.engine import client, images
@@ -267,7 +282,7 @@ def start(client: Any, work: Path, token: str) -> Iterator[Servers]:
         files_user = f"files:fls-{token}"
         git_user = f"oauth2:tok-{token}"
         tarball = source_tarball()
-        files = {
+        files: dict[str, bytes | str] = {
             "srv/index-user": index_user,
             "srv/http-users": f"/files/ {files_user}\n/git/ {git_user}\n",
             "srv/http_server.py": HTTP_SERVER,
@@ -278,6 +293,7 @@ def start(client: Any, work: Path, token: str) -> Iterator[Servers]:
             "home/git/.ssh/authorized_keys": (work / "deploy_key.pub").read_bytes(),
             **git_repository(work, "lbgitpkg"),
             **git_repository(work, "lbsshpkg"),
+            **git_repository(work, "lbreqpkg"),  # named in a requirements file; its tag is moved by a test
         }
         container.put_archive("/", _tar(files))
         setup = (

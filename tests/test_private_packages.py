@@ -1,17 +1,18 @@
 """Private packages end to end, against real servers (tests/private_servers.py): a pypiserver index
 behind htpasswd serving an sdist with a C extension and a wheel found nowhere else, a URL source
 behind basic auth (an Authorization header secret), git+http with a token and git+ssh with a key.
-One build shares the assertions; then every place a secret could leak is searched for its bytes.
+One build shares the assertions, and a git+ line inside a requirements file (and a uv.lock's git
+source) is built, its tag moved on the server and built again; then every place a secret could leak
+is searched for its bytes, the builds' own cache volume (every file in it) included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import secrets as pysecrets
-import tarfile
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests import private_servers
+from tests import leak_search, private_servers
 from tests.conftest import our_containers, run_cli
 
 pytestmark = pytest.mark.docker
@@ -76,27 +77,78 @@ python:
 """
 
 
-class Watcher:
-    """Inspects every lambda-builder container (and each exec it runs) while the build runs: the
-    build removes its container, so `docker inspect` is taken live, as often as the engine answers."""
+# git requirements inside requirement files: an -r include naming a tag, and a uv.lock's git source
+GIT_FILES = """\
+name: private-gitfile
+version: "1.0"
+runtimes: [python3.11]
+secrets:
+  - id: gittoken
+    url: http://{ip}:8081/git/
+python:
+  build_isolation: false
+  requirements:
+    - {{file: requirements.txt}}
+    - {{file: lock/uv.lock}}
+"""
+UV_LOCK = """\
+version = 1
+revision = 3
+requires-python = ">=3.11"
 
-    def __init__(self, client: Any) -> None:
-        self.api = client.api
-        self.seen: dict[str, str] = {}  # id -> the last inspect, as JSON
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+[[package]]
+name = "app"
+version = "0.1"
+source = {{ virtual = "." }}
+dependencies = [{{ name = "lbgitpkg" }}]
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                for found in self.api.containers(all=True, filters={"label": "org.lambda-builder.container"}):
-                    info = self.api.inspect_container(found["Id"])
-                    self.seen[found["Id"]] = json.dumps(info)
-                    for exec_id in info.get("ExecIDs") or []:
-                        self.seen[exec_id] = json.dumps(self.api.exec_inspect(exec_id))
-            except Exception:  # removed between listing and inspecting: the next round goes on
-                pass
-            time.sleep(0.05)
+[package.metadata]
+requires-dist = [{{ name = "lbgitpkg", git = "{repo}?rev=v1" }}]
+
+[[package]]
+name = "lbgitpkg"
+version = "1.0"
+source = {{ git = "{repo}?rev=v1#{commit}" }}
+"""
+
+
+def _git_files_builds(servers: private_servers.Servers, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The git-in-files recipe built, its tag moved on the server, built again; what each made."""
+    repo = f"http://{servers.ip}:8081/git"
+    (work / "requirements.txt").write_text("-r more/git.txt\n")
+    (work / "more").mkdir()
+    (work / "more" / "git.txt").write_text(f"lbreqpkg @ git+{repo}/lbreqpkg.git@v1\n")
+    (work / "lock").mkdir()
+    pyproject = '[project]\nname = "app"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["lbgitpkg"]\n'
+    (work / "lock" / "pyproject.toml").write_text(pyproject)
+    locked = servers.container.exec_run(["git", "-C", "/srv/git/lbgitpkg.git", "rev-parse", "v1^{commit}"])
+    lock_commit = locked.output.decode().strip()
+    (work / "lock" / "uv.lock").write_text(UV_LOCK.format(repo=f"{repo}/lbgitpkg.git", commit=lock_commit))
+    recipe = work / "recipe.yaml"
+    recipe.write_text(GIT_FILES.format(ip=servers.ip))
+    (work / "gittoken").write_text(servers.git_user)
+    args = ["build", str(recipe), "--out", str(work / "dist"), "--no-host-pip-config"]
+    args += ["--secret", f"id=gittoken,src={work / 'gittoken'}"]
+    zip_path = work / "dist" / "private-gitfile-1.0-python3.11-x86_64.zip"
+    steps = []
+    for moved in (False, True):
+        if moved:
+            tag_commit = private_servers.move_tag(servers, "lbreqpkg", "v1")
+        else:
+            found = servers.container.exec_run(["git", "-C", "/srv/git/lbreqpkg.git", "rev-parse", "v1^{commit}"])
+            tag_commit = found.output.decode().strip()
+        step: dict[str, Any] = {"run": run_cli(*args, env=env), "tag_commit": tag_commit}
+        if step["run"].returncode == 0:
+            from builder.artifact.manifest import manifest_path
+
+            step["manifest"] = json.loads(manifest_path(zip_path).read_text())
+            step["init"] = zipfile.ZipFile(zip_path).read("lbreqpkg/__init__.py").decode()
+        from builder.cache.store import BuildCache
+
+        entries = BuildCache(Path(env["LAMBDA_BUILDER_CACHE_DIR"]) / "builds").list_entries()
+        step["keys"] = {e.key for e in entries if e.manifest.get("name") == "private-gitfile"}
+        steps.append(step)
+    return {"steps": steps, "lock_commit": lock_commit, "dist": work / "dist"}
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +162,9 @@ def build(
     client: Any,
     local_images: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, Any]:
-    """One build using all four secrets, with the package snapshot committed during it."""
+) -> Iterator[dict[str, Any]]:
+    """One build using all four secrets, with the package snapshot committed during it; a small
+    one with the index alone; the git-in-files recipe twice. Their own cache volume, removed after."""
     work = tmp_path_factory.mktemp("private")
     cache = work / "cache"
     recipe = work / "recipe.yaml"
@@ -127,6 +180,9 @@ def build(
     for name, value in values.items():
         (work / name).write_text(value)
     env = {"LAMBDA_BUILDER_CACHE_DIR": str(cache), "NO_PROXY": servers.ip, "no_proxy": servers.ip}
+    # a cache volume of their own, so the search reads every file these builds left there and nothing else
+    env["LAMBDA_BUILDER_CACHE_VOLUME"] = f"lbtest-private-{pysecrets.token_hex(4)}"
+    volume = f"{env['LAMBDA_BUILDER_CACHE_VOLUME']}-x86_64"
     with pytest.MonkeyPatch.context() as mp:
         # a package set seen before is snapshotted: mark it, so this very build commits the snapshot
         mp.setenv("LAMBDA_BUILDER_CACHE_DIR", str(cache))
@@ -143,7 +199,7 @@ def build(
                 break
     assert snapshot is not None
     before = {i.id for i in client.images.list(all=True)}
-    watcher = Watcher(client)
+    watcher = leak_search.Watcher(client)
     watcher.thread.start()
     base = ["build", str(recipe), "--out", str(work / "dist"), "--no-host-pip-config"]
     given = {name: ("--secret", f"id={name},src={work / name}") for name in values}
@@ -152,13 +208,21 @@ def build(
     small.write_text(INDEX_ONLY.format(ip=servers.ip))
     small_args = ["build", str(small), "--out", str(work / "dist"), "--no-host-pip-config", *given["index"]]
     index_only = run_cli(*small_args, env=env)
+    git_files = _git_files_builds(servers, tmp_path_factory.mktemp("gitfiles"), env)
     watcher.stop.set()
     watcher.thread.join()
     made = [i for i in client.images.list(all=True) if i.id not in before]
-    return {
-        "result": result, "index_only": index_only, "work": work, "cache": cache, "snapshot": snapshot, "made": made,
-        "containers": watcher.seen, "dist": work / "dist", "base": base, "given": given, "env": env,
-    }  # fmt: skip
+    try:
+        yield {
+            "result": result, "index_only": index_only, "work": work, "cache": cache, "snapshot": snapshot,
+            "made": made, "containers": watcher.seen, "dist": work / "dist", "base": base, "given": given, "env": env,
+            "volume": volume, "git_files": git_files,
+        }  # fmt: skip
+    finally:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            client.volumes.get(volume).remove(force=True)
 
 
 def test_private_index_url_source_and_git_build(build: dict[str, Any]) -> None:
@@ -178,38 +242,42 @@ def test_private_index_url_source_and_git_build(build: dict[str, Any]) -> None:
     assert any(k.endswith("lbgitpkg.git@v1") for k in git) and any(k.endswith("lbsshpkg.git@main") for k in git)
 
 
-def _payloads(path: Path) -> Iterator[bytes]:
-    """A file's bytes, and those of every member when it is a zip or a tar (compressed or not)."""
-    data = path.read_bytes()
-    yield data
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                yield archive.read(name)
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                handle = archive.extractfile(member) if member.isfile() else None
-                if handle is not None:
-                    yield handle.read()
+def test_git_lines_in_requirement_files_are_resolved_pinned_and_keyed(build: dict[str, Any]) -> None:
+    """A tag named in an -r include resolves to its commit in the build container (with the token),
+    pip installs that commit, the manifest names it; a uv.lock's git source keeps its locked commit.
+    The tag moved on the server: the next build is a new build (a new key), not a cache hit."""
+    git_files = build["git_files"]
+    first, moved = git_files["steps"]
+    for step in (first, moved):
+        assert step["run"].returncode == 0, step["run"].stdout[-3000:] + step["run"].stderr[-3000:]
+    assert first["tag_commit"] != moved["tag_commit"]
+    for step in (first, moved):
+        git = step["manifest"]["git"]
+        assert [c for k, c in git.items() if k.endswith("/lbreqpkg.git@v1")] == [step["tag_commit"]], git
+        lock_commit = git_files["lock_commit"]
+        assert [c for k, c in git.items() if k.endswith(f"/lbgitpkg.git@{lock_commit}")] == [lock_commit], git
+    assert first["init"] == "NAME = 'lbreqpkg'\n" and moved["init"] == "NAME = 'moved'\n"
+    assert "reused the cached build" not in moved["run"].stdout
+    assert len(first["keys"]) == 1 and len(moved["keys"]) == 2, (first["keys"], moved["keys"])
 
 
-def _leaks(blobs: dict[str, bytes], values: dict[str, bytes]) -> list[str]:
-    return [f"{what} in {where}" for where, blob in blobs.items() for what, value in values.items() if value in blob]
-
-
-def test_no_secret_anywhere(build: dict[str, Any], servers: private_servers.Servers, client: Any) -> None:
+def test_no_secret_anywhere(
+    build: dict[str, Any], servers: private_servers.Servers, client: Any, local_images: dict[str, str]
+) -> None:
     assert build["result"].returncode == 0
     assert build["index_only"].returncode == 0, build["index_only"].stderr[-3000:]
     values = servers.secret_values
     blobs: dict[str, bytes] = {}
-    for run in ("result", "index_only"):
-        blobs[f"{run} stdout"] = build[run].stdout.encode()
-        blobs[f"{run} stderr"] = build[run].stderr.encode()
-    for root in (build["dist"], build["cache"]):  # the zip and manifest; the cache, the no-op stamp
+    runs = {"result": build["result"], "index_only": build["index_only"]}
+    runs.update({f"git files {i}": step["run"] for i, step in enumerate(build["git_files"]["steps"])})
+    for name, run in runs.items():
+        blobs[f"{name} stdout"] = run.stdout.encode()
+        blobs[f"{name} stderr"] = run.stderr.encode()
+    # the zips and manifests; the cache, the no-op stamp
+    for root in (build["dist"], build["git_files"]["dist"], build["cache"]):
         for path in root.rglob("*"):
             if path.is_file():
-                for i, payload in enumerate(_payloads(path)):
+                for i, payload in enumerate(leak_search.expand(path.read_bytes())):
                     blobs[f"{path}#{i}"] = payload
     assert any("noop" in name for name in blobs), "the no-op stamp was not written"
     assert build["containers"], "the build container was never seen"
@@ -222,56 +290,25 @@ def test_no_secret_anywhere(build: dict[str, Any], servers: private_servers.Serv
     for image in build["made"]:
         blobs[f"image {image.id}"] = json.dumps([image.attrs, image.history()]).encode()
     # the snapshot's own layer (what the build added to the build image): every file in it
-    blobs.update(_top_layer_files(client, snapshot.id))
-    assert _leaks(blobs, values) == []
-
-
-class _Chunks(io.RawIOBase):
-    """A file over an iterator of byte chunks (the engine's `docker save` stream)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.pending = iter(chunks), b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            self.pending = next(self.chunks, b"")
-            if not self.pending:
-                return 0
-        size = min(len(buffer), len(self.pending))
-        buffer[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-
-def _top_layer_files(client: Any, image_id: str) -> dict[str, bytes]:
-    """The files of an image's last layer, read from `docker save` as it streams: only the one
-    layer whose size matches the top history entry is kept, and its digest must be the image's
-    last diff id (so it is that layer, not one of the build image's)."""
-    import hashlib
-
-    top_diff = client.api.inspect_image(image_id)["RootFS"]["Layers"][-1]
-    most = 2 * int(client.api.history(image_id)[0]["Size"]) + (16 << 20)  # tar headers and padding on top
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=_Chunks(client.api.get_image(image_id)), mode="r|") as saved:
-        for member in saved:
-            if not member.name.endswith("layer.tar") and not member.name.startswith("blobs/"):
-                continue
-            handle = saved.extractfile(member)
-            if handle is None or member.size > most:
-                continue
-            data = handle.read()
-            if "sha256:" + hashlib.sha256(data).hexdigest() != top_diff:
-                continue
-            with tarfile.open(fileobj=io.BytesIO(data)) as files:
-                for entry in files:
-                    content = files.extractfile(entry) if entry.isfile() else None
-                    if content is not None:
-                        out[f"snapshot:{entry.name}"] = content.read()
-    assert out, "the snapshot's own layer was not found in `docker save`, or holds no files"
-    return out
+    blobs.update(leak_search.top_layer_files(client, snapshot.id))
+    # the builds' cache volume, every file in it (pip's caches, .debs, built wheels), with a positive
+    # control planted first: a token among other bytes, and a key line deflated inside a wheel
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as planted_wheel:
+        planted_wheel.writestr("x/key.txt", b"-" * 200 + values["ssh key line"] + b"-" * 200)
+    planted = {"lbtest-planted/raw": b"before " + values["git token"] + b" after",
+               "lbtest-planted/deep/x-1.0-py3-none-any.whl": wheel.getvalue()}  # fmt: skip
+    leak_search.plant(client, build["volume"], local_images["runtime"], planted)
+    in_volume = leak_search.volume_files(client, build["volume"], local_images["runtime"])
+    assert len(in_volume) > len(planted), "the builds left nothing in their cache volume"
+    for name, data in in_volume.items():
+        for i, payload in enumerate(leak_search.expand(data)):
+            blobs[f"volume:{name}#{i}"] = payload
+    found = leak_search.leaks(blobs, values)
+    volume_root = leak_search.MOUNT.strip("/")
+    assert f"git token in volume:{volume_root}/lbtest-planted/raw#0" in found, found
+    assert f"ssh key line in volume:{volume_root}/lbtest-planted/deep/x-1.0-py3-none-any.whl#1" in found, found
+    assert [leak for leak in found if "/lbtest-planted/" not in leak] == []
 
 
 def test_missing_secret_fails_before_any_container(build: dict[str, Any]) -> None:
@@ -329,7 +366,8 @@ def test_ssh_agent_forwarded_instead_of_a_key(servers: private_servers.Servers, 
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         names = zipfile.ZipFile(out / "private-ssh-1.0-python3.11-x86_64.zip").namelist()
         assert "lbsshpkg/__init__.py" in names
-        leaks = _leaks({"stdout": result.stdout.encode(), "stderr": result.stderr.encode()}, servers.secret_values)
+        logs = {"stdout": result.stdout.encode(), "stderr": result.stderr.encode()}
+        leaks = leak_search.leaks(logs, servers.secret_values)
         assert leaks == []
     finally:
         agent.terminate()

@@ -129,3 +129,53 @@ def test_hash_mode_lists_requirements_without_a_hash(tmp_path: Path) -> None:
         (_write(tmp_path, "a.txt", f"six==1.16.0 --hash={HASH}\n"), _write(tmp_path, "b.txt", "\nidna==3.7\n"))
     )
     assert found.hashes and found.unhashed == (f"{(tmp_path / 'b.txt').resolve()}:2",)
+
+
+def test_git_lines_in_files_and_their_includes_are_listed(tmp_path: Path) -> None:
+    """git+ lines anywhere in the set are listed as the container's copy holds them (the build
+    resolves and pins them); they count as pinned, and the key holds them without credentials."""
+    _write(tmp_path, "git.txt", "b @ git+ssh://git@git.corp/t/b.git@main ; python_version >= '3'\n")
+    text = (
+        "-r git.txt\nsix==1.16.0\n"
+        "a @ git+https://u:tok@git.corp/t/a.git@v1\n"
+        "git+https://git.corp/t/c.git#egg=c\n"
+        "d @ https://files.corp/d-1.0.tar.gz\n"
+    )
+    found = read_requirement_files((_write(tmp_path, "requirements.txt", text),))
+    assert found.git == (  # in reading order: the included file first
+        ("b @ git+ssh://git@git.corp/t/b.git@main ; python_version >= '3'", "ssh://git@git.corp/t/b.git", "main"),
+        ("a @ git+https://u:tok@git.corp/t/a.git@v1", "https://u:tok@git.corp/t/a.git", "v1"),
+        ("git+https://git.corp/t/c.git#egg=c", "https://git.corp/t/c.git", None),
+    )
+    files = dict(found.files)
+    assert all(line in files["0.txt"].splitlines() + files["1.txt"].splitlines() for line, _, _ in found.git)
+    assert [u.requirement for u in found.unpinned] == ["d @ https://files.corp/d-1.0.tar.gz"]
+    assert "tok" not in found.key_text and "git+https://git.corp/t/a.git@v1" in found.key_text
+
+
+def test_git_sources_in_a_uv_lock_export_pinned_to_their_commit(tmp_path: Path) -> None:
+    commit = "3" * 40
+    _write(tmp_path, "pyproject.toml", '[project]\nname = "app"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+           'dependencies = ["lbx @ git+https://git.corp/t/lbx.git@v1"]\n')  # fmt: skip
+    lock = _write(tmp_path, "uv.lock", f"""\
+version = 1
+revision = 3
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1"
+source = {{ virtual = "." }}
+dependencies = [{{ name = "lbx" }}]
+
+[package.metadata]
+requires-dist = [{{ name = "lbx", git = "https://git.corp/t/lbx.git?rev=v1" }}]
+
+[[package]]
+name = "lbx"
+version = "1.0"
+source = {{ git = "https://git.corp/t/lbx.git?rev=v1#{commit}" }}
+""")
+    found = read_requirement_files((lock,))
+    assert found.git == ((f"lbx @ git+https://git.corp/t/lbx.git@{commit}", "https://git.corp/t/lbx.git", commit),)
+    assert found.unpinned == ()

@@ -4,6 +4,7 @@ the files the build container gets, and what the cache key records (ids, never v
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -164,6 +165,33 @@ def test_git_requirements_and_pins() -> None:
         "git+ssh://git@git.corp/t/b.git@" + "9" * 40 + "#egg=b"
     )
     assert [secrets.is_commit(ref) for _, _, ref in found] == [False, False, True]
+
+
+def test_git_lines_of_requirement_files_join_the_recipe_s_and_are_pinned_in_the_copy(tmp_path: Path) -> None:
+    """A git line in a requirement file is resolved, pinned and keyed like an inline one."""
+    from dataclasses import replace
+
+    from builder.recipe.model import PythonSpec, Recipe
+    from builder.recipe.requirements import read_requirement_files
+
+    (tmp_path / "more.txt").write_text("b @ git+ssh://git@git.corp/t/b.git  # from an include\n")
+    req_file = tmp_path / "requirements.txt"
+    req_file.write_text("-r more.txt\nsix==1.16.0\na @ git+https://u:tok@git.corp/t/a.git@v1\n")
+    found = read_requirement_files((req_file,))
+    r = Recipe(Path("/r.yaml"), "n", "1", ("python3.11",), ("x86_64",))
+    r = replace(r, python=PythonSpec(requirements=("a @ git+https://u:tok@git.corp/t/a.git@v1", "c @ git+https://h/c.git")))
+    wanted = secrets.git_requirements(r, found)
+    assert [w[0] for w in wanted] == [  # the recipe's first; a line already there is asked once
+        "a @ git+https://u:tok@git.corp/t/a.git@v1", "c @ git+https://h/c.git", "b @ git+ssh://git@git.corp/t/b.git"
+    ]
+    pins = {req: (repo, ref, str(i) * 40) for i, (req, repo, ref) in enumerate(wanted)}
+    files = {name: secrets.pinned_text(text, pins) for name, text in found.files}
+    assert files == {
+        "0.txt": "-r 1.txt\nsix==1.16.0\na @ git+https://u:tok@git.corp/t/a.git@" + "0" * 40 + "\n",
+        "1.txt": "b @ git+ssh://git@git.corp/t/b.git@" + "2" * 40 + "\n",
+    }
+    key = secrets.git_key(pins)
+    assert key["a @ git+https://git.corp/t/a.git@v1"] == "0" * 40 and "tok" not in json.dumps(key)
 
 
 def test_source_auth_from_secret_or_netrc(tmp_path: Path) -> None:

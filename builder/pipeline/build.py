@@ -102,7 +102,6 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             hint="give the key itself with --secret id=NAME,src=KEY_FILE, or use a local engine",
         )
     auth = {s.name: a for s in recipe.sources if s.url and (a := secrets.source_auth(s.url, recipe, given))}
-    git_wanted = secrets.git_requirements(recipe)
     # --no-cache skips reading the caches, never writing them: the next build is a hit again
     with phases.phase("read inputs"):
         inputs = snapshot(
@@ -115,9 +114,11 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             out=options.out,
             secret_ids=tuple(secrets.secret_ids_used(recipe, given.host)),
             indexes=tuple(secrets.index_key(recipe, given.host)),
-            volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted),
             installer=target.installer,
         )
+        # git+ requirements, the recipe's and its requirement files': a ref that can move is volatile
+        git_wanted = secrets.git_requirements(recipe, inputs.requirements)
+        inputs = dataclasses.replace(inputs, volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted))
     digests = inputs.source_digests
     key = inputs.key
     warnings = _warnings(inputs, options)
@@ -191,7 +192,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             with phases.phase("resolve git refs"):
                 ctx.git = git.resolve_refs(ctx, git_wanted)
             ctx.manifest["git"] = git.manifest_field(ctx.git)
-            inputs = dataclasses.replace(inputs, git={req: pin[2] for req, pin in ctx.git.items()})
+            inputs = dataclasses.replace(inputs, git=secrets.git_key(ctx.git))
             key = inputs.key
             lookup = options.use_cache and not options.refresh and inputs.volatile
             hit = _from_cache(key, options.out, stem, log, recipe) if lookup else None

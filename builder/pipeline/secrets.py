@@ -23,6 +23,7 @@ from pathlib import Path
 
 from builder.errors import UserError
 from builder.recipe.model import Recipe
+from builder.recipe.requirements import GitRequirement, RequirementSet, git_source, redact_bare
 from builder.redact import url_credentials
 
 SECRETS_DIR = "/run/secrets"
@@ -339,25 +340,34 @@ def container_files(recipe: Recipe, secrets: BuildSecrets) -> SecretFiles:
     return SecretFiles(files, env, agent)
 
 
-def git_requirements(recipe: Recipe) -> list[tuple[str, str, str | None]]:
-    """(requirement, repository URL as git takes it, ref or None) of each git+ requirement."""
-    out = []
+def git_requirements(recipe: Recipe, files: RequirementSet | None = None) -> list[GitRequirement]:
+    """(requirement, repository URL as git takes it, ref or None) of each git+ requirement: the
+    recipe's own, then each line of its requirement files (as the container's copy holds it)."""
+    out: dict[str, GitRequirement] = {}
     for req in recipe.python.requirements:
-        at = req.find("git+")
-        if at < 0 or not req[at + 4 :].startswith(("https://", "http://", "ssh://")):
-            continue
-        url = req[at + 4 :].split("#")[0].split()[0]
-        parts = urllib.parse.urlsplit(url)
-        path, _, ref = parts.path.partition("@")
-        repo = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-        out.append((req, repo, ref or None))
-    return out
+        source = git_source(req)
+        if source is not None:
+            out.setdefault(req, (req, *source))
+    for line in files.git if files is not None else ():
+        out.setdefault(line[0], line)
+    return list(out.values())
 
 
 def pinned(req: str, repo: str, ref: str | None, commit: str) -> str:
     """The requirement with its ref replaced by the commit it resolved to (what pip then installs)."""
     old = f"{repo}@{ref}" if ref else repo
     return req.replace(old, f"{repo}@{commit}", 1)
+
+
+def pinned_text(text: str, pins: Mapping[str, tuple[str, str | None, str]]) -> str:
+    """A requirement file's text (one logical line a line) with each resolved git line pinned."""
+    return "".join(f"{pinned(line, *pins[line]) if line in pins else line}\n" for line in text.splitlines())
+
+
+def git_key(pins: Mapping[str, tuple[str, str | None, str]]) -> dict[str, str]:
+    """requirement -> commit, for the cache key: credentials in a URL stripped (a rotated token
+    in a requirement file rebuilds nothing, as in its index lines)."""
+    return {redact_bare(req): pin[2] for req, pin in sorted(pins.items())}
 
 
 def is_commit(ref: str | None) -> bool:

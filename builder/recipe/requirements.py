@@ -2,8 +2,10 @@
 
 pip reads the files itself in the container; here they are read first so that (1) a bad file
 fails before any container starts, with file:line, (2) the cache key holds their content and that
-of every file they include (-r/-c), with index credentials stripped, and (3) unpinned lines are
-known (the cache cannot see a new upstream release of `requests>=2`). Each file is rewritten as
+of every file they include (-r/-c), with index credentials stripped, (3) unpinned lines are
+known (the cache cannot see a new upstream release of `requests>=2`), and (4) the git+ lines are
+known: the build resolves their refs to commits as it does an inline git requirement's, pip gets
+the commit, and the key holds it (so they count as pinned). Each file is rewritten as
 logical lines (continuations joined, comments dropped) under a neutral name, `-r`/`-c` pointing
 at the neutral names, so the set can be copied into a container whatever folders it came from.
 
@@ -23,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,20 @@ class Unpinned:
     name: str  # canonical project name (a pin in a -c constraints file pins it)
 
 
+GitRequirement = tuple[str, str, str | None]  # (requirement as pip gets it, repository URL for git, ref)
+
+
+def git_source(requirement: str) -> tuple[str, str | None] | None:
+    """(repository URL as git takes it, ref or None) of a git+https/http/ssh requirement, else None."""
+    at = requirement.find("git+")
+    if at < 0 or not requirement[at + 4 :].startswith(("https://", "http://", "ssh://")):
+        return None
+    url = requirement[at + 4 :].split("#")[0].split()[0]
+    parts = urllib.parse.urlsplit(url)
+    path, _, ref = parts.path.partition("@")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), ref or None
+
+
 @dataclass(frozen=True)
 class RequirementSet:
     """What the container gets (neutral name -> rewritten text) and what the key holds."""
@@ -63,6 +80,7 @@ class RequirementSet:
     unpinned: tuple[Unpinned, ...] = ()
     hashes: bool = False  # pip's hash-checking mode is on (then every requirement needs a hash)
     unhashed: tuple[str, ...] = ()  # file:line of requirements without --hash (refused in hash mode)
+    git: tuple[GitRequirement, ...] = ()  # git+ lines in any file, each line exactly as in `files`
 
 
 class RequirementsInvalid(UserError):
@@ -126,6 +144,7 @@ class _Reader:
         self.unhashed: list[str] = []
         self.hashes = False
         self.roots: list[str] = []
+        self.git: dict[str, GitRequirement] = {}
 
     def add(self, path: Path, where: str, *, text: str | None = None, shown: Path | None = None) -> str:
         """Read one file (and what it includes) once; its neutral name."""
@@ -198,6 +217,13 @@ class _Reader:
             else:
                 spec_words.append(word)
         spec = " ".join(spec_words)
+        source = git_source(spec)
+        if source is not None:  # its ref becomes a commit in the build (actions/git.py), and the key holds it
+            self.git.setdefault(line, (line, *source))
+            if spec.startswith("git+"):  # pip's bare form, git+https://host/repo.git@ref#egg=name
+                if not self.in_constraints and not any(o.startswith("--hash") for o in options):
+                    self.unhashed.append(where)  # pip hashes no VCS checkout: refused in hash mode
+                return line, " ".join([redact_bare(spec), *options])
         if spec.startswith((".", "/", "file:")) or ("/" in spec.split(";")[0] and "://" not in spec):
             raise RequirementsInvalid(
                 where, f"{spec!r} is a local path", "list local projects in the recipe itself: requirements: [./path]"
@@ -211,7 +237,7 @@ class _Reader:
         specifiers = list(req.specifier)
         pinned = hashed or (len(specifiers) == 1 and bool(_PINNED.match(str(specifiers[0]))))
         if req.url:
-            pinned = hashed or "sha256=" in req.url
+            pinned = hashed or "sha256=" in req.url or source is not None
         from packaging.utils import canonicalize_name
 
         name = canonicalize_name(req.name)
@@ -275,6 +301,7 @@ def read_requirement_files(paths: tuple[Path, ...]) -> RequirementSet:
         unpinned=tuple(u for u in reader.unpinned if u.name not in reader.constraint_pins),
         hashes=reader.hashes,
         unhashed=tuple(reader.unhashed),
+        git=tuple(reader.git.values()),
     )
 
 

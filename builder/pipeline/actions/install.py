@@ -34,7 +34,7 @@ from builder.pipeline.context import (
     uv_env,
 )
 from builder.pipeline.scripts import PATH_PREFIX, PIP_CACHE_LINKS, hook_script
-from builder.pipeline.secrets import SECRETS_DIR, pinned
+from builder.pipeline.secrets import SECRETS_DIR, pinned, pinned_text
 from builder.recipe import sources
 from builder.recipe.model import is_local_project
 from builder.runtimes import UNAME_MACHINE
@@ -133,8 +133,9 @@ class PipInstall:
                 args.append(f"{PYSRC}/{i}")
             else:
                 args.append(pinned(req, *ctx.git[req]) if req in ctx.git else req)
-        if found is not None:  # the files as read for the key, under neutral names (-r/-c rewritten)
-            ctx.container.put_tar(REQS, tar_bytes({name: (text.encode(), 0o644) for name, text in found.files}))
+        if found is not None:  # the files as read for the key, under neutral names (-r/-c rewritten, git pinned)
+            texts = {name: (pinned_text(text, ctx.git).encode(), 0o644) for name, text in found.files}
+            ctx.container.put_tar(REQS, tar_bytes(texts))
             for root in found.roots:
                 args += ["-r", f"{REQS}/{root}"]
         local = [a for a in args if a.startswith(PYSRC)]
