@@ -24,6 +24,7 @@ from pathlib import Path
 
 from builder.cache import keys, noop, store
 from builder.engine.container import Container
+from builder.paths import cache_volume
 from builder.pipeline.actions.steps import BuildSource, SystemPackages, run_actions
 from builder.pipeline.context import CACHE, DEPS, NO_CACHE_ENV, Action, BuildContext, build_env, container_files
 from builder.pipeline.plan import Target
@@ -111,7 +112,7 @@ def _build(
         target.image,
         purpose=f"lib-{library.name}-{target.arch}",
         log=log,
-        volumes={f"lambda-builder-cache-{target.image.arch}": CACHE} if use_cache else {},
+        volumes={cache_volume(target.image.arch): CACHE} if use_cache else {},
         files=container_files(),
         step_timeout=step_timeout or library.timeout,
     )
