@@ -17,12 +17,10 @@ in the clean runtime image with its layers at /opt, as Lambda lays them out.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +34,9 @@ sys.path.insert(0, str(HERE))
 import sam_compare  # noqa: E402  (the SAM venv, its image and the runtime image live there)
 
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+from tests.lambda_layout import run_handler  # noqa: E402  (the handler run in Lambda's layout, as the tests do)
+
 DEFAULT_TEMPLATE = REPO / "examples" / "sam-app" / "template.yaml"
 LOCAL_SAM = REPO / ".venv-sam" / "bin" / "sam"
 LB = REPO / ".venv" / "bin" / "lambda-builder"
@@ -59,37 +60,11 @@ def top(files: dict[str, int]) -> list[str]:
     return sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in files})
 
 
-def tar_of(folder: Path, name: str, extra: dict[str, bytes] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(folder, arcname=name)
-        for member, data in (extra or {}).items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def invoke(client: Any, function: Path, layers: list[Path], handler: str, event: bytes) -> tuple[bool, str]:
     """The function folder at /var/task, each layer's at /opt, the handler called with the event."""
-    module, func = handler.rsplit(".", 1)
-    code = (f"import json, importlib; m = importlib.import_module({module.replace('/', '.')!r}); "
-            f"print(json.dumps(getattr(m, {func!r})(json.load(open('/event.json')), None)))")
-    container = client.containers.create(
-        sam_compare.RUNTIME_IMAGE, entrypoint=["python3.11", "-c", code], environment=sam_compare.LAMBDA_ENV,
-        working_dir="/var/task", labels={"org.lambda-builder.purpose": "sam-compare-import"},
-    )
-    try:
-        container.put_archive("/var", tar_of(function, "task"))
-        for layer in layers:
-            container.put_archive("/", tar_of(layer, "opt"))
-        container.put_archive("/", tar_of(Path(tempfile.mkdtemp()), "tmp-empty", {"event.json": event}))
-        container.start()
-        status = int(container.wait(timeout=300).get("StatusCode", 1))
-        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-    finally:
-        container.remove(force=True)
-    return status == 0, sam_compare.tail(output, 2)
+    status, stdout, stderr = run_handler(client, sam_compare.RUNTIME_IMAGE, function, layers, handler, event,
+                                         env=sam_compare.LAMBDA_ENV, purpose="sam-compare-import")
+    return status == 0, sam_compare.tail(stderr + stdout, 2)
 
 
 def main() -> None:

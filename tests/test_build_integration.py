@@ -303,7 +303,7 @@ def test_sweep_removes_containers_of_killed_runs_on_this_host_only(local_images:
     its labels: this host, a pid that no longer exists. Another host's container is left alone."""
     import socket
 
-    from builder.engine.container import LABEL, sweep_orphans
+    from builder.engine.orphans import LABEL, sweep_orphans
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid no longer exists

@@ -297,7 +297,7 @@ class SocketProxy:
 
 @pytest.mark.docker
 def test_engine_unreachable_mid_build(good_zip: Path, cache_dir: Path, tmp_path: Path) -> None:
-    from builder.engine.container import sweep_orphans
+    from builder.engine.orphans import sweep_orphans
 
     recipe, out, kept = _sleeping_greet(tmp_path, good_zip)
     proxy = SocketProxy(Path(f"/tmp/lb-faults-{os.getpid()}.sock"))

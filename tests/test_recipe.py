@@ -165,12 +165,12 @@ def test_recipe_data_that_passed_the_schema_is_not_checked_again(
 ) -> None:
     """A SAM template's resources become recipe data on every build: loading jsonschema for them
     again was most of a code-only rebuild (2 s of 2.2 s); data that passed once is remembered."""
-    from builder.recipe import loader
+    from builder.recipe import loader, schemacheck
 
     monkeypatch.setenv("LAMBDA_BUILDER_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    real = loader._schema_problems
-    monkeypatch.setattr(loader, "_schema_problems", lambda *a: calls.append(1) or real(*a))
+    real = schemacheck.schema_problems
+    monkeypatch.setattr(schemacheck, "schema_problems", lambda *a: calls.append(1) or real(*a))
     data = {"name": "fn", "version": "1", "runtimes": ["python3.11"], "python": {"requirements": ["six==1.16.0"]}}
     recipe = tmp_path / "r.yaml"
     assert loader.check_data(recipe, data, {}) == [] and loader.check_data(recipe, dict(data), {}) == []

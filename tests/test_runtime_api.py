@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import UserError
-from builder.recipe import loader
+from builder.recipe import schemacheck
 from builder.runtimes import HANDLER_PATTERN
 from builder.ship import invoke
 from builder.ship.invoke_rie import is_error_object
@@ -136,8 +136,8 @@ def test_event_must_be_json(tmp_path: Path) -> None:
 
 
 def test_handler_form_is_one_pattern_for_schema_and_invoke() -> None:
-    assert loader.schema()["properties"]["handler"]["pattern"] == HANDLER_PATTERN
-    case = loader.schema()["properties"]["tests"]["properties"]["invoke"]["items"]["properties"]["handler"]
+    assert schemacheck.schema()["properties"]["handler"]["pattern"] == HANDLER_PATTERN
+    case = schemacheck.schema()["properties"]["tests"]["properties"]["invoke"]["items"]["properties"]["handler"]
     assert case["pattern"] == HANDLER_PATTERN
     assert invoke.check_handler("pkg/mod.fn", "python3.11", "--handler") == "pkg/mod.fn"
     with pytest.raises(UserError, match=r"MODULE\.FUNCTION"):

@@ -5,11 +5,9 @@ layer; each handler then runs on its events/*.json in the clean runtime image wi
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +16,13 @@ from typing import Any
 import pytest
 from conftest import ROOT, run_cli
 
+from tests import lambda_layout
+from tests.lambda_layout import run_handler
+
 pytestmark = pytest.mark.docker
 
 EXAMPLE = ROOT / "examples" / "sam-app"
-LAMBDA_ENV = {
-    "LAMBDA_TASK_ROOT": "/var/task",
-    "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt:"
-    "/opt/lib",
-    "PYTHONPATH": "/var/task:/opt/python/lib/python3.11/site-packages:/opt/python",
-    "STAGE": "test",
-}
+LAMBDA_ENV = {**lambda_layout.LAMBDA_ENV, "STAGE": "test"}
 
 
 @dataclass(frozen=True)
@@ -62,32 +57,9 @@ def test_native_parts_are_built_and_bundled(app: App) -> None:
         assert manifest["layout"] == ("layer" if name == "SharedLayer" else "function")
 
 
-def _tar(folder: Path, name: str, extra: dict[str, bytes] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        if folder.is_dir():
-            tar.add(folder, arcname=name)
-        for member, data in (extra or {}).items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _run_handler(client: Any, image: str, build: Path, function: str, event: bytes) -> dict[str, Any]:
-    code = ("import json, app; print(json.dumps(app.handler(json.load(open('/event.json')), None)))")
-    container = client.containers.create(image, entrypoint=["python3.11", "-c", code], environment=LAMBDA_ENV,
-                                         working_dir="/var/task", labels={"org.lambda-builder.purpose": "test"})
-    try:
-        container.put_archive("/var", _tar(build / function, "task"))
-        container.put_archive("/", _tar(build / "SharedLayer", "opt"))
-        container.put_archive("/", _tar(Path("/nonexistent"), "", {"event.json": event}))
-        container.start()
-        status = int(container.wait(timeout=300).get("StatusCode", 1))
-        output = container.logs(stdout=True, stderr=False).decode()
-        errors = container.logs(stdout=False, stderr=True).decode()
-    finally:
-        container.remove(force=True)
+    status, output, errors = run_handler(client, image, build / function, [build / "SharedLayer"], "app.handler",
+                                         event, env=LAMBDA_ENV)
     assert status == 0, errors
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result

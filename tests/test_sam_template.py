@@ -259,3 +259,12 @@ def test_a_bad_requirements_txt_is_named_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"requirements\.txt:2") as caught:
         samtemplate.load(path)
     assert caught.value.exit_code == 2
+
+
+def test_a_secret_the_template_names_is_asked_for_before_anything_builds(tmp_path: Path) -> None:
+    path = _template(tmp_path, "Resources:\n  F:\n    Type: AWS::Serverless::Function\n"
+                     "    Properties: {CodeUri: src/, Runtime: python3.11, Handler: app.handler}\n"
+                     "    Metadata: {LambdaBuilder: {secrets: [token]}}\n")
+    done = run_cli("build", str(path), cwd=tmp_path)
+    assert done.returncode == 2 and "token" in done.stderr and "--secret id=token" in done.stderr, done.stderr
+    assert not (tmp_path / ".aws-sam").exists()

@@ -166,21 +166,11 @@ def publish(
 @click.option("--profile", default=None)
 @click.option("--region", default=None)
 @click.option("--json", "as_json", is_flag=True)
-def image(
-    zip_path: Path,
-    base: str | None,
-    tag: str | None,
-    handler: str | None,
-    push_uri: str | None,
-    profile: str | None,
-    region: str | None,
-    as_json: bool,
-) -> None:
+def image(zip_path: Path, as_json: bool, **options: str | None) -> None:
     """Make a Lambda container image from ZIP (and push it to ECR)."""
     from builder.ship.container_image import image_from_zip
 
-    result = image_from_zip(
-        zip_path, base, tag=tag, handler=handler, push_uri=push_uri, profile=profile, region=region, log=click.echo
-    )
+    # base, tag, handler, push_uri, profile, region go on by name: one signature for them, image_from_zip's
+    result = image_from_zip(zip_path, log=click.echo, **options)
     summary = f"built {result['image']} ({result['id'][:19]}) on {result['base']}"
     click.echo(json.dumps(result, indent=2) if as_json else summary)

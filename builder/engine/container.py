@@ -3,8 +3,8 @@
 Commands are streamed into it one exec at a time with prefixed output; files go in and out as
 tar streams (never bind mounts), so a remote DOCKER_HOST works; the host's CA bundle and proxy
 variables go in so downloads work behind TLS-intercepting proxies; and the container is removed
-whatever happens: success, failure, Ctrl-C or SIGTERM. A sweep also removes containers left by a
-process that was killed outright (SIGKILL, power loss), recognised by their labels.
+whatever happens: success, failure, Ctrl-C or SIGTERM (containers left by a process killed
+outright are engine.orphans' to sweep; output shown and masked: engine.output).
 
 Stage engine: must not know recipes or what a build does (a lint-imports contract).
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
-import os
-import socket
 import threading
 import time
 import uuid
@@ -28,17 +26,17 @@ from typing import Any, TypeVar
 
 from builder import interrupts
 from builder.engine import engines
-from builder.engine.client import client, engine_arch, host_ca_bundle, proxy_env
+from builder.engine.client import engine_arch, host_ca_bundle, proxy_env
 from builder.engine.images import ImageRef
+from builder.engine.orphans import force_remove, owner_labels
+from builder.engine.output import relay
 from builder.engine.reference import parse_reference
 from builder.errors import BuildFailed, EnvironmentProblem
-from builder.redact import redact_text
 from builder.runtimes import DOCKER_PLATFORM
 from builder.tarsafe import tar_bytes
 
 Log = Callable[[str], None]
 T = TypeVar("T")
-LABEL = "org.lambda-builder.container"
 CA_IN_CONTAINER = "/etc/lambda-builder/ca-bundle.crt"
 TAIL_LINES = 40
 
@@ -55,33 +53,6 @@ def _ca_env() -> dict[str, str]:
         "AWS_CA_BUNDLE",
     )
     return dict.fromkeys(names, CA_IN_CONTAINER)
-
-
-def sweep_orphans(log: Log | None = None) -> int:
-    """Remove containers whose owning lambda-builder process on this host no longer exists."""
-    import docker.errors
-
-    removed = 0
-    host = socket.gethostname()
-    api = client().api
-    # the plain listing, labels included: the SDK's containers.list inspects each container after
-    # listing, which fails when another build removes one in between (builds run side by side)
-    for container in api.containers(all=True, filters={"label": LABEL}):
-        labels = container.get("Labels") or {}
-        if labels.get("org.lambda-builder.host") != host:
-            continue
-        pid = int(labels.get("org.lambda-builder.pid", "0") or 0)
-        if pid and _alive(pid):
-            continue
-        name = str((container.get("Names") or [container["Id"]])[0]).lstrip("/")
-        try:
-            api.remove_container(container["Id"], force=True)
-            removed += 1
-            if log:
-                log(f"removed container {name} left by a killed run (pid {pid})")
-        except docker.errors.APIError:
-            pass  # gone already, or being removed by its owner
-    return removed
 
 
 def check_emulation(arch: str, docker_client: Any) -> None:
@@ -116,23 +87,6 @@ def background(work: Callable[[], T]) -> Future[T]:
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(run,), name=getattr(work, "__name__", "background"), daemon=True).start()
     return future
-
-
-def _force_remove(container: Any) -> None:
-    import docker.errors  # the SDK loads only when a container is really used
-
-    with contextlib.suppress(docker.errors.NotFound):
-        container.remove(force=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Container:
@@ -202,12 +156,7 @@ class Container:
         docker_client = engines.make_client(self.engine)
         self._check_emulation(docker_client)
         name = f"lambda-builder-{self.purpose}-{uuid.uuid4().hex[:8]}"
-        labels = {
-            LABEL: "1",
-            "org.lambda-builder.pid": str(os.getpid()),
-            "org.lambda-builder.host": socket.gethostname(),
-            "org.lambda-builder.purpose": self.purpose,
-        }
+        labels = owner_labels(self.purpose)
         self._container = docker_client.containers.create(
             self.image.id,
             command=["sleep", "infinity"],
@@ -226,7 +175,7 @@ class Container:
             tmpfs={self.private: "mode=0700,size=16m,noexec,nosuid,nodev"} if self.private else None,
         )
         container = self._container
-        interrupts.register(id(self), name, lambda: _force_remove(container))  # removes it if already cancelled
+        interrupts.register(id(self), name, lambda: force_remove(container))  # removes it if already cancelled
         try:
             self._container.start()
             files = {path: (content, 0o644) for path, content in self.files.items()}
@@ -238,7 +187,7 @@ class Container:
                 self._put("/", tar_bytes(files))
         except BaseException:
             self._container = None
-            _force_remove(container)
+            force_remove(container)
             interrupts.unregister(id(self))
             raise
 
@@ -260,7 +209,7 @@ class Container:
 
         def remove() -> None:
             self._container = None
-            _force_remove(container)
+            force_remove(container)
             interrupts.unregister(id(self))
 
         if wait:
@@ -383,7 +332,8 @@ class Container:
         self, api: Any, script: str, step: str, environment: dict[str, str], workdir: str, quiet: bool,
         max_output: int | None,
     ) -> tuple[str, collections.deque[str]]:  # fmt: skip
-        """Start the script and pass its output on as it comes; returns (exec id, the output's tail)."""
+        """Start the script and pass its output on as it comes (engine.output); returns (exec id, the
+        output's tail)."""
         exec_id = api.exec_create(
             self.id,
             ["/bin/sh", "-c", f"set -e\n{script}"],
@@ -392,29 +342,7 @@ class Container:
             stdout=True,
             stderr=True,
         )["Id"]
-        tail: collections.deque[str] = collections.deque(maxlen=max_output)
-        pending = b""
-        for chunk in api.exec_start(exec_id, stream=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = self._masked(raw.decode("utf-8", "replace").rstrip("\r"))
-                tail.append(line)
-                if not quiet:
-                    self.log(f"[{step}] {line}")
-        if pending:
-            line = self._masked(pending.decode("utf-8", "replace"))
-            tail.append(line)
-            if not quiet:
-                self.log(f"[{step}] {line}")
-        return exec_id, tail
-
-    def _masked(self, line: str) -> str:
-        """A line of output with URL credentials and every known secret value masked (a build step
-        that prints a secret file shows *** instead)."""
-        for value in self.masks:
-            line = line.replace(value, "***")
-        return redact_text(line)
+        return exec_id, relay(api.exec_start(exec_id, stream=True), step, self.log, self.masks, quiet, max_output)
 
     def commit(self, tag: str, labels: Mapping[str, str]) -> str:
         """Keep the container's filesystem as an image (caches volumes are not part of it)."""

@@ -17,12 +17,9 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from builder import paths
@@ -35,7 +32,7 @@ from builder.engine.pulls import lookup as _get
 from builder.engine.pulls import obtain, pull, registry_mirror, verify_arch
 from builder.engine.pulls import pull_skip_until as pull_skip_until
 from builder.engine.reference import parse_reference, pull_error
-from builder.engine.rootfs import import_rootfs, require_arch_test
+from builder.engine.rootfs import import_rootfs, require_arch_test, run_bootstrap, scratch
 from builder.errors import BuildFailed, EnvironmentProblem, LambdaBuilderError, UserError
 from builder.resources import RESOURCES
 from builder.runtimes import DEBIAN, DEBIAN_ARCH, DOCKER_ARCH, DOCKER_PLATFORM, RUNTIMES, Runtime
@@ -198,39 +195,28 @@ def _bootstrap_tool() -> list[str]:
     )
 
 
-def _run_streamed(argv: list[str], progress: Progress, what: str) -> None:
-    tail: list[str] = []
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = [*tail[-40:], line]
-            progress(line)
-        code = proc.wait()
-    if code != 0:
-        raise BuildFailed(f"{what} failed (exit {code})", tail="\n".join(tail))
-
-
 def bootstrap_base(codename: str, arch: str, progress: Progress = _quiet) -> ImageRef:
     """A minimal Debian root filesystem, imported as lambda-builder/base:<codename>-<arch>."""
     name = local_name("base", codename, arch)
     tool = _bootstrap_tool()
     mirror = os.environ.get("LAMBDA_BUILDER_DEBIAN_MIRROR")
-    with tempfile.TemporaryDirectory(prefix="lambda-builder-rootfs-") as tmp:
-        tarball = Path(tmp) / "rootfs.tar"
+    with scratch("lambda-builder-rootfs-") as tmp:  # removed only after the bootstrap's processes are gone
+        tarball = tmp / "rootfs.tar"
         argv = [*tool, f"--arch={DEBIAN_ARCH[arch]}"]
         if tool[0] == "mmdebstrap":
             require_arch_test(DEBIAN_ARCH[arch])
             argv += [codename, str(tarball)]
         else:
-            argv += [codename, str(Path(tmp) / "root")]
+            argv += [codename, str(tmp / "root")]
         if mirror:
             argv.append(mirror)
         progress(f"bootstrapping Debian {codename} ({arch}) with {tool[0]}")
-        _run_streamed(argv, progress, f"{tool[0]} {codename} {arch}")
+        code, tail = run_bootstrap(argv, tmp, progress)
+        if code != 0:
+            raise BuildFailed(f"{tool[0]} {codename} {arch} failed (exit {code})", tail="\n".join(tail))
         if tool[0] == "debootstrap":
             with tarfile.open(tarball, "w") as tar:
-                tar.add(Path(tmp) / "root", arcname=".")
+                tar.add(tmp / "root", arcname=".")
         progress(f"importing {name}")
         ref = parse_reference(name)
         # a plain import ignores the platform (arm64 rootfs would claim amd64): build FROM scratch

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +22,8 @@ from typing import Any
 
 from builder import interrupts
 from builder.engine.client import client
-from builder.engine.container import LABEL, check_emulation
+from builder.engine.container import check_emulation
+from builder.engine.orphans import owner_labels
 from builder.errors import BuildFailed, EnvironmentProblem
 from builder.redact import redact_text
 from builder.runtimes import DOCKER_PLATFORM
@@ -92,12 +91,7 @@ class Process:
         docker_client = client()
         check_emulation(self.spec.arch, docker_client)
         name = f"lambda-builder-{self.spec.purpose}-{uuid.uuid4().hex[:8]}"
-        labels = {
-            LABEL: "1",
-            "org.lambda-builder.pid": str(os.getpid()),
-            "org.lambda-builder.host": socket.gethostname(),
-            "org.lambda-builder.purpose": self.spec.purpose,
-        }
+        labels = owner_labels(self.spec.purpose)
         memory = f"{self.spec.memory_mb}m" if self.spec.memory_mb else None
         try:
             container = docker_client.containers.create(

@@ -31,7 +31,8 @@ from builder.cache import keys, noop, store
 from builder.cache.folders import CacheMiss
 from builder.cache.inputs import Inputs, snapshot
 from builder.engine import client, emulation, engines, images
-from builder.engine.container import Container, background, sweep_orphans
+from builder.engine.container import Container, background
+from builder.engine.orphans import sweep_orphans
 from builder.errors import EnvironmentProblem
 from builder.pipeline import libraries, secrets
 from builder.pipeline import snapshot as snapshot_packages

@@ -15,9 +15,9 @@ from builder.errors import UserError
 from builder.pipeline import finish
 from builder.pipeline.build import build_one
 from builder.pipeline.plan import BuildOptions, BuildRequest
+from builder.pipeline.sam import build_template
 from builder.pipeline.timings import report
 from builder.pipeline.withcode import check_code
-from builder.recipe.samtemplate import Template
 
 if TYPE_CHECKING:
     from builder.ship.invoke import Settings, Target
@@ -100,25 +100,8 @@ def unpack_into(zip_path: Path, folder: Path) -> None:
     extract_zip(zip_path, folder)
 
 
-def run_template(
-    template: Template,
-    options: BuildOptions,
-    *,
-    arches: Sequence[str],
-    runtimes: Sequence[str],
-    jobs: int,
-    quiet: bool,
-    echo: Echo,
-    echo_err: Echo,
-) -> bool:
-    """`build template.yaml`: what `sam build` writes, see pipeline.sam."""
-    from builder.pipeline.sam import build_template
-    from builder.pipeline.secrets import check_given
-
-    check_given(list({id(r.recipe): r.recipe for r in template.resources}.values()), options.secrets)
-
-    return build_template(template, options, arches=arches, runtimes=runtimes, jobs=jobs, quiet=quiet, echo=echo,
-                          echo_err=echo_err)
+# `build template.yaml`, what `sam build` writes: the CLI's entry, the work is pipeline.sam's
+run_template = build_template
 
 
 def make_local_images(

@@ -67,7 +67,11 @@ def build_template(
     echo: Echo,
     echo_err: Echo,
 ) -> bool:
-    """Build every resource of the template that the filters keep; False when a build failed."""
+    """`build template.yaml`: every resource of the template that the filters keep; False when a
+    build failed. The secrets its recipes name are checked first, before any container."""
+    from builder.pipeline.secrets import check_given
+
+    check_given(list({id(r.recipe): r.recipe for r in template.resources}.values()), options.secrets)
     log: Echo = (lambda _line: None) if quiet else echo
     for skipped in template.skipped:
         echo_err(f"note: {skipped.logical_id}: {skipped.reason}")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
-from builder.recipe import checks, loader, yamldoc
+from builder.recipe import checks, loader, schemacheck, yamldoc
 from builder.recipe.checks import Problem, field_name
 from builder.recipe.loader import RecipeInvalid
 from builder.recipe.model import Layout, Recipe
@@ -214,7 +214,7 @@ def _resource(
         raise fail("Architectures", f"{arch!r} is not an architecture Lambda has ({', '.join(ARCHES)})")
     handler = props.get("Handler")
     if layout == "function" and runtime.startswith("python"):
-        spec = loader.schema()["properties"]["handler"]
+        spec = schemacheck.schema()["properties"]["handler"]
         if not isinstance(handler, str) or not re.fullmatch(spec["pattern"], handler):
             raise fail("Handler", f"{handler!r}: {spec['patternErrorMessage']}" if handler is not None else
                        "missing: set Handler (or Globals.Function.Handler), e.g. app.handler")

@@ -1,11 +1,12 @@
-"""Getting each recipe source onto the host (verified, cached) and then onto a tar stream.
+"""Getting each recipe source onto the host, verified and cached (then its digest and tar stream
+come from recipe.sourcetree, re-exported here for the stages that use them).
 
 Sources reach the build container with `put_archive`, never via bind mounts, so a remote
 DOCKER_HOST works. Remote content is trusted only through its sha256: downloads land under
 a temporary name and are renamed into the content-addressed cache only once the hash matched,
 so the cache never holds a file that was not verified.
 
-Stage recipe: fetches and digests on the host; must not know Docker, images or builds.
+Stage recipe: fetches on the host (path, url, PyPI); must not know Docker, images or builds.
 """
 
 from __future__ import annotations
@@ -18,35 +19,35 @@ import json
 import os
 import re
 import ssl
-import stat
 import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, cast
 
 from builder import __version__
 from builder.digest import file_sha256
 from builder.errors import UserError
 from builder.recipe.model import Source
+from builder.recipe.sourcetree import CHUNK, unpack_archive
+from builder.recipe.sourcetree import SKIP_NAMES as SKIP_NAMES  # what callers import from here
+from builder.recipe.sourcetree import source_digest as source_digest
+from builder.recipe.sourcetree import source_tar as source_tar
 from builder.redact import redact_text, redact_url, url_credentials
-from builder.tarsafe import extract_tar, extract_zip, safe_relpath, tar_from_dir
 
 Progress = Callable[[str], None]
 
 PYPI_URL_ENV = "LAMBDA_BUILDER_PYPI_URL"
 DEFAULT_PYPI_URL = "https://pypi.org"
 HTTP_TIMEOUT = 60.0  # seconds without data before a download is given up
-SKIP_NAMES = frozenset({".git", "__pycache__"})  # never part of a folder source's identity or tar
 USER_AGENT = f"lambda-builder/{__version__}"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PIN = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
-_CHUNK = 1024 * 1024
 
 
 def fetch_source(
@@ -83,92 +84,6 @@ def fetch_source(
         return _download(src, src.url, expected, _file_name(src.url), download_dir, say, authorization)
     assert src.pypi is not None
     return _fetch_pypi(src, src.pypi, download_dir, say)
-
-
-def source_digest(src: Source, fetched: Path) -> str:
-    """A sha256 of the source content, for the build cache key.
-
-    Folders hash sorted relative paths, file kinds, the executable bit and bytes (what the tar
-    carries, so a checkout with another umask or mtime hashes the same); archives hash as files.
-    """
-    if not fetched.is_dir():
-        return file_sha256(fetched)
-    digest = hashlib.sha256()
-    for path, rel in _walk_tree(fetched):
-        st = path.lstat()
-        name = rel.encode("utf-8", "surrogateescape")
-        if stat.S_ISLNK(st.st_mode):
-            _field(digest, b"l", name, os.readlink(path).encode("utf-8", "surrogateescape"))
-        elif stat.S_ISDIR(st.st_mode):
-            _field(digest, b"d", name)
-        elif stat.S_ISREG(st.st_mode):
-            _field(digest, b"x" if st.st_mode & 0o111 else b"f", name, str(st.st_size).encode())
-            with path.open("rb") as data:
-                while chunk := data.read(_CHUNK):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
-def source_tar(src: Source, fetched: Path, arcname: str) -> BinaryIO:
-    """A deterministic tar whose single top folder `arcname` holds the source tree to build.
-
-    Archives are unpacked safely, a lone top-level folder is stripped (as `tar --strip 1`), and
-    `src.subdir` is applied. The result is spooled to disk when large; the caller closes it.
-    """
-    if fetched.is_dir():
-        return tar_from_dir(_subdir(src, fetched), arcname, exclude=SKIP_NAMES)
-    with tempfile.TemporaryDirectory(prefix="lambda-builder-src-") as tmp:
-        root = Path(tmp) / "tree"
-        unpack_archive(fetched, root, archive=f"{fetched.name} (source {src.name!r})")
-        entries = [p for p in root.iterdir() if p.name != "__MACOSX"]
-        if not entries:
-            raise UserError(f"source {src.name!r}: archive {fetched.name} is empty")
-        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
-            root = entries[0]
-        return tar_from_dir(_subdir(src, root), arcname)
-
-
-def unpack_archive(archive_file: Path, dest: Path, *, archive: str | None = None) -> None:
-    """Unpack a zip or (compressed) tar into `dest`, telling them apart by content, not suffix."""
-    label = archive or archive_file.name
-    if zipfile.is_zipfile(archive_file):
-        extract_zip(archive_file, dest, archive=label)
-        return
-    with archive_file.open("rb") as data:
-        extract_tar(data, dest, archive=label)
-
-
-def _subdir(src: Source, root: Path) -> Path:
-    if not src.subdir:
-        return root
-    rel = safe_relpath(src.subdir, f"source {src.name!r} subdir")
-    if rel is None:
-        return root
-    target = root / rel
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([os.path.realpath(target), real_root]) != real_root or not target.is_dir():
-        raise UserError(
-            f"source {src.name!r}: subdir {src.subdir!r} is not a folder inside the source",
-            hint="subdir is relative to the top of the unpacked source (after its single top folder)",
-        )
-    return target
-
-
-def _walk_tree(root: Path) -> Iterator[tuple[Path, str]]:
-    with os.scandir(root) as it:
-        entries = sorted((e for e in it if e.name not in SKIP_NAMES), key=lambda e: e.name)
-    for entry in entries:
-        yield Path(entry.path), entry.name
-        if entry.is_dir(follow_symlinks=False):
-            for sub, rel in _walk_tree(Path(entry.path)):
-                yield sub, f"{entry.name}/{rel}"
-
-
-def _field(digest: Any, *parts: bytes) -> None:
-    """Length-prefixed fields, so no two different trees feed the hash the same bytes."""
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
 
 
 def _check_sha(src: Source, value: str) -> str:
@@ -323,7 +238,7 @@ def _store(data: IO[bytes], final: Path, sha: str, src: Source, origin: str, url
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := data.read(_CHUNK):
+            while chunk := data.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
         actual = digest.hexdigest()
