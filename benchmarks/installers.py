@@ -103,8 +103,10 @@ def main() -> None:
         names, same_bytes = compare(zips["pip"], zips["uv"])
         tests = {}
         for installer in INSTALLERS:
-            tests[installer] = "-" if args.skip_test else ("pass" if lb("test", str(zips[installer])).returncode == 0
-                                                           else "FAIL")  # fmt: skip
+            # --allow-incompatible: Debian-linked recipes (lxml, psycopg2) are known not to load on
+            # Lambda's glibc (issue 16); this compares the installers, so the tests themselves count
+            tested = lb("test", "--allow-incompatible", str(zips[installer]))
+            tests[installer] = "-" if args.skip_test else ("pass" if tested.returncode == 0 else "FAIL")
         med = {k: (statistics.median(w for w, _ in v), statistics.median(i for _, i in v)) for k, v in times.items()}
         rows.append((recipe.stem, med, names, same_bytes, tests))
     print(f"\nmedian of {args.repeat} run(s); wall = the whole build command, install = its pip/uv step")
