@@ -99,7 +99,7 @@ def test_lambda_recipe_builds_to_the_same_bytes_from_elsewhere(
     shutil.copytree(cache / "prefixes", tmp_path / "cache" / "prefixes")
     result = run_cli(
         "build", str(elsewhere / "recipes" / f"{name}.yaml"), "--arch", "x86_64", "--out", str(tmp_path / "out"),
-        "-q", env={"LAMBDA_BUILDER_CACHE_DIR": str(tmp_path / "cache")}, cwd=elsewhere,
+        env={"LAMBDA_BUILDER_CACHE_DIR": str(tmp_path / "cache")}, cwd=elsewhere,  # not -q: the library lines
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "built earlier" in result.stdout + result.stderr
