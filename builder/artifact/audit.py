@@ -54,25 +54,40 @@ def _own_rpath(info: ElfInfo) -> tuple[Path, ...]:
     return () if info.runpath else tuple(Path(expand_origin(d, origin)) for d in info.rpath)
 
 
-def _find(soname: str, info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], arch: str,
-          inherited: tuple[Path, ...]) -> Path | None:  # fmt: skip
-    """The file inside `root` the loader would load for `soname`, searching as glibc's ld.so does:
-    the file's RPATH then its loaders' (only without RUNPATH), LD_LIBRARY_PATH, RUNPATH."""
-    origin = str(info.path.parent)
-    dirs = [*_own_rpath(info), *(inherited if not info.runpath else ())]
-    dirs += list(lib_dirs)
-    dirs += [Path(expand_origin(d, origin)) for d in info.runpath]
-    for directory in dirs:
-        candidate = Path(os.path.normpath(directory / soname))
-        if root not in candidate.parents or not candidate.exists() or not is_elf(candidate):
-            continue
-        if read_elf(candidate.resolve()).arch == arch:
-            return candidate.resolve()
-    return None
+@dataclass
+class _Search:
+    """ld.so's search for a needed soname inside one tree, each ELF file read once (the tree's own
+    files come already read: `elfs` starts with them)."""
+
+    root: Path
+    lib_dirs: tuple[Path, ...]  # what Lambda puts on LD_LIBRARY_PATH
+    arch: str
+    elfs: dict[Path, ElfInfo | None]  # resolved path -> what it is (None: not an ELF file)
+
+    def _arch_of(self, real: Path) -> str | None:
+        if real not in self.elfs:
+            self.elfs[real] = read_elf(real) if is_elf(real) else None
+        info = self.elfs[real]
+        return info.arch if info is not None else None
+
+    def find(self, soname: str, info: ElfInfo, inherited: tuple[Path, ...]) -> Path | None:
+        """The file inside the tree the loader would load for `soname`, searching as glibc's ld.so
+        does: the file's RPATH then its loaders' (only without RUNPATH), LD_LIBRARY_PATH, RUNPATH."""
+        origin = str(info.path.parent)
+        dirs = [*_own_rpath(info), *(inherited if not info.runpath else ())]
+        dirs += list(self.lib_dirs)
+        dirs += [Path(expand_origin(d, origin)) for d in info.runpath]
+        for directory in dirs:
+            candidate = Path(os.path.normpath(directory / soname))
+            if self.root not in candidate.parents or not candidate.exists():
+                continue
+            real = candidate.resolve()
+            if self._arch_of(real) == self.arch:
+                return real
+        return None
 
 
-def _inherited_rpaths(infos: tuple[ElfInfo, ...], root: Path, lib_dirs: tuple[Path, ...],
-                      arch: str) -> dict[Path, tuple[Path, ...]]:  # fmt: skip
+def _inherited_rpaths(infos: tuple[ElfInfo, ...], search: _Search) -> dict[Path, tuple[Path, ...]]:
     """For each file, the DT_RPATH dirs of the files that load it (transitively). A wheel repaired
     by auditwheel gives only its extension module an RPATH (`$ORIGIN/../pkg.libs`); the libraries
     there find each other through it, because ld.so searches the loader's RPATH as well."""
@@ -88,7 +103,7 @@ def _inherited_rpaths(infos: tuple[ElfInfo, ...], root: Path, lib_dirs: tuple[Pa
             if not passed:
                 continue
             for soname in info.needed:
-                found = _find(soname, info, root, lib_dirs, arch, inherited[path])
+                found = search.find(soname, info, inherited[path])
                 if found is None or found not in inherited:
                     continue
                 merged = tuple(dict.fromkeys((*inherited[found], *passed)))
@@ -98,12 +113,11 @@ def _inherited_rpaths(infos: tuple[ElfInfo, ...], root: Path, lib_dirs: tuple[Pa
     return inherited
 
 
-def _file_report(info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], policy: Policy,
-                 inherited: tuple[Path, ...] = ()) -> FileReport:  # fmt: skip
+def _file_report(info: ElfInfo, search: _Search, policy: Policy, inherited: tuple[Path, ...]) -> FileReport:
     needed: list[tuple[str, Status]] = []
     for soname in info.needed:
         status: Status
-        if _find(soname, info, root, lib_dirs, policy.arch, inherited) is not None:
+        if search.find(soname, info, inherited) is not None:
             status = "bundled"
         elif soname in policy.provided:
             status = "provided"
@@ -120,7 +134,7 @@ def _file_report(info: ElfInfo, root: Path, lib_dirs: tuple[Path, ...], policy: 
     elif violations:
         verdict = "too-new-glibc"
     return FileReport(
-        path=info.path.relative_to(root).as_posix(),
+        path=info.path.relative_to(search.root).as_posix(),
         arch=info.arch,
         glibc=info.versions.get("GLIBC"),
         glibcxx=info.versions.get("GLIBCXX"),
@@ -135,8 +149,9 @@ def audit_tree(root: Path, policy: Policy, lib_dirs: tuple[str, ...] = ("lib",))
     root = root.resolve()
     dirs = tuple(root / d for d in lib_dirs)
     infos = tuple(stage_elfs(root))
-    inherited = _inherited_rpaths(infos, root, dirs, policy.arch)
-    files = tuple(_file_report(i, root, dirs, policy, inherited.get(i.path.resolve(), ())) for i in infos)
+    search = _Search(root, dirs, policy.arch, {info.path.resolve(): info for info in infos})
+    inherited = _inherited_rpaths(infos, search)
+    files = tuple(_file_report(i, search, policy, inherited[i.path.resolve()]) for i in infos)
     return AuditReport(policy=policy.name, arch=policy.arch, files=files)
 
 
