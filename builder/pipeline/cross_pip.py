@@ -85,11 +85,10 @@ def check_built(build_machine: str, machine: str) -> str:
     )
 
 
-def built_wheels(build_machine: str, machine: str) -> str:
+def built_wheels(machine: str) -> str:
     """The installer's argument naming the wheels the wheel step built (for the shell to expand):
     those tagged for the target (`linux_<machine>`) and pure ones. Wheels it only downloaded (the
     dependencies', `manylinux_*`) are left to the install step, which picks them for the target's
     platform: for the build machine's glibc they may be too new (numpy 2.3+ is manylinux_2_28 only,
     which Amazon Linux 2's 2.26 cannot load, even when both machines are x86_64)."""
-    del build_machine  # what the wheel step downloaded for it is never named, whatever its arch
     return f"$(ls {WHEELS}/*-linux_{machine}.whl {WHEELS}/*-none-any.whl 2>/dev/null)"

@@ -151,7 +151,7 @@ class PipInstall:
                 build_machine = UNAME_MACHINE[ctx.target.engine_arch]
                 script += hook_script(ctx.python) + shlex.join(build) + "\n"
                 script += cross_pip.check_built(build_machine, UNAME_MACHINE[ctx.arch])
-                built = cross_pip.built_wheels(build_machine, UNAME_MACHINE[ctx.arch])
+                built = cross_pip.built_wheels(UNAME_MACHINE[ctx.arch])
                 args = [*cross_pip.left_to_install(names, spec.build_from_source), built]
         if ctx.target.installer == "uv":
             env = uv_env(ctx)
