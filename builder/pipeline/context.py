@@ -21,7 +21,7 @@ from builder.engine.container import Container
 from builder.engine.images import ImageRef
 from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import Invocation, Recipe
-from builder.recipe.requirements import RequirementSet
+from builder.recipe.requirements import GitPin, RequirementSet
 from builder.resources import RESOURCES
 from builder.runtimes import GNU_TRIPLE, Runtime
 
@@ -59,7 +59,7 @@ class BuildContext:
     secret_files: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # /run/secrets/..., per step
     secret_env: dict[str, str] = field(default_factory=dict)  # variables naming those files (paths only)
     source_auth: dict[str, str] = field(default_factory=dict, repr=False)  # source name -> Authorization
-    git: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # requirement -> (repo, ref, commit)
+    git: dict[str, GitPin] = field(default_factory=dict)  # requirement -> (repo, ref, commit)
     provenance: dict[str, str] = field(default_factory=dict)  # installer report file name -> text (SBOM)
 
     @property

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from builder.errors import UserError
 from builder.recipe.model import Recipe
-from builder.recipe.requirements import GitRequirement, RequirementSet, git_source, redact_bare
+from builder.recipe.requirements import GitPin, GitRequirement, RequirementSet, git_source, redact_bare
 from builder.redact import url_credentials
 
 SECRETS_DIR = "/run/secrets"
@@ -359,12 +359,12 @@ def pinned(req: str, repo: str, ref: str | None, commit: str) -> str:
     return req.replace(old, f"{repo}@{commit}", 1)
 
 
-def pinned_text(text: str, pins: Mapping[str, tuple[str, str | None, str]]) -> str:
+def pinned_text(text: str, pins: Mapping[str, GitPin]) -> str:
     """A requirement file's text (one logical line a line) with each resolved git line pinned."""
     return "".join(f"{pinned(line, *pins[line]) if line in pins else line}\n" for line in text.splitlines())
 
 
-def git_key(pins: Mapping[str, tuple[str, str | None, str]]) -> dict[str, str]:
+def git_key(pins: Mapping[str, GitPin]) -> dict[str, str]:
     """requirement -> commit, for the cache key: credentials in a URL stripped (a rotated token
     in a requirement file rebuilds nothing, as in its index lines)."""
     return {redact_bare(req): pin[2] for req, pin in sorted(pins.items())}

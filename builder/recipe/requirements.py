@@ -56,6 +56,7 @@ class Unpinned:
 
 
 GitRequirement = tuple[str, str, str | None]  # (requirement as pip gets it, repository URL for git, ref)
+GitPin = tuple[str, str | None, str]  # (repository URL, ref as written or None, commit it resolved to)
 
 
 def git_source(requirement: str) -> tuple[str, str | None] | None:

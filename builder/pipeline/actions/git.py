@@ -15,17 +15,16 @@ from builder.engine import private
 from builder.errors import BuildFailed, UserError
 from builder.pipeline.context import BuildContext
 from builder.pipeline.secrets import SECRETS_DIR, is_commit
+from builder.recipe.requirements import GitPin, GitRequirement
 from builder.redact import redact_url
 
-GitPin = tuple[str, str | None, str]  # (repository URL, ref as written or None, commit)
 
-
-def resolve_refs(ctx: BuildContext, wanted: Sequence[tuple[str, str, str | None]]) -> dict[str, GitPin]:
+def resolve_refs(ctx: BuildContext, wanted: Sequence[GitRequirement]) -> dict[str, GitPin]:
     """requirement -> (repository, ref, commit) for each git requirement; a full commit is taken as
     written, any other ref (branch, tag, none: HEAD) is asked of the repository."""
     out: dict[str, GitPin] = {}
     script = ["command -v git >/dev/null || { echo 'git is not in the build image'; exit 3; }"]
-    asked: list[tuple[str, str, str | None]] = []
+    asked: list[GitRequirement] = []
     for req, repo, ref in wanted:
         if is_commit(ref):
             out[req] = (repo, ref, str(ref))
