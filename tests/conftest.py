@@ -120,3 +120,27 @@ def no_leftover_containers(engine: None) -> Iterator[None]:
     before = set(our_containers())
     yield
     assert set(our_containers()) - before == set(), "a container was left behind"
+
+
+def uv_lock_with_git(name: str, repo: str, commit: str) -> str:
+    """A uv.lock as `uv lock` writes it for a virtual project `app` needing `name` from the git
+    repository `repo` at tag v1, which resolved to `commit`."""
+    return f"""\
+version = 1
+revision = 3
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1"
+source = {{ virtual = "." }}
+dependencies = [{{ name = "{name}" }}]
+
+[package.metadata]
+requires-dist = [{{ name = "{name}", git = "{repo}?rev=v1" }}]
+
+[[package]]
+name = "{name}"
+version = "1.0"
+source = {{ git = "{repo}?rev=v1#{commit}" }}
+"""

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests import leak_search, private_servers
-from tests.conftest import our_containers, run_cli
+from tests.conftest import our_containers, run_cli, uv_lock_with_git
 
 pytestmark = pytest.mark.docker
 
@@ -91,25 +91,6 @@ python:
     - {{file: requirements.txt}}
     - {{file: lock/uv.lock}}
 """
-UV_LOCK = """\
-version = 1
-revision = 3
-requires-python = ">=3.11"
-
-[[package]]
-name = "app"
-version = "0.1"
-source = {{ virtual = "." }}
-dependencies = [{{ name = "lbgitpkg" }}]
-
-[package.metadata]
-requires-dist = [{{ name = "lbgitpkg", git = "{repo}?rev=v1" }}]
-
-[[package]]
-name = "lbgitpkg"
-version = "1.0"
-source = {{ git = "{repo}?rev=v1#{commit}" }}
-"""
 
 
 def _git_files_builds(servers: private_servers.Servers, work: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -123,7 +104,7 @@ def _git_files_builds(servers: private_servers.Servers, work: Path, env: dict[st
     (work / "lock" / "pyproject.toml").write_text(pyproject)
     locked = servers.container.exec_run(["git", "-C", "/srv/git/lbgitpkg.git", "rev-parse", "v1^{commit}"])
     lock_commit = locked.output.decode().strip()
-    (work / "lock" / "uv.lock").write_text(UV_LOCK.format(repo=f"{repo}/lbgitpkg.git", commit=lock_commit))
+    (work / "lock" / "uv.lock").write_text(uv_lock_with_git("lbgitpkg", f"{repo}/lbgitpkg.git", lock_commit))
     recipe = work / "recipe.yaml"
     recipe.write_text(GIT_FILES.format(ip=servers.ip))
     (work / "gittoken").write_text(servers.git_user)

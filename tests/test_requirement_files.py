@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.recipe.requirements import RequirementsInvalid, read_requirement_files, unpinned_warning
+from tests.conftest import uv_lock_with_git
 
 HASH = "sha256:" + "a" * 64
 
@@ -157,25 +158,7 @@ def test_git_sources_in_a_uv_lock_export_pinned_to_their_commit(tmp_path: Path) 
     commit = "3" * 40
     _write(tmp_path, "pyproject.toml", '[project]\nname = "app"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
            'dependencies = ["lbx @ git+https://git.corp/t/lbx.git@v1"]\n')  # fmt: skip
-    lock = _write(tmp_path, "uv.lock", f"""\
-version = 1
-revision = 3
-requires-python = ">=3.11"
-
-[[package]]
-name = "app"
-version = "0.1"
-source = {{ virtual = "." }}
-dependencies = [{{ name = "lbx" }}]
-
-[package.metadata]
-requires-dist = [{{ name = "lbx", git = "https://git.corp/t/lbx.git?rev=v1" }}]
-
-[[package]]
-name = "lbx"
-version = "1.0"
-source = {{ git = "https://git.corp/t/lbx.git?rev=v1#{commit}" }}
-""")
+    lock = _write(tmp_path, "uv.lock", uv_lock_with_git("lbx", "https://git.corp/t/lbx.git", commit))
     found = read_requirement_files((lock,))
     assert found.git == ((f"lbx @ git+https://git.corp/t/lbx.git@{commit}", "https://git.corp/t/lbx.git", commit),)
     assert found.unpinned == ()
