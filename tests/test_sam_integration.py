@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 from aws.emulator import Aws
@@ -179,6 +180,33 @@ def test_code_edit_repacks_without_a_container(built: Built, tmp_path: Path) -> 
     zf = zipfile.ZipFile(project / "dist" / "Hello-python3.11-x86_64.zip")
     assert zf.read("app.py") == b"def handler(event, context):\n    return 'edited'\n"
     assert "yaml/__init__.py" in zf.namelist()
+
+
+def test_sam_local_invoke_runs_our_build(built: Built, local_images: dict[str, str], tmp_path: Path) -> None:
+    """`sam local invoke` on our .aws-sam/build as it is: SAM unpacks the function's zip (and its
+    layer's) and calls the handler through its own runtime interface emulator. The public Lambda
+    image cannot be pulled here, so --invoke-image names the local runtime image, whose
+    /var/runtime/bootstrap (awslambdaric) is where that emulator looks for the runtime."""
+    sam = sam_cli()
+    event = tmp_path / "event.json"
+    event.write_text('{"n": 1}')
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_REGION": "us-east-1"}
+    client = docker.from_env()
+    before = {image.id for image in client.images.list()}
+    try:
+        for name, expected in (("Hello", {"yaml": "6.0.2"}), ("Bye", "bye")):
+            done = subprocess.run(
+                [str(sam), "local", "invoke", name, "--template", "template.yaml", "--event", str(event),
+                 "--invoke-image", local_images["runtime"], "--skip-pull-image"],
+                cwd=built.project / ".aws-sam" / "build", env=env, capture_output=True, text=True, timeout=600,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert json.loads(done.stdout.strip().splitlines()[-1]) == expected, done.stdout + done.stderr
+    finally:  # SAM leaves the image it derives (runtime + its emulator + the layer) behind
+        for image in client.images.list():
+            if image.id not in before and any(t.startswith("samcli/") for t in image.tags):
+                client.images.remove(image.id, force=True)
 
 
 @pytest.fixture
