@@ -44,14 +44,16 @@ RUN printf 'int main(void){return 0;}\n' > /tmp/warm.c \
 # more on a busy machine) unless they went stale, as in the build image. A step of its own, last,
 # so the layers above (the zig warm-up above all) stay cached.
 # The same step gives the target the build image's own libraries (the arm64 twin of every installed
-# Multi-Arch: same lib* package, less the compiler's internals): a native build finds gnutls, ldap,
-# sasl, krb5, icu, ... already installed, so a cross build should too, and its multiarch install adds
-# what the native one adds (libpq-dev: 3 packages, not 16). If the mirror lacks a twin at the same
-# version (an update published for one architecture first), that one is skipped, not the image.
+# Multi-Arch: same lib* package, less the compiler's internals and x86-only libquadmath): a native
+# build finds gnutls, ldap, sasl, krb5, icu, ... already installed, so a cross build should too, and
+# its multiarch install adds what the native one adds (libpq-dev: 3 packages, not 16). If the mirror
+# lacks a twin (an update published for one architecture first), the one-by-one fallback skips that
+# one, not the image (slowly: one apt-get per package, so the list above must not name a package
+# arm64 does not have).
 RUN apt-get update && rm -f /var/lib/apt/lists/*Translation* \
  && twins=$(dpkg-query -W -f='${binary:Package} ${Multi-Arch} ${db:Status-Status}\n' \
       | awk '$2 == "same" && $3 == "installed" && $1 ~ /^lib/ {sub(/:amd64$/, ":arm64", $1); print $1}' \
-      | grep -Ev '^lib(a|l|t|ub|hwa)san|^lib(cc1|ctf|gprofng|binutils|isl|mpc|mpfr|apt-pkg|debconfclient|pam|perl)' \
+      | grep -Ev '^lib(a|l|t|ub|hwa)san|^lib(cc1|ctf|gprofng|binutils|isl|mpc|mpfr|quadmath|apt-pkg|debconfclient|pam|perl)' \
       | grep -Ev '^lib(gcc|stdc\+\+)-[0-9]+-dev') \
  && export DEBIAN_FRONTEND=noninteractive \
  && { apt-get install -y --no-install-recommends $twins \
