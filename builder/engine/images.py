@@ -255,6 +255,16 @@ def declared_predefined_args(dockerfile: str) -> list[str]:
     return [n for n in names if n in PREDEFINED_ARGS]
 
 
+# build args whose value is a file beside the Dockerfiles (public pins, never secrets), passed to a
+# Dockerfile that declares them and part of its spec: editing the file rebuilds the image
+FILE_ARGS = {"UV_REQUIREMENTS": "uv-requirements.txt"}
+
+
+def file_args(dockerfile: str) -> dict[str, str]:
+    declared = set(re.findall(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile, re.M))
+    return {arg: (DOCKERFILES / name).read_text() for arg, name in FILE_ARGS.items() if arg in declared}
+
+
 def engine_build(
     dockerfile: str, name: str, base: str, labels: dict[str, str], platform: str, progress: Progress = _quiet
 ) -> list[str]:
@@ -272,7 +282,7 @@ def engine_build(
         fileobj=_context(dockerfile),
         custom_context=True,
         tag=name,
-        buildargs={"BASE": base, **proxy_env()},
+        buildargs={"BASE": base, **file_args(dockerfile), **proxy_env()},
         labels=labels,
         platform=platform,
         rm=True,
@@ -292,7 +302,8 @@ def engine_build(
 def build_from_dockerfile(kind: str, base: ImageRef, name: str, progress: Progress = _quiet) -> ImageRef:
     """Build build-images/<kind>.Dockerfile on `base`, streaming the engine's output."""
     dockerfile = _dockerfile(kind)
-    spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}".encode()).hexdigest()
+    args = "".join(f"\0{k}={v}" for k, v in sorted(file_args(dockerfile).items()))
+    spec = hashlib.sha256(f"{LOCAL_FAMILY_REVISION}\0{dockerfile}\0{base.id}{args}".encode()).hexdigest()
     existing = _get(name)
     if existing is not None and existing.labels.get(SPEC_LABEL) == spec:
         verify_arch(existing, name, base.arch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,14 +157,11 @@ WHEELS_SCRIPT = f"{HOOKS}/lambda_builder_wheels.py"
 
 UV_SITE = f"{HOOKS}/uv-site"  # on uv's PYTHONPATH: a sitecustomize that starts parallel_cc
 UV_REQUIREMENTS = f"{HOOKS}/uv-requirements.txt"
-UV_VERSION = "0.13.9"
-# the Linux wheels of uv UV_VERSION (x86_64 and aarch64, glibc and musl): pip takes the one that fits
-UV_HASHES = (
-    "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",  # manylinux_2_17_x86_64
-    "2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25",  # musllinux_1_1_x86_64
-    "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",  # manylinux_2_17_aarch64
-    "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375",  # manylinux_2_28_aarch64
-)
+# uv's pin (version and wheel hashes): the one file the local build image installs it from too
+UV_PIN = (RESOURCES / "dockerfiles" / "uv-requirements.txt").read_text()
+UV_VERSION = re.search(r"^uv==(\S+)", UV_PIN, re.M).group(1)  # type: ignore[union-attr]  # the file is ours
+# where the local build images have it (build-images/build.Dockerfile); other images get it on first use
+UV_IN_IMAGE = f"/opt/lambda-builder/uv-{UV_VERSION}"
 
 # uv builds sdists in virtual environments of its own, which read no .pth of the image's
 # site-packages: PYTHONPATH reaches them, so the hook starts from a sitecustomize there, which then
@@ -189,12 +187,11 @@ if _next is not None and _next.loader is not None:
 
 def container_files() -> dict[str, bytes]:
     """Files every build container starts with (put in with the CA bundle, no extra round trip)."""
-    hashes = " ".join(f"--hash=sha256:{h}" for h in UV_HASHES)
     return {
         f"{HOOKS}/{PARALLEL_CC}.py": (RESOURCES / "parallel_cc.py").read_bytes(),
         WHEELS_SCRIPT: Path(wheels.__file__).read_bytes(),
         f"{UV_SITE}/sitecustomize.py": UV_SITECUSTOMIZE.encode(),
-        UV_REQUIREMENTS: f"uv=={UV_VERSION} {hashes}\n".encode(),
+        UV_REQUIREMENTS: UV_PIN.encode(),
     }
 
 
@@ -266,6 +263,8 @@ def uv_env(ctx: BuildContext) -> dict[str, str]:
         # built_wheels.py), so its cache is keyed by all a built wheel depends on, as those are
         inputs = json.dumps(built_wheel_inputs(ctx, env), sort_keys=True, default=str)
         env["UV_CACHE_DIR"] = f"{CACHE}/uv/{hashlib.sha256(inputs.encode()).hexdigest()[:16]}"
+    if ctx.target.installer_auto:  # pip's rule: the best version from all indexes, not uv's first-index
+        env["UV_INDEX_STRATEGY"] = "unsafe-best-match"
     env.update(
         UV_LINK_MODE="copy",
         UV_NO_PROGRESS="1",

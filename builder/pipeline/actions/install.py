@@ -4,9 +4,9 @@ Both installers get the same instructions: wheels only except `build_from_source
 their sdist), build isolation on or off, the recipe's indexes (through the environment, never the
 command line), the wheel cache keyed like pip's (context.wheel_cache_dir), the parallel compile
 hook, and in cross mode the target's platform tags. Each leaves a provenance file in REPORTS
-(pip's `--report` JSON, uv's PEP 751 `pylock.toml`) that the SBOM is made from. uv is not in any
-build image: it is installed on first use with the image's pip, pinned by version and hashes, into
-the per-arch cache volume (so once per engine and arch, also for official and custom images).
+(pip's `--report` JSON, uv's PEP 751 `pylock.toml`) that the SBOM is made from. The local build
+images carry uv; on other images it is installed on first use with the image's pip, pinned by
+version and hashes, into the per-arch cache volume (so once per engine and arch).
 
 Actions run what the context says; they never choose an image, a mode or a policy.
 """
@@ -26,6 +26,7 @@ from builder.pipeline.context import (
     PYSRC,
     REPORTS,
     REQS,
+    UV_IN_IMAGE,
     UV_REQUIREMENTS,
     UV_VERSION,
     BuildContext,
@@ -44,9 +45,9 @@ PIP_REPORT = f"{REPORTS}/pip-report.json"
 UV_LOCK = f"{REPORTS}/pylock.toml"
 WHEELS = cross_pip.WHEELS  # target wheels built before the install (cross_pip)
 
-# uv from the index with the image's pip, once per cache volume (a temp folder renamed into
-# place: two builds installing at once both end with a whole uv); without the volume (--no-cache)
-# into the container. Sets $UV.
+# uv: the local build images' own, else from the index with the image's pip, once per cache
+# volume (a temp folder renamed into place: two builds installing at once both end with a whole
+# uv); without the volume (--no-cache) into the container. Sets $UV.
 UV_BOOTSTRAP = f"""\
 if [ -d {CACHE} ] && [ -z "${{PIP_NO_CACHE_DIR:-}}" ]; then tools={CACHE}/tools; else tools=/lb/tools; fi
 UV="$tools/uv-{UV_VERSION}/bin/uv"
@@ -61,7 +62,8 @@ for key, var in names.items():
     if value:
         print(f"export {{var}}={{shlex.quote(value)}}")' "$PIP_CONFIG_FILE" 2>/dev/null)"  # never echo it
 fi
-if [ ! -x "$UV" ]; then
+if [ -x {UV_IN_IMAGE}/bin/uv ]; then UV={UV_IN_IMAGE}/bin/uv  # the local build images carry it
+elif [ ! -x "$UV" ]; then
   echo "installing uv {UV_VERSION} (once per engine and architecture)"
   mkdir -p "$tools"; tmp=$(mktemp -d "$tools/.uv-XXXXXX")
   {{python}} -m pip install -q --timeout 120 --no-deps --only-binary=:all: --require-hashes --target "$tmp" \\
@@ -207,6 +209,8 @@ class PipInstall:
         # uv reuses its own builds (its cache: context.uv_env); cross builds built them before
         no_binary = () if ctx.target.cross else ctx.recipe.python.build_from_source
         options = ["--python", ctx.python, "--target", ctx.target_dir, *self._options(ctx, no_binary)]
+        if ctx.requirements is not None and ctx.requirements.hashes:
+            options.append("--require-hashes")  # pip's hash-checking mode: every requirement hashed, not just some
         build = ""
         if local and not ctx.target.cross:
             # uv's --only-binary=:all: refuses to build local projects too (pip builds them): they
