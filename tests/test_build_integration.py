@@ -228,19 +228,26 @@ def test_too_new_glibc_fails_the_build_naming_file_and_symbol(
     assert audit.returncode == 1 and "needs GLIBC_2.27 (memfd_create)" in audit.stdout
 
 
+@pytest.mark.parametrize("installer", ["pip", "auto"])
 def test_sdist_built_without_isolation_uses_the_image_setuptools(
-    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path, installer: str
 ) -> None:
+    """pip, and uv (what auto is on the local image), build the sdist with the image's setuptools."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "name: noiso\nversion: '1'\nruntimes: [python3.11]\n"
         "python:\n  requirements: [markupsafe==2.1.5]\n  build_from_source: [markupsafe]\n  build_isolation: false\n"
-        "tests:\n  imports: [markupsafe._speedups]\n"
+        f"  installer: {installer}\ntests:\n  imports: [markupsafe._speedups]\n"
     )
     result = run_cli("build", str(recipe), "--out", str(tmp_path / "dist"), "--no-cache")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert "Building wheel for markupsafe" in result.stdout
-    assert "Installing build dependencies" not in result.stdout  # no isolated environment was made
+    if installer == "pip":
+        assert "Building wheel for markupsafe" in result.stdout
+        assert "Installing build dependencies" not in result.stdout  # no isolated environment was made
+    else:  # uv makes its isolated environments silently: without one, no setuptools would be found
+        assert "Built markupsafe==2.1.5" in result.stdout, result.stdout[-3000:]
+        manifest = json.loads((tmp_path / "dist" / "noiso-1-python3.11-x86_64.manifest.json").read_text())
+        assert manifest["installer"] == "uv", manifest.get("installer")
     zip_path = tmp_path / "dist" / "noiso-1-python3.11-x86_64.zip"
     names = zipfile.ZipFile(zip_path).namelist()
     assert any(n.startswith("markupsafe/_speedups.") and n.endswith(".so") for n in names)

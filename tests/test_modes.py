@@ -11,7 +11,15 @@ import pytest
 
 from builder.engine.images import ImageRef
 from builder.pipeline import cross
-from builder.pipeline.plan import audit_policy, cross_blockers, effective_mode, runtime_image_name, runtime_of
+from builder.pipeline.plan import (
+    Toolchain,
+    audit_policy,
+    choose_installer,
+    cross_blockers,
+    effective_mode,
+    runtime_image_name,
+    runtime_of,
+)
 from builder.recipe import loader
 from tests.conftest import ROOT
 
@@ -95,3 +103,67 @@ def test_runtime_image_and_policy_follow_the_build_image(tmp_path: Path) -> None
     assert lambda_name != "debian-bookworm" and audit_policy(recipe, runtime, "arm64", official).arch == "arm64"
     as_lambda = load(tmp_path, "bundle: {policy: lambda}\n")
     assert audit_policy(as_lambda, runtime, "arm64", local).name == lambda_name
+
+
+@pytest.mark.parametrize(
+    ("asked", "mode", "family", "expected"),
+    [
+        ("auto", "native", "local", "uv"),  # the local images carry uv
+        ("auto", "emulate", "local", "uv"),
+        ("auto", "cross", "local", "pip"),  # uv names no manylinux_2_26 (Amazon Linux 2)
+        ("auto", "native", "official", "pip"),  # uv would come from the index first
+        ("auto", "native", "custom", "pip"),
+        ("pip", "native", "local", "pip"),
+        ("uv", "cross", "official", "uv"),  # asked for: as asked
+    ],
+)
+def test_installer_auto_takes_uv_only_where_it_is_as_correct_as_pip(
+    asked: str, mode: str, family: str, expected: str
+) -> None:
+    image = ImageRef("lambda-builder/build:bookworm-x86_64", "sha256:x", "x86_64", family, "bookworm")  # type: ignore[arg-type]
+    assert choose_installer(asked, mode, image) == expected  # type: ignore[arg-type]
+
+
+def test_auto_uv_has_its_own_cache_key_and_pip_index_rule(tmp_path: Path) -> None:
+    """uv chosen by auto reads several indexes as pip does (best match), so its builds are not
+    those of an explicit `installer: uv` (first index): the key says which."""
+    from builder.pipeline.plan import Target
+
+    image = ImageRef("b", "sha256:x", "x86_64", "local", "bookworm")
+    policy = audit_policy(load(tmp_path, ""), runtime_of("python3.11"), "x86_64", image)
+    base = dict(recipe=load(tmp_path, ""), runtime=runtime_of("python3.11"), arch="x86_64", engine_arch="x86_64",
+                mode="native", toolchain=Toolchain(), image=image, runtime_image=None, policy=policy,
+                lambda_policy=policy)  # fmt: skip
+    auto = Target(**base, installer="uv", installer_auto=True)
+    explicit = Target(**base, installer="uv")
+    pip = Target(**base, installer="pip", installer_auto=True)
+    assert auto.installer_key != explicit.installer_key == "uv"
+    assert pip.installer_key == "pip"
+
+
+@pytest.mark.parametrize(
+    ("requirement", "expected"),
+    [
+        ("pyyaml==6.0.2", "uv"),
+        ("lbgit @ git+https://git.example/lbgit.git@v1", "pip"),  # pip builds it despite --only-binary
+        ("git+https://git.example/lbgit.git@v1#egg=lbgit", "pip"),
+        ("lbsdist @ https://files.example/lbsdist-1.tar.gz", "pip"),
+    ],
+)
+def test_auto_goes_back_to_pip_for_requirements_uv_will_not_build(
+    tmp_path: Path, requirement: str, expected: str
+) -> None:
+    from builder.pipeline.plan import Target, settle_installer
+    from builder.recipe.requirements import RequirementSet
+
+    image = ImageRef("b", "sha256:x", "x86_64", "local", "bookworm")
+    recipe = load(tmp_path, "")
+    policy = audit_policy(recipe, runtime_of("python3.11"), "x86_64", image)
+    target = Target(recipe=recipe, runtime=runtime_of("python3.11"), arch="x86_64", engine_arch="x86_64",
+                    mode="native", toolchain=Toolchain(), image=image, runtime_image=None, policy=policy,
+                    lambda_policy=policy, installer="uv", installer_auto=True)  # fmt: skip
+    files = RequirementSet(files=(("0.txt", requirement + "\n"),), roots=("0.txt",), key_text=requirement, read=())
+    assert settle_installer(target, files).installer == expected
+    assert settle_installer(target, None).installer == "uv"
+    explicit = Target(**{**target.__dict__, "installer_auto": False})
+    assert settle_installer(explicit, files).installer == "uv"  # asked for uv: uv says what it refuses

@@ -111,7 +111,9 @@ def validate(recipes: tuple[Path, ...]) -> None:
     default=None,
     help="How arm64 is built on an x86_64 machine (default: the recipe's, else auto).",
 )
-@click.option("--installer", type=click.Choice(["pip", "uv"]), help="pip or uv (default: the recipe's, else pip).")
+@click.option(
+    "--installer", type=click.Choice(["auto", "pip", "uv"]), help="pip, uv or auto (default: the recipe's, else auto)."
+)
 @click.option(
     "--format",
     "fmt",

@@ -39,7 +39,7 @@ from builder.pipeline import snapshot as snapshot_packages
 from builder.pipeline.actions import git
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, SystemPackages, native_actions, run_actions
 from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
-from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target
+from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target, settle_installer
 from builder.pipeline.timings import Phases
 from builder.pipeline.withcode import pack_with_code
 from builder.recipe import sources
@@ -115,11 +115,16 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             out=options.out,
             secret_ids=tuple(secrets.secret_ids_used(recipe, given.host)),
             indexes=tuple(secrets.index_key(recipe, given.host)),
-            installer=target.installer,
+            installer=target.installer_key,
         )
         # git+ requirements, the recipe's and its requirement files': a ref that can move is volatile
         git_wanted = secrets.git_requirements(recipe, inputs.requirements)
-        inputs = dataclasses.replace(inputs, volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted))
+        target = settle_installer(target, inputs.requirements)  # auto: pip for what uv will not build
+        inputs = dataclasses.replace(
+            inputs,
+            volatile=any(not secrets.is_commit(ref) for _, _, ref in git_wanted),
+            installer=target.installer_key,
+        )
     digests = inputs.source_digests
     key = inputs.key
     warnings = _warnings(inputs, options)
@@ -181,6 +186,8 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             source_auth=auth,
         )
         ctx.manifest["mode"] = target.mode
+        if recipe.python.requirements or inputs.requirements is not None:
+            ctx.manifest["installer"] = target.installer  # what `auto` (or the recipe, --installer) ran
         if used:
             ctx.manifest["libraries"] = [{"name": u.recipe.name, "version": u.recipe.version} for u in used]
         ctx.manifest["toolchain"] = dict(target.toolchain.record) or {"name": "image"}  # the image's own compilers

@@ -8,6 +8,8 @@ nothing after it works any of these out again. Must not run a build step or star
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,14 @@ from builder.errors import UserError
 from builder.pipeline import cross
 from builder.pipeline.context import DEPS, PREFIX
 from builder.pipeline.secrets import BuildSecrets
-from builder.recipe.model import Installer, Recipe
+from builder.recipe.model import Installer, InstallerChoice, Recipe
+from builder.recipe.requirements import RequirementSet
 from builder.runtimes import DEBIAN, RUNTIMES, Runtime
 
 Log = Callable[[str], None]
 
-# pip or uv when neither --installer nor the recipe says: see README "Installers" for the measurements
-DEFAULT_INSTALLER: Installer = "pip"
+# when neither --installer nor the recipe says: see README "Installers" for the measurements
+DEFAULT_INSTALLER: InstallerChoice = "auto"
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class BuildOptions:
     step_timeout: float | None = None  # --step-timeout: seconds per build step, over the recipe's `timeout:`
     engines: tuple[tuple[str, str], ...] = ()  # --engine ARCH=ENGINE, over the environment and settings file
     secrets: BuildSecrets = field(default_factory=BuildSecrets)  # --secret, --ssh, the host pip setup
-    installer: Installer | None = None  # --installer, over the recipe's python.installer
+    installer: InstallerChoice | None = None  # --installer, over the recipe's python.installer
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,14 @@ class Target:
     policy: Policy  # what the artifact is audited against (fails the build)
     lambda_policy: Policy  # Lambda's own, for the manifest's lambda_compatible
     installer: Installer = "pip"  # what installs the Python requirements
+    installer_auto: bool = False  # chosen by `auto`: uv then follows pip's rule across several indexes
 
+
+    @property
+    def installer_key(self) -> str:
+        """The installer as the cache key has it: auto's uv reads several indexes as pip does."""
+        auto_uv = self.installer_auto and self.installer == "uv"
+        return f"{self.installer} (pip's index rule)" if auto_uv else self.installer
 
     @property
     def cross(self) -> bool:
@@ -111,6 +121,7 @@ def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildO
             mode = "cross"
     if mode == "emulate" and requested == "auto":
         log(f"{recipe.name} {arch}: emulating, not cross-compiling, because " + "; ".join(cross_blockers(recipe)))
+    asked = options.installer or recipe.python.installer or DEFAULT_INSTALLER
     if mode == "cross":
         image = images.resolve(runtime_name, engine_arch, "cross", override=options.image, progress=log)
         name = cross.choose_toolchain(arch, bool(recipe.system_packages or recipe.binaries))
@@ -133,8 +144,35 @@ def resolve_target(recipe: Recipe, runtime_name: str, arch: str, options: BuildO
         runtime_image=None if image.family == "custom" else runtime_image_name(runtime, arch, image),
         policy=audit_policy(recipe, runtime, arch, image),
         lambda_policy=policy_for_runtime(runtime.name, arch),
-        installer=options.installer or recipe.python.installer or DEFAULT_INSTALLER,
+        installer=choose_installer(asked, mode, image),
+        installer_auto=asked == "auto",
     )
+
+
+def choose_installer(asked: InstallerChoice, mode: str, image: ImageRef) -> Installer:
+    """pip or uv as asked; `auto` takes uv where it is as correct as pip and needs nothing pip does
+    not: a native or emulated build (cross mode pins platforms uv cannot always name, e.g. Amazon
+    Linux 2's glibc 2.26) on a local build image (which carries uv: no install from the index,
+    which a private index might not serve). Everywhere else, pip."""
+    if asked != "auto":
+        return asked
+    return "uv" if mode != "cross" and image.family == "local" else "pip"
+
+
+# a requirement pip builds whatever --only-binary says, and uv then refuses: `name @ scheme://...`
+_DIRECT_URL = re.compile(r"@\s*[A-Za-z][A-Za-z0-9+.-]*://|^\s*git\+", re.M)
+
+
+def settle_installer(target: Target, requirements: RequirementSet | None) -> Target:
+    """auto's choice once the requirement files are read: a git or direct-URL requirement is built
+    by pip even under `--only-binary=:all:`, while uv refuses to build it, so `auto` goes back to
+    pip for it (local projects, which uv also refuses, it builds into wheels first)."""
+    if not (target.installer_auto and target.installer == "uv"):
+        return target
+    texts = [*target.recipe.python.requirements, requirements.key_text if requirements is not None else ""]
+    if any(_DIRECT_URL.search(text) for text in texts):
+        return dataclasses.replace(target, installer="pip")
+    return target
 
 
 def runtime_of(name: str) -> Runtime:

@@ -16,6 +16,7 @@ from typing import Literal
 Layout = Literal["function", "layer"]
 Mode = Literal["auto", "emulate", "cross"]
 Installer = Literal["pip", "uv"]
+InstallerChoice = Literal["pip", "uv", "auto"]  # auto: uv where it is as correct as pip (pipeline/plan.py)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class PythonSpec:
     cross: bool = True  # False: these packages cannot be cross-built (`auto` emulates arm64 then)
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
-    installer: Installer | None = None  # None: --installer, else the tool's default
+    installer: InstallerChoice | None = None  # None: --installer, else the tool's default (auto)
 
 
 @dataclass(frozen=True)
