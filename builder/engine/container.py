@@ -17,7 +17,7 @@ import contextvars
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
@@ -105,8 +105,12 @@ class Container:
         step_timeout: float | None = None,
         private: str | None = None,
         sockets: Mapping[str, str] | None = None,
+        scratch: Sequence[str] = (),
     ) -> None:
         self.image = image
+        # paths on an anonymous volume of their own, removed with the container: files written there
+        # skip the engine's storage driver (fuse-overlayfs here: a 31-package install 1.7 s -> ~1 s)
+        self.scratch = tuple(scratch)
         self.private = private  # a tmpfs for secrets (engine.private writes it; commits never hold it)
         self.sockets = dict(sockets or {})  # host socket -> path inside (a forwarded ssh agent)
         self.masks: list[str] = []  # secret values never shown in output (set by the build)
@@ -171,6 +175,8 @@ class Container:
                 **{name: {"bind": path, "mode": "rw"} for name, path in self.volumes.items()},
                 **{host: {"bind": path, "mode": "rw"} for host, path in self.sockets.items()},
             },
+            # anonymous volumes (no Source), which the removal (v=True) takes with the container
+            mounts=[{"Target": path, "Type": "volume"} for path in self.scratch] or None,
             # the tmpfs shows in `docker inspect` by path and options only; its files never do
             tmpfs={self.private: "mode=0700,size=16m,noexec,nosuid,nodev"} if self.private else None,
         )

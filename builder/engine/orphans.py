@@ -60,7 +60,7 @@ def force_remove(container: Any) -> None:
     import docker.errors  # the SDK loads only when a container is really used
 
     with contextlib.suppress(docker.errors.NotFound):
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # and its anonymous volumes (Container.scratch)
 
 
 def _alive(pid: int) -> bool:

@@ -38,7 +38,15 @@ from builder.pipeline import libraries, secrets
 from builder.pipeline import snapshot as snapshot_packages
 from builder.pipeline.actions import git
 from builder.pipeline.actions.steps import RestorePrefix, SavePrefix, SystemPackages, native_actions, run_actions
-from builder.pipeline.context import CACHE, NO_CACHE_ENV, BuildContext, build_env, container_files, manifest_meta
+from builder.pipeline.context import (
+    CACHE,
+    NO_CACHE_ENV,
+    STAGE,
+    BuildContext,
+    build_env,
+    container_files,
+    manifest_meta,
+)
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target, settle_installer
 from builder.pipeline.timings import Phases
 from builder.pipeline.withcode import pack_with_code
@@ -162,14 +170,12 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         step_timeout=options.step_timeout or recipe.timeout,
         private=secrets.SECRETS_DIR if secret_files.needed else None,
         sockets={secret_files.agent: secrets.AGENT_SOCKET} if secret_files.agent else None,
+        scratch=(STAGE,),  # what is installed, pruned, stripped and copied out: off the storage driver
     )
     container.masks = secrets.masks(recipe, given)
     with tempfile.TemporaryDirectory(prefix="lambda-builder-") as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(_settle, sweeping)
         cleanup.enter_context(container)
-        if package_snapshot is not None:
-            making = snapshot_packages.start(recipe, image, package_snapshot, container.volumes, log, foreign)
-            cleanup.callback(snapshot_packages.finish, making, log)
         ctx = BuildContext(
             target=target,
             container=container,
@@ -197,6 +203,7 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
             if not packages_ready:  # git+ssh may need the recipe's openssh-client to ask the repository
                 phases.update(run_actions(ctx, [SystemPackages()]))
                 packages_ready = True
+                _keep_packages(ctx, package_snapshot, foreign, cleanup)
             with phases.phase("resolve git refs"):
                 ctx.git = git.resolve_refs(ctx, git_wanted)
             ctx.manifest["git"] = git.manifest_field(ctx.git)
@@ -214,14 +221,15 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         # pyelftools: only when something is built
         from builder.pipeline.actions.bundle import GuessLibraries, RepairAndAudit
 
-        actions = native_actions(
-            recipe, prefix, packages_ready=packages_ready, guess=GuessLibraries()
-        )
+        actions = native_actions(recipe, prefix, guess=GuessLibraries())
         with phases.phase("start container"):  # only the wait left after the preparations above
             container.wait_started()
             if target.toolchain.files is not None:
                 container.put_tar("/", target.toolchain.files)
             libraries.install(container, used)
+        if not packages_ready:
+            phases.update(run_actions(ctx, [SystemPackages()]))
+            _keep_packages(ctx, package_snapshot, foreign, cleanup)
         phases.update(run_actions(ctx, [*actions, RepairAndAudit()]))
         container.remove(wait=False)  # the rest happens on the host, while the engine removes it
         ctx.manifest["timings"] = phases.as_dict()  # what ran before packing; pack and store print only
@@ -244,6 +252,18 @@ def _build_one(request: BuildRequest, options: BuildOptions, log: Log) -> BuildR
         recipe.name, runtime.name, arch, zip_path, manifest, seconds, step_seconds, inputs=inputs,
         timings=phases.as_dict(), warnings=warnings,
     )
+
+
+def _keep_packages(
+    ctx: BuildContext, tag: str | None, foreign: str | None, cleanup: contextlib.ExitStack
+) -> None:
+    """Once the build's own install is done (its .debs are in the cache volume, apt's lock is
+    free), a snapshot of what it installed is made beside the rest of the build; nothing is started
+    when the image had every package already."""
+    if tag is None or not ctx.installed_packages:
+        return
+    making = snapshot_packages.start(ctx.recipe, ctx.image, tag, ctx.container.volumes, ctx.log, foreign)
+    cleanup.callback(snapshot_packages.finish, making, ctx.log)
 
 
 def _store(key: str, zip_path: Path, log: Log) -> None:

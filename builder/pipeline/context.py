@@ -62,6 +62,7 @@ class BuildContext:
     source_auth: dict[str, str] = field(default_factory=dict, repr=False)  # source name -> Authorization
     git: dict[str, GitPin] = field(default_factory=dict)  # requirement -> (repo, ref, commit)
     provenance: dict[str, str] = field(default_factory=dict)  # installer report file name -> text (SBOM)
+    installed_packages: list[str] = field(default_factory=list)  # what SystemPackages installed (none: all there)
 
     @property
     def recipe(self) -> Recipe:

@@ -56,7 +56,9 @@ class SystemPackages:
 
     def run(self, ctx: BuildContext) -> None:
         foreign = ctx.arch if ctx.target.target_packages else None
-        install_packages(ctx.container, ctx.recipe, ctx.image.name, ctx.log, step=self.name, target_arch=foreign)
+        ctx.installed_packages = install_packages(
+            ctx.container, ctx.recipe, ctx.image.name, ctx.log, step=self.name, target_arch=foreign
+        )
 
 
 def install_packages(
@@ -211,15 +213,11 @@ class SavePrefix:
 
 
 def native_actions(
-    recipe: Recipe,
-    prefix: RestorePrefix | SavePrefix | None = None,
-    *,
-    packages_ready: bool = False,
-    guess: Action | None = None,
+    recipe: Recipe, prefix: RestorePrefix | SavePrefix | None = None, *, guess: Action | None = None
 ) -> list[Action]:
-    """The build's actions; with a prefix hit the sources are not built again, and in an image
-    that already has the recipe's system packages they are not installed again."""
-    actions: list[Action] = [SystemPackages()] if not packages_ready else []
+    """The build's actions after its system packages (which the build runs first, to start their
+    snapshot beside the rest); with a prefix hit the sources are not built again."""
+    actions: list[Action] = []
     if isinstance(prefix, RestorePrefix):
         actions.append(prefix)
     else:
