@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from builder.pipeline.actions.install import UV_BOOTSTRAP
+from builder.pipeline.actions.install import UV_INDEX_ENV
 
 
 def _run(tmp_path: Path, conf: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "pip.conf").write_text(conf)
-    head = UV_BOOTSTRAP.replace("{python}", sys.executable).split("if [ ! -x")[0]
+    head = UV_INDEX_ENV.replace("{python}", sys.executable)
     script = tmp_path / "s.sh"
     script.write_text(head + 'echo "index=$UV_INDEX_URL"; echo "extra=${UV_EXTRA_INDEX_URL:-}"; '
                       'echo "insecure=${UV_INSECURE_HOST:-}"\n')  # fmt: skip

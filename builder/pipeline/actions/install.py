@@ -45,24 +45,28 @@ PIP_REPORT = f"{REPORTS}/pip-report.json"
 UV_LOCK = f"{REPORTS}/pylock.toml"
 WHEELS = cross_pip.WHEELS  # target wheels built before the install (cross_pip)
 
-# uv: the local build images' own, else from the index with the image's pip, once per cache
-# volume (a temp folder renamed into place: two builds installing at once both end with a whole
-# uv); without the volume (--no-cache) into the container. Sets $UV.
-UV_BOOTSTRAP = f"""\
-if [ -d {CACHE} ] && [ -z "${{PIP_NO_CACHE_DIR:-}}" ]; then tools={CACHE}/tools; else tools=/lb/tools; fi
-UV="$tools/uv-{UV_VERSION}/bin/uv"
+# The uv step's shell, in two parts ({python} is filled in per build).
+UV_INDEX_ENV = """\
 # uv reads no pip.conf: the index settings (credentials included) on the secrets tmpfs become uv's
 # variables inside this shell only, never the exec's environment that `docker inspect` shows
-if [ -n "${{PIP_CONFIG_FILE:-}}" ] && [ -f "$PIP_CONFIG_FILE" ]; then
-  eval "$({{python}} -c 'import configparser, shlex, sys
+if [ -n "${PIP_CONFIG_FILE:-}" ] && [ -f "$PIP_CONFIG_FILE" ]; then
+  eval "$({python} -c 'import configparser, shlex, sys
 c = configparser.RawConfigParser(); c.read(sys.argv[1])  # as pip reads it: % is literal
-names = {{"index-url": "UV_INDEX_URL", "extra-index-url": "UV_EXTRA_INDEX_URL", "trusted-host": "UV_INSECURE_HOST"}}
+names = {"index-url": "UV_INDEX_URL", "extra-index-url": "UV_EXTRA_INDEX_URL", "trusted-host": "UV_INSECURE_HOST"}
 for key, var in names.items():
     value = " ".join(c.get("global", key, fallback="").split())
     if value:
-        print(f"export {{var}}={{shlex.quote(value)}}")' "$PIP_CONFIG_FILE" 2>/dev/null)"  # never echo it
+        print(f"export {var}={shlex.quote(value)}")' "$PIP_CONFIG_FILE" 2>/dev/null)"  # never echo it
 fi
-if [ -x {UV_IN_IMAGE}/bin/uv ]; then UV={UV_IN_IMAGE}/bin/uv  # the local build images carry it
+"""
+
+# uv itself, as $UV: the local build images' own, else from the index with the image's pip, once per
+# cache volume (a temp folder renamed into place: two builds installing at once both end with a
+# whole uv); without the volume (--no-cache) into the container
+UV_LOCATE = f"""\
+if [ -d {CACHE} ] && [ -z "${{PIP_NO_CACHE_DIR:-}}" ]; then tools={CACHE}/tools; else tools=/lb/tools; fi
+UV="$tools/uv-{UV_VERSION}/bin/uv"
+if [ -x {UV_IN_IMAGE}/bin/uv ]; then UV={UV_IN_IMAGE}/bin/uv
 elif [ ! -x "$UV" ]; then
   echo "installing uv {UV_VERSION} (once per engine and architecture)"
   mkdir -p "$tools"; tmp=$(mktemp -d "$tools/.uv-XXXXXX")
@@ -232,7 +236,7 @@ class PipInstall:
                            "--quiet", "--python-version", python_version, *platform, "-o", UV_LOCK])  # fmt: skip
         return (
             f"mkdir -p {WHEELS}\n"
-            + UV_BOOTSTRAP.replace("{python}", ctx.python)
+            + (UV_INDEX_ENV + UV_LOCATE).replace("{python}", ctx.python)
             + build
             + f"{install} {_words(args)}\n"
             + shlex.join([ctx.python, "-c", UV_TIDY, ctx.target_dir]) + "\n"
