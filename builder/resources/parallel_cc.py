@@ -9,7 +9,8 @@ sitecustomize would shadow one of ours. It patches `CCompiler.compile` when a cc
 is imported (nothing is imported eagerly), so each object is compiled by its own `_compile`
 call, as before, only several at a time. LAMBDA_BUILDER_COMPILE_JOBS sets how many (1: off).
 
-In cross builds it also gives the build backend (only) the target's platform: see backend_env.
+In cross builds it also gives the build backend (only) the target's platform: see backend_env;
+and it turns ccache off for downloaded sdists, whose wheels are cached whole: see skip_ccache.
 
 Python 3.8 compatible (annotations are never evaluated): it runs under the build image's interpreter.
 
@@ -157,6 +158,19 @@ def build_path_maps() -> list[tuple[str, str]]:
     return sorted(maps.items(), key=lambda item: -len(item[0]))
 
 
+# where the installers unpack what they downloaded: an sdist (pip, uv) or a git checkout (pip, uv)
+_DOWNLOADED = re.compile(r"^.*?/(?:pip-install-[^/]+/[^/]+|pip-req-build-[^/]+|(?:sdists|git)-v\d+/.+)")
+
+
+def skip_ccache() -> None:
+    """No ccache when the backend builds something downloaded: the wheel it makes is cached whole
+    (by the sdist's hash or the commit), so ccache's copies would never be read, and a miss costs
+    (preprocessing twice, compressing, writing) half as much CPU again as psycopg2's compile.
+    A local project keeps it: after an edit, its unchanged files come from ccache."""
+    if _DOWNLOADED.match(os.getcwd()):
+        os.environ["CCACHE_DISABLE"] = "1"
+
+
 def _compiler_takes(flag: str) -> bool:
     """gcc < 8 (Amazon Linux 2's gcc 7) has no -ffile-prefix-map: ask the compiler once."""
     compiler = (os.environ.get("CC") or "cc").split()
@@ -205,6 +219,7 @@ def backend_env() -> None:
 
 def install() -> None:
     backend_env()
+    skip_ccache()
     map_build_paths()
     if jobs() < 2 or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
