@@ -451,6 +451,9 @@ def run_both(
         sam_side.cold_all.append(sam_build(sam, project, sam_log))
         if fresh:
             removed = fresh_engine(client, cache_dir)
+            if (work / "lb-out").exists():  # the last zip: a build reuses its unchanged members
+                shutil.rmtree(work / "lb-out")
+                removed.append("the last build's zip")
             say(f"lambda-builder: cold build on a fresh engine (removed {len(removed)}: "
                 f"{', '.join(removed) or 'nothing'}) {i + 1}/{cold_runs}")
             run, cold_zip = lb_build(lb, recipe, work / "lb-out", cache_dir, lb_log)

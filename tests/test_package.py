@@ -68,8 +68,8 @@ def test_failure_keeps_previous_artifact_and_leaves_no_temp(tmp_path: Path) -> N
         (stage / "pkg" / "later").write_text("")
         real_write = pack.write_zip
 
-        def failing(entries: list[pack.Entry], dest: Path) -> zipwrite.Written:
-            real_write(entries, dest)
+        def failing(entries: list[pack.Entry], dest: Path, **kwargs: object) -> zipwrite.Written:
+            real_write(entries, dest, **kwargs)  # type: ignore[arg-type]
             raise OSError("disk full")
 
         pack.write_zip = failing  # type: ignore[assignment]

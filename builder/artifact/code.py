@@ -16,18 +16,13 @@ Stage artifact: host files and zips only; must not touch Docker, the engine or a
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import stat
-import struct
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.artifact.pack import _matches
-from builder.artifact.zipwrite import RawMember
 from builder.errors import UserError
 
 HINT = "exclude it with code.exclude, or fix it in the code folder"
@@ -116,37 +111,3 @@ def collect_code(
 
     walk(real_root, "", (real_root,))
     return sorted(found, key=lambda f: f.path.split("/"))  # as pack.collect orders a folder
-
-
-def raw_members(deps_zip: Path, digests: dict[str, str]) -> list[RawMember]:
-    """The files of a zip we wrote, as members `write_zip` copies without recompressing (the zip
-    is read once; members are slices of it). `digests` (path -> sha256, from its manifest) spares
-    decompressing each member to hash it."""
-    blob = memoryview(deps_zip.read_bytes())
-    members: list[RawMember] = []
-    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            start = info.header_offset
-            if bytes(blob[start : start + 4]) != b"PK\x03\x04":
-                raise UserError(f"{deps_zip}: {info.filename!r} has no local header; rebuild with --no-cache")
-            name_len, extra_len = struct.unpack("<HH", blob[start + 26 : start + 30])
-            begin = start + 30 + name_len + extra_len
-            data = blob[begin : begin + info.compress_size]
-            if len(data) != info.compress_size:
-                raise UserError(f"{deps_zip}: {info.filename!r} is cut short; rebuild with --no-cache")
-            sha256 = digests.get(info.filename) or hashlib.sha256(archive.read(info)).hexdigest()
-            members.append(
-                RawMember(
-                    path=info.filename,
-                    source=deps_zip,
-                    executable=bool((info.external_attr >> 16) & stat.S_IXUSR),
-                    data=data,
-                    size=info.file_size,
-                    crc=info.CRC,
-                    sha256=sha256,
-                    method=info.compress_type,
-                )
-            )
-    return members

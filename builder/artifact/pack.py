@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import stat
 import tempfile
@@ -23,8 +24,8 @@ from typing import Any
 from builder.artifact.manifest import MANIFEST_SCHEMA, manifest_bytes, manifest_path, source_code_hash
 from builder.artifact.pair import put_pair
 from builder.artifact.sbom import SPEC_VERSION, SbomInputs, build_sbom, dists_in_stage, sbom_bytes, sbom_path
-from builder.artifact.zipwrite import Member, RawMember, write_zip
-from builder.errors import BuildFailed
+from builder.artifact.zipwrite import ZIP_WRITER, Member, RawMember, raw_members, write_zip
+from builder.errors import BuildFailed, UserError
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,22 @@ def package(
     return write_artifact(entries, out_dir, stem, meta, max_unzipped=max_unzipped, sbom_for=sbom_for)
 
 
+def previous_members(zip_path: Path) -> list[RawMember]:
+    """The members of the zip already at `zip_path` (the last build's), to copy where unchanged:
+    only when its manifest says it is ours, written as we write now, and the zip is the one that
+    manifest describes (its sha256; anything else, or nothing, reuses nothing)."""
+    try:
+        manifest = json.loads(manifest_path(zip_path).read_bytes())
+        if not isinstance(manifest, dict) or manifest.get("zip_writer") != ZIP_WRITER:
+            return []
+        if hashlib.sha256(zip_path.read_bytes()).hexdigest() != manifest.get("sha256"):
+            return []
+        digests = {str(c["path"]): str(c["sha256"]) for c in manifest.get("contents", [])}
+        return [m for m in raw_members(zip_path, digests) if m.path in digests]
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return []
+
+
 def write_artifact(
     entries: Sequence[Member],
     out_dir: Path,
@@ -160,7 +177,7 @@ def write_artifact(
     tmp_manifest: Path | None = None
     tmp_sbom: Path | None = None
     try:
-        written = write_zip(entries, tmp_zip)
+        written = write_zip(entries, tmp_zip, previous=previous_members(zip_path))
         listing = [
             {"path": e.path, "size": size, "mode": "0755" if e.executable else "0644", "sha256": sha256}
             for e, (size, sha256) in zip(entries, written.files, strict=True)
@@ -172,6 +189,7 @@ def write_artifact(
             "sha256": written.sha256,
             "source_code_hash": source_code_hash(written.sha256),
             "zipped_size": written.size,
+            "zip_writer": ZIP_WRITER,
             "unzipped_size": sum(size for size, _ in written.files),
             "contents": listing,
         }

@@ -16,12 +16,14 @@ Stage artifact: bytes on the host only; must not touch Docker, the engine or the
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import struct
+import zipfile
 import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import BinaryIO, Protocol
 
 import deflate
 
-from builder.errors import BuildFailed
+from builder.errors import BuildFailed, UserError
 
 DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest date a zip can hold
 DOS_TIME = 0
@@ -38,6 +40,9 @@ DEFLATE, STORE = 8, 0
 UTF8_NAME = 0x800
 LIMIT = 0xFFFFFFFF
 TOO_BIG = "Lambda takes at most 250 MB unzipped; exclude what the function does not need"
+LEVEL = 6  # the default level of zlib, zipfile and libdeflate alike
+# what makes the compressed bytes: a zip's members are reused only from a zip with the same writer
+ZIP_WRITER = f"libdeflate level {LEVEL} (deflate {deflate.__version__})"
 
 
 class Member(Protocol):
@@ -89,11 +94,17 @@ def _copy(member: RawMember) -> _Packed:
     return _Packed(member.path, mode, member.crc, member.size, member.sha256, member.data, member.method)
 
 
-def _pack(member: Member) -> _Packed:
+def _pack(member: Member, previous: Mapping[str, RawMember]) -> _Packed:
+    """Deflate a file, or take its bytes from the previous zip when it holds the same content at
+    the same path (same sha256; the writer is the same: same bytes as deflating it again)."""
     raw = member.source.read_bytes()
-    data = deflate.deflate_compress(raw, 6)  # the default level of zlib, zipfile and libdeflate alike
+    sha256 = hashlib.sha256(raw).hexdigest()
     mode = stat.S_IFREG | (0o755 if member.executable else 0o644)
-    return _Packed(member.path, mode, zlib.crc32(raw), len(raw), hashlib.sha256(raw).hexdigest(), data, DEFLATE)
+    old = previous.get(member.path)
+    if old is not None and old.sha256 == sha256 and old.size == len(raw) and old.method == DEFLATE:
+        return _Packed(member.path, mode, old.crc, old.size, sha256, old.data, DEFLATE)
+    data = deflate.deflate_compress(raw, LEVEL)
+    return _Packed(member.path, mode, zlib.crc32(raw), len(raw), sha256, data, DEFLATE)
 
 
 def _order(members: Sequence[Member]) -> list[str | None]:
@@ -112,7 +123,9 @@ def _order(members: Sequence[Member]) -> list[str | None]:
     return order
 
 
-def _in_order(members: Sequence[Member], order: Sequence[str | None], jobs: int) -> Iterator[_Packed]:
+def _in_order(
+    members: Sequence[Member], order: Sequence[str | None], jobs: int, previous: Mapping[str, RawMember]
+) -> Iterator[_Packed]:
     """Folders and packed members in zip order; at most 2*jobs members are held in memory."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending: deque[Future[_Packed] | _Packed] = deque()
@@ -120,7 +133,7 @@ def _in_order(members: Sequence[Member], order: Sequence[str | None], jobs: int)
 
         def refill() -> None:
             while len(pending) < 2 * jobs and (member := next(upcoming, None)) is not None:
-                pending.append(_copy(member) if isinstance(member, RawMember) else pool.submit(_pack, member))
+                pending.append(_copy(member) if isinstance(member, RawMember) else pool.submit(_pack, member, previous))
 
         refill()
         for folder in order:
@@ -151,8 +164,13 @@ def _headers(name: bytes, flags: int, method: int, crc: int, csize: int, size: i
     return b"PK\x03\x04" + common + struct.pack("<H", 0) + name, b"PK\x01\x02" + struct.pack("<H", MADE_BY) + common
 
 
-def write_zip(members: Sequence[Member], dest: Path, jobs: int | None = None) -> Written:
-    """Write `members` (sorted by the caller) to `dest`; the caller renames it into place."""
+def write_zip(
+    members: Sequence[Member], dest: Path, jobs: int | None = None, previous: Sequence[RawMember] = ()
+) -> Written:
+    """Write `members` (sorted by the caller) to `dest`; the caller renames it into place.
+    `previous`: the members of an earlier zip of ZIP_WRITER's, whose unchanged files are copied
+    rather than deflated again (an incremental build changes a few files of thousands)."""
+    reuse = {m.path: m for m in previous}
     order = _order(members)
     if len(order) > 0xFFFF:
         raise BuildFailed(
@@ -163,7 +181,7 @@ def write_zip(members: Sequence[Member], dest: Path, jobs: int | None = None) ->
     files: list[tuple[int, str]] = []
     with dest.open("wb") as handle:
         out = _HashingFile(handle)
-        for packed in _in_order(members, order, jobs or os.cpu_count() or 1):
+        for packed in _in_order(members, order, jobs or os.cpu_count() or 1, reuse):
             folder = stat.S_ISDIR(packed.mode)
             attributes = packed.mode << 16 | (0x10 if folder else 0)  # 0x10: MS-DOS directory bit, as zipfile sets
             if not folder:
@@ -186,3 +204,37 @@ def write_zip(members: Sequence[Member], dest: Path, jobs: int | None = None) ->
         size_cd = out.offset - start
         out.write(b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(central), len(central), size_cd, start, 0))
     return Written(out.digest.hexdigest(), out.offset, tuple(files))
+
+
+def raw_members(deps_zip: Path, digests: Mapping[str, str]) -> list[RawMember]:
+    """The files of a zip we wrote, as members `write_zip` copies without recompressing (the zip
+    is read once; members are slices of it). `digests` (path -> sha256, from its manifest) spares
+    decompressing each member to hash it."""
+    blob = memoryview(deps_zip.read_bytes())
+    members: list[RawMember] = []
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            start = info.header_offset
+            if bytes(blob[start : start + 4]) != b"PK\x03\x04":
+                raise UserError(f"{deps_zip}: {info.filename!r} has no local header; rebuild with --no-cache")
+            name_len, extra_len = struct.unpack("<HH", blob[start + 26 : start + 30])
+            begin = start + 30 + name_len + extra_len
+            data = blob[begin : begin + info.compress_size]
+            if len(data) != info.compress_size:
+                raise UserError(f"{deps_zip}: {info.filename!r} is cut short; rebuild with --no-cache")
+            sha256 = digests.get(info.filename) or hashlib.sha256(archive.read(info)).hexdigest()
+            members.append(
+                RawMember(
+                    path=info.filename,
+                    source=deps_zip,
+                    executable=bool((info.external_attr >> 16) & stat.S_IXUSR),
+                    data=data,
+                    size=info.file_size,
+                    crc=info.CRC,
+                    sha256=sha256,
+                    method=info.compress_type,
+                )
+            )
+    return members

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from builder.artifact.code import CodeFile, code_prefix, collect_code, raw_members
+from builder.artifact.code import CodeFile, code_prefix, collect_code
 from builder.artifact.pack import _matches, write_artifact
 from builder.artifact.sbom import for_repacked, sbom_path
-from builder.artifact.zipwrite import Member
+from builder.artifact.zipwrite import Member, raw_members
 from builder.cache.folders import SBOM_NAME
 from builder.pipeline.plan import BuildRequest
 from builder.recipe.loader import recipe_sha256
@@ -27,7 +27,7 @@ from builder.ship import limits
 
 Log = Callable[[str], None]
 _WRITTEN = frozenset(
-    {"schema", "zip", "sha256", "source_code_hash", "zipped_size", "unzipped_size", "contents", "sbom"}
+    {"schema", "zip", "sha256", "source_code_hash", "zipped_size", "unzipped_size", "zip_writer", "contents", "sbom"}
 )
 
 
