@@ -23,7 +23,11 @@ RUN set -eux; \
         ccache patchelf file binutils ca-certificates curl xz-utils bzip2 unzip zip git \
         libpq-dev libxml2-dev libxslt1-dev libffi-dev libssl-dev zlib1g-dev; \
     rm -f /var/cache/apt/archives/*.deb /var/lib/apt/lists/*Translation*; \
-    apt-cache gencaches
+    apt-cache gencaches; \
+    mkdir -p /opt/lambda-builder/ccache; \
+    ln -s /usr/bin/ccache /opt/lambda-builder/ccache/cc; ln -s /usr/bin/ccache /opt/lambda-builder/ccache/c++
+# (the last line: Debian's ccache masquerade folder, /usr/lib/ccache, has gcc and g++ but not cc and
+# c++, which make's default CC, CMake and many build scripts call: links of our own, on the builds' PATH)
 # uv for the uv installer (and `installer: auto`, which picks it here), from uv-requirements.txt (the
 # build arg: the pin, public) with hashes required, so no build has to install it first; the
 # context's lb-ca.crt is the host's CA bundle (or empty), for a TLS-intercepting proxy

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import shlex
 
-from builder.pipeline.context import DEPS, HOOKS, PARALLEL_CC, PREFIX, STAGE, WHEELS_SCRIPT
+from builder.pipeline.context import CCACHE_LINKS, DEPS, HOOKS, PARALLEL_CC, PREFIX, STAGE, WHEELS_SCRIPT
 from builder.recipe.model import Recipe
 
-# the prefix's tools first (then the used libraries': pg_config, xml2-config); then Debian's ccache
-# masquerade folder, so cc/gcc/g++ go through ccache
-PATH_PREFIX = f'export PATH="{PREFIX}/bin:{DEPS}/bin:/usr/lib/ccache:$PATH"\n'
+# the prefix's tools first (then the used libraries': pg_config, xml2-config); then the ccache
+# masquerade folders (the local build image's cc and c++, Debian's gcc, g++ and triplets), so
+# compilers go through ccache where the image has it
+PATH_PREFIX = f'export PATH="{PREFIX}/bin:{DEPS}/bin:{CCACHE_LINKS}:/usr/lib/ccache:$PATH"\n'
 
 
 def packages_for(wanted: dict[str, tuple[str, ...]], key: str) -> tuple[str, ...] | None:
