@@ -240,8 +240,11 @@ class PipInstall:
             + build
             + f"{install} {_words(args)}\n"
             + shlex.join([ctx.python, "-c", UV_TIDY, ctx.target_dir]) + "\n"
-            # where each distribution came from (uv has no --report): looked up again, no deps, cached
-            + f'{pins} | "$UV" {lock} || echo "warning: could not record where the distributions came from"\n'
+            # where each distribution came from (uv has no --report): looked up again, no deps, in the
+            # index pages the install just read (offline: 0.02 s against 0.2 s for 31 pins where a
+            # proxy keeps uv from caching them), else online
+            + f'{{ {pins} | "$UV" {lock} --offline 2>/dev/null || {pins} | "$UV" {lock}; }} '
+            + '|| echo "warning: could not record where the distributions came from"\n'
         )
 
     def _read_provenance(self, ctx: BuildContext) -> dict[str, str]:
