@@ -18,8 +18,8 @@ STEM = "x-1-python3.11-x86_64"
 def stage(root: Path, greeting: str) -> Path:
     (root / "pkg").mkdir(parents=True)
     (root / "pkg" / "__init__.py").write_text(f"GREETING = {greeting!r}\n" * 50)
-    for i in range(20):
-        (root / "pkg" / f"m{i:02}.py").write_text(f"VALUE = {i}\n" * 200)
+    for i in range(20):  # 1.2 MB in all: over pack.REUSE_FROM
+        (root / "pkg" / f"m{i:02}.py").write_text(f"VALUE_{i} = {list(range(i, i + 80))}\n" * 200)
     return root
 
 
@@ -64,6 +64,16 @@ def test_a_zip_its_manifest_does_not_describe_lends_nothing(tmp_path: Path, defl
     assert len(deflated) == 21
     with zipfile.ZipFile(rebuilt) as zf:
         assert zf.read("pkg/__init__.py").decode().startswith("GREETING = 'new'")
+
+
+def test_a_small_repack_reads_no_old_zip(tmp_path: Path, deflated: list[int]) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "app.py").write_text("print('hi')\n")
+    pack.package(tmp_path / "a", out, STEM, {"name": "x"})
+    deflated.clear()
+    pack.package(tmp_path / "a", out, STEM, {"name": "x"})
+    assert len(deflated) == 1  # deflated again: less work than reading the old zip
 
 
 def test_a_zip_of_another_writer_lends_nothing(tmp_path: Path, deflated: list[int]) -> None:

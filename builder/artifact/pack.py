@@ -141,6 +141,11 @@ def package(
     return write_artifact(entries, out_dir, stem, meta, max_unzipped=max_unzipped, sbom_for=sbom_for)
 
 
+# below this much to deflate (a code-only repack: its dependencies are copied already), deflating
+# costs less than reading and checking the old zip
+REUSE_FROM = 1 << 20
+
+
 def previous_members(zip_path: Path) -> list[RawMember]:
     """The members of the zip already at `zip_path` (the last build's), to copy where unchanged:
     only when its manifest says it is ours, written as we write now, and the zip is the one that
@@ -177,7 +182,9 @@ def write_artifact(
     tmp_manifest: Path | None = None
     tmp_sbom: Path | None = None
     try:
-        written = write_zip(entries, tmp_zip, previous=previous_members(zip_path))
+        fresh = sum(_size(e) for e in entries if not isinstance(e, RawMember))
+        previous = previous_members(zip_path) if fresh >= REUSE_FROM else []
+        written = write_zip(entries, tmp_zip, previous=previous)
         listing = [
             {"path": e.path, "size": size, "mode": "0755" if e.executable else "0644", "sha256": sha256}
             for e, (size, sha256) in zip(entries, written.files, strict=True)
