@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from builder.artifact import elf
-from tests.conftest import FIXTURES, copy_greet, run_cli
+from tests.conftest import FIXTURES, copy_greet, run_cli, run_test_cli
 
 pytestmark = pytest.mark.docker
 
@@ -146,3 +146,22 @@ def test_stale_package_lists_are_refreshed_and_the_install_retried(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "refreshing the package lists (apt-get update)" in result.stdout
     assert (tmp_path / "dist" / "stale-1-python3.11-x86_64.zip").is_file()
+
+
+def test_a_test_edit_reuses_the_build_and_the_manifest_names_the_new_test(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    recipe = copy_greet(tmp_path)
+    out = tmp_path / "dist"
+    first = run_cli("build", str(recipe), "--out", str(out), "-q")
+    assert first.returncode == 0, first.stderr
+    zip_path = out / "greet-1.0.0-python3.11-x86_64.zip"
+    before = zip_path.read_bytes()
+    recipe.write_text(recipe.read_text().replace("print(r)", "print('edited test:', r)"))
+    second = run_cli("build", str(recipe), "--out", str(out), "-q")
+    assert second.returncode == 0 and "[cached]" in second.stdout, second.stdout + second.stderr
+    assert zip_path.read_bytes() == before  # the same zip: the test is not in it
+    manifest = json.loads(zip_path.with_name("greet-1.0.0-python3.11-x86_64.manifest.json").read_text())
+    assert "edited test:" in manifest["tests"]["command"]
+    tested = run_test_cli(zip_path)
+    assert tested.returncode == 0 and "edited test: hello, lambda" in tested.stdout + tested.stderr, tested.stdout

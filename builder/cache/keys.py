@@ -55,7 +55,8 @@ def cache_key(
     - requirement_files: the content of requirement files and what they include (-r/-c) or a
       uv.lock's export, index credentials stripped (`recipe.requirements`);
     The function's own code (`code:`) is not in it: `dependency_canonical` drops it, and code is
-    packed beside the cached dependencies at every build (`artifact.code`), so an edit only repacks.
+    packed beside the cached dependencies at every build (`artifact.code`), so an edit only repacks;
+    nor are the recipe's `tests:`, which a hit writes into the restored manifest.
     - image_id: the exact build image (compilers, system libraries, glibc), not just its tag;
     - runtime: the Python ABI and layout the artifact targets;
     - arch: the instruction set;
@@ -165,10 +166,16 @@ def local_requirement_digests(requirements: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# parts of a recipe no byte of the built zip depends on: `code:` is packed beside the cached build,
+# `tests:` only goes into the manifest, which a cache hit writes afresh (pipeline/build.py)
+NOT_BUILT = ("code", "tests")
+
+
 def dependency_canonical(canonical: str) -> str:
-    """The recipe's canonical JSON without `code:`, which never reaches the dependency build."""
+    """The recipe's canonical JSON without what never reaches the dependency build (NOT_BUILT)."""
     data = json.loads(canonical) if canonical else {}
-    if not isinstance(data, dict) or "code" not in data:
+    if not isinstance(data, dict) or not any(k in data for k in NOT_BUILT):
         return canonical
-    data.pop("code")
+    for key in NOT_BUILT:
+        data.pop(key, None)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

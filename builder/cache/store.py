@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +180,11 @@ class BuildCache(_Store):
             raise CacheMiss(f"cache entry {key[:12]} vanished right after it was stored")
         return entry
 
-    def restore(self, entry: CacheEntry, out_dir: Path, stem: str) -> Path:
+    def restore(
+        self, entry: CacheEntry, out_dir: Path, stem: str, fields: Mapping[str, Any] | None = None
+    ) -> Path:
         """Put the cached zip + manifest at out_dir/<stem>.zip atomically; return the zip path.
+        `fields` replace the cached manifest's (the recipe parts the key leaves out, as now).
 
         Files already holding the same bytes are left alone (mtimes stay, so make-style tools
         and `publish` see nothing new). Others are copied to a temp name in out_dir and renamed,
@@ -197,11 +200,13 @@ class BuildCache(_Store):
             raise CacheMiss(f"cache entry {entry.key[:12]} vanished") from None
         sbom = _sbom_field(entry.manifest)
         sbom_dest = zip_dest.with_name(f"{stem}{SBOM_SUFFIX}")
-        if entry.manifest.get("zip") != zip_dest.name:  # same content restored under another name
-            renamed = {**entry.manifest, "zip": zip_dest.name}
+        wanted = {**entry.manifest, **(fields or {})}
+        if wanted.get("zip") != zip_dest.name:  # same content restored under another name
+            wanted["zip"] = zip_dest.name
             if sbom is not None:
-                renamed["sbom"] = {**sbom, "file": sbom_dest.name}
-            manifest_bytes = (json.dumps(renamed, indent=2, sort_keys=True) + "\n").encode()
+                wanted["sbom"] = {**sbom, "file": sbom_dest.name}
+        if wanted != entry.manifest:
+            manifest_bytes = manifest.manifest_bytes(wanted)
         sha = str(entry.manifest["sha256"])
         zip_same = _same_bytes(zip_dest, entry.zip_path)
         sbom_same = sbom is None or _same_bytes(sbom_dest, entry.folder / SBOM_NAME)

@@ -46,6 +46,7 @@ from builder.pipeline.context import (
     build_env,
     container_files,
     manifest_meta,
+    recipe_meta,
 )
 from builder.pipeline.plan import BuildOptions, BuildRequest, resolve_target, settle_installer
 from builder.pipeline.timings import Phases
@@ -373,12 +374,13 @@ def _from_cache(key: str, out: Path, stem: str, log: Log, recipe: Recipe) -> tup
     entry = builds.lookup(key)
     if entry is None:
         return None
+    fields = recipe_meta(recipe)  # the tests as the recipe has them now: not in the key
     if recipe.code is not None:  # an edit to the code alone: repack, no container
         log(f"{stem}: unchanged dependencies, reused the cached build (key {key[:12]}); packing the code beside them")
-        return pack_with_code(recipe, entry.zip_path, entry.manifest, out, stem, log)
+        return pack_with_code(recipe, entry.zip_path, {**entry.manifest, **fields}, out, stem, log)
     try:
-        zip_path = builds.restore(entry, out, stem)
+        zip_path = builds.restore(entry, out, stem, fields)
     except CacheMiss:
         return None
     log(noop.hit_line(zip_path.name, key))
-    return zip_path, entry.manifest
+    return zip_path, json.loads(manifest_path(zip_path).read_bytes())

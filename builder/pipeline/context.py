@@ -280,6 +280,20 @@ def uv_env(ctx: BuildContext) -> dict[str, str]:
     return env
 
 
+def recipe_meta(recipe: Recipe) -> dict[str, Any]:
+    """The manifest's fields from recipe parts the build's key leaves out (cache.keys.NOT_BUILT):
+    a cache hit writes them afresh, so a test edit needs no build."""
+    tests = recipe.tests
+    return {
+        "recipe_sha256": recipe_sha256(recipe),
+        "tests": {
+            "imports": list(tests.imports),
+            "command": tests.command,
+            **({"invoke": [_invocation(i) for i in tests.invoke]} if tests.invoke else {}),
+        },
+    }
+
+
 def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "name": ctx.recipe.name,
@@ -287,7 +301,6 @@ def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
         "runtime": ctx.runtime.name,
         "arch": ctx.arch,
         "layout": ctx.recipe.layout,
-        "recipe_sha256": recipe_sha256(ctx.recipe),
         "tool_version": __version__,
         "image": {
             "build": ctx.image.name,
@@ -297,11 +310,7 @@ def manifest_meta(ctx: BuildContext) -> dict[str, Any]:
             "runtime": ctx.target.runtime_image,
         },
         "sources": dict(sorted(ctx.source_digests.items())),
-        "tests": {
-            "imports": list(ctx.recipe.tests.imports),
-            "command": ctx.recipe.tests.command,
-            **({"invoke": [_invocation(i) for i in ctx.recipe.tests.invoke]} if ctx.recipe.tests.invoke else {}),
-        },
+        **recipe_meta(ctx.recipe),
         **({"handler": ctx.recipe.handler} if ctx.recipe.handler else {}),
         **ctx.manifest,
     }
