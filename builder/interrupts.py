@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from builder.errors import Interrupted
 
@@ -74,11 +76,21 @@ def install() -> None:
     if _installed.is_set():
         return
     _installed.set()
+    sys.unraisablehook = _unraisable
     signal.signal(_NUDGE, lambda signum, frame: None)
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
+
+
+def _unraisable(args: Any) -> None:
+    """After an interrupt, quiet: the KeyboardInterrupt can cut an object off in its constructor
+    (a SpooledTemporaryFile before its first attribute), whose __del__ then printed a traceback
+    under "interrupted" as the process ended. Before one, Python's own report."""
+    if _cancelled.is_set():
+        return
+    sys.__unraisablehook__(args)
 
 
 def settle() -> None:
