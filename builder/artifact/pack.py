@@ -154,10 +154,11 @@ def previous_members(zip_path: Path) -> list[RawMember]:
         manifest = json.loads(manifest_path(zip_path).read_bytes())
         if not isinstance(manifest, dict) or manifest.get("zip_writer") != ZIP_WRITER:
             return []
-        if hashlib.sha256(zip_path.read_bytes()).hexdigest() != manifest.get("sha256"):
+        content = zip_path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != manifest.get("sha256"):
             return []
         digests = {str(c["path"]): str(c["sha256"]) for c in manifest.get("contents", [])}
-        return [m for m in raw_members(zip_path, digests) if m.path in digests]
+        return [m for m in raw_members(zip_path, digests, content) if m.path in digests]
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return []
 

@@ -206,11 +206,11 @@ def write_zip(
     return Written(out.digest.hexdigest(), out.offset, tuple(files))
 
 
-def raw_members(deps_zip: Path, digests: Mapping[str, str]) -> list[RawMember]:
+def raw_members(deps_zip: Path, digests: Mapping[str, str], content: bytes | None = None) -> list[RawMember]:
     """The files of a zip we wrote, as members `write_zip` copies without recompressing (the zip
-    is read once; members are slices of it). `digests` (path -> sha256, from its manifest) spares
-    decompressing each member to hash it."""
-    blob = memoryview(deps_zip.read_bytes())
+    is read once, or given as `content` by a caller that read it already; members are slices of
+    it). `digests` (path -> sha256, from its manifest) spares decompressing each member to hash it."""
+    blob = memoryview(deps_zip.read_bytes() if content is None else content)
     members: list[RawMember] = []
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         for info in archive.infolist():
