@@ -374,12 +374,12 @@ def _from_cache(key: str, out: Path, stem: str, log: Log, recipe: Recipe) -> tup
     entry = builds.lookup(key)
     if entry is None:
         return None
-    fields = recipe_meta(recipe)  # the tests as the recipe has them now: not in the key
     if recipe.code is not None:  # an edit to the code alone: repack, no container
         log(f"{stem}: unchanged dependencies, reused the cached build (key {key[:12]}); packing the code beside them")
-        return pack_with_code(recipe, entry.zip_path, {**entry.manifest, **fields}, out, stem, log)
+        return pack_with_code(recipe, entry.zip_path, entry.manifest, out, stem, log)
     try:
-        zip_path = builds.restore(entry, out, stem, fields)
+        # the tests as the recipe has them now: they are not in the key
+        zip_path = builds.restore(entry, out, stem, recipe_meta(recipe))
     except CacheMiss:
         return None
     log(noop.hit_line(zip_path.name, key))

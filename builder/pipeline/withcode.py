@@ -19,8 +19,8 @@ from builder.artifact.pack import _matches, write_artifact
 from builder.artifact.sbom import for_repacked, sbom_path
 from builder.artifact.zipwrite import Member, raw_members
 from builder.cache.folders import SBOM_NAME
+from builder.pipeline.context import recipe_meta
 from builder.pipeline.plan import BuildRequest
-from builder.recipe.loader import recipe_sha256
 from builder.recipe.model import ALWAYS_EXCLUDED, Recipe
 from builder.runtimes import RUNTIMES
 from builder.ship import limits
@@ -79,7 +79,7 @@ def pack_with_code(
     members: list[Member] = [*(m for m in deps if m.path not in ours), *files]
     members.sort(key=lambda m: m.path.split("/"))  # the order `pack.collect` gives a folder
     meta = {k: v for k, v in deps_manifest.items() if k not in _WRITTEN}
-    meta["recipe_sha256"] = recipe_sha256(recipe)
+    meta.update(recipe_meta(recipe))  # the recipe as it is now: its tests are not in the build's key
     meta["dependencies"] = {"sha256": deps_manifest["sha256"], "files": len(deps)}
     meta["code"] = {"path": os.path.relpath(code.path, recipe.folder), "files": len(files)}
     # the dependencies' SBOM (beside their zip, or in their cache entry), made to describe this zip
