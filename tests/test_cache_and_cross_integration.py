@@ -15,15 +15,21 @@ from tests.conftest import FIXTURES, copy_greet, run_cli, run_test_cli
 pytestmark = pytest.mark.docker
 
 
-def test_unchanged_rebuild_is_a_cache_hit_and_a_change_rebuilds(
-    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
-) -> None:
+def _first_greet_build(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the greet fixture, built once into tmp_path/dist (not from the cache): its
+    recipe, the out folder and the zip."""
     recipe = copy_greet(tmp_path)
     out = tmp_path / "dist"
     first = run_cli("build", str(recipe), "--out", str(out), "-q")
     assert first.returncode == 0, first.stderr
     assert "[cached]" not in first.stdout
-    zip_path = out / "greet-1.0.0-python3.11-x86_64.zip"
+    return recipe, out, out / "greet-1.0.0-python3.11-x86_64.zip"
+
+
+def test_unchanged_rebuild_is_a_cache_hit_and_a_change_rebuilds(
+    local_images: dict[str, str], tmp_path: Path, cache_dir: Path
+) -> None:
+    recipe, out, zip_path = _first_greet_build(tmp_path)
     before = zip_path.read_bytes()
     zip_path.unlink()  # the cache, not the old output, must bring it back
     second = run_cli("build", str(recipe), "--out", str(out), "-q")
@@ -151,11 +157,7 @@ def test_stale_package_lists_are_refreshed_and_the_install_retried(
 def test_a_test_edit_reuses_the_build_and_the_manifest_names_the_new_test(
     local_images: dict[str, str], tmp_path: Path, cache_dir: Path
 ) -> None:
-    recipe = copy_greet(tmp_path)
-    out = tmp_path / "dist"
-    first = run_cli("build", str(recipe), "--out", str(out), "-q")
-    assert first.returncode == 0, first.stderr
-    zip_path = out / "greet-1.0.0-python3.11-x86_64.zip"
+    recipe, out, zip_path = _first_greet_build(tmp_path)
     before = zip_path.read_bytes()
     recipe.write_text(recipe.read_text().replace("print(r)", "print('edited test:', r)"))
     second = run_cli("build", str(recipe), "--out", str(out), "-q")
